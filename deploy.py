@@ -1,0 +1,16 @@
+"""labforge: the layers, in the order they are applied. Each layer lives in tasks/<layer>.py."""
+
+from tasks.base import base
+from tasks.cuda import cuda
+from tasks.docker import docker
+from tasks.nuclio import nuclio
+from tasks.nvidia import container_toolkit, driver
+from tasks.preflight import preflight
+
+preflight()  # refuse unsupported hosts before anything changes
+base()
+docker()
+cuda()  # GPU hosts only; before the driver: Debian's 550 driver comes from the CUDA repo
+driver()  # GPU hosts only
+container_toolkit()  # GPU hosts only
+nuclio()

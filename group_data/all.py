@@ -1,0 +1,73 @@
+"""Pinned versions, upstream sources and site settings for every host.
+
+This is the one place versions, URLs and checksums live. Every URL is a plain
+variable so an air-gapped lab can point it at its own mirror (hosts file `vars:`
+or `pyinfra --data key=value`). Behaviour knobs with safe defaults live in each
+layer's `data_defaults` (tasks/*.py).
+"""
+
+# --- GPU selection --------------------------------------------------------------------------
+# None: GPU layers run when the host has an NVIDIA display/3D PCI device. gpu_servers sets True.
+gpu = None
+# A host marked gpu=True without an NVIDIA PCI device is refused (False only for VMs/test labs).
+gpu_require_pci_device = True
+
+# --- apt -------------------------------------------------------------------------------------
+# Optional HTTP(S) proxy for apt, e.g. "http://apt-cache.lab:3142" (None: no proxy file).
+apt_proxy = None
+# Seconds an `apt-get update` stays fresh before the base layer refreshes the cache again.
+apt_cache_time = 3600
+
+# --- Docker Engine (https://docs.docker.com/engine/install/ubuntu/) --------------------------
+# Docker's apt repository root; the distro id (ubuntu/debian) is appended.
+docker_repo_url = "https://download.docker.com/linux"
+# sha256 of Docker's armoured signing key ({docker_repo_url}/{distro}/gpg, same file for ubuntu and debian;
+# fingerprint 9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88), as pinned by geerlingguy/ansible-role-docker.
+docker_gpg_sha256 = "1500c1f56fa9e26b9b8f42452a553675796ade0807cdce11975eb98170b3a570"
+# Packages that make up Docker Engine + Compose v2, from Docker's repo.
+docker_packages = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]
+# Distro packages that conflict with Docker's own (removed before install).
+docker_conflicting_packages = ["docker.io", "docker-doc", "docker-compose", "docker-compose-v2", "podman-docker", "containerd", "runc"]
+
+# --- NVIDIA driver ---------------------------------------------------------------------------
+# Driver branch 550 package per distro: Ubuntu's signed server build (550.163.01 in jammy/noble-updates);
+# Debian 12 gets the 550 branch from NVIDIA's CUDA repo (check `apt-cache policy cuda-drivers-550` there).
+nvidia_driver_packages = {"ubuntu": "nvidia-driver-550-server", "debian": "cuda-drivers-550"}
+# Set to a package name to override the per-distro choice (e.g. "nvidia-driver-550" on desktops).
+nvidia_driver_package = None
+
+# --- NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/) -
+# NVIDIA's libnvidia-container repository root (stable/deb/<arch> is appended).
+nvidia_container_toolkit_repo_url = "https://nvidia.github.io/libnvidia-container"
+# sha256 of NVIDIA's armoured repo key ({repo}/gpgkey; fingerprint C95B321B61E88C1809C4F759DDCAE044F796ECB0),
+# as pinned in several public provisioning scripts.
+nvidia_container_toolkit_gpg_sha256 = "c880576d6cf75a48e5027a871bac70fd0421ab07d2b55f30877b21f1c87959c9"
+# Exact dpkg version of nvidia-container-toolkit and its three sibling packages (pinned together).
+nvidia_container_toolkit_version = "1.17.8-1"
+
+# --- CUDA ------------------------------------------------------------------------------------
+# NVIDIA's CUDA repository root ({distro}{version}/{x86_64|sbsa}/ is appended).
+cuda_repo_url = "https://developer.download.nvidia.com/compute/cuda/repos"
+# Version of the cuda-keyring package that installs NVIDIA's repo key and source.
+cuda_keyring_version = "1.1-1"
+# sha256 of cuda-keyring_<version>_all.deb per "<distro><version>/<arch>" repo directory, as pinned in
+# GoogleCloudPlatform/compute-gpu-installation (NVIDIA_KEYRING_SHA256_SUMS) and other public installers.
+# ubuntu2204/sbsa is deliberately absent: only one public source for it was found; add it once verified.
+cuda_keyring_sha256 = {
+    "ubuntu2204/x86_64": "d93190d50b98ad4699ff40f4f7af50f16a76dac3bb8da1eaaf366d47898ff8df",
+    "ubuntu2404/x86_64": "d2a6b11c096396d868758b86dab1823b25e14d70333f1dfa74da5ddaf6a06dba",
+    "debian12/x86_64": "e7f219eab6fe4819cdb5c15b98233dc3420302d9c00883219cd3d896857cf48d",
+    "ubuntu2404/sbsa": "6ea7d2737648936820e85677177957a0f6521b840d98eb0bbae0a4f003fa7249",
+}
+# CUDA toolkit release: package cuda-toolkit-<major>-<minor>, installed under /usr/local/cuda-<release>.
+cuda_version = "12.8"
+
+# --- Nuclio CLI ------------------------------------------------------------------------------
+# nuctl release; must share its minor version with the Nuclio dashboard in the CVAT checkout.
+nuctl_version = "1.13.23"
+# Download URL template ({version}, {arch} = amd64/arm64).
+nuctl_url = "https://github.com/nuclio/nuclio/releases/download/{version}/nuctl-{version}-linux-{arch}"
+# sha256 per arch of the nuctl binary. Nuclio publishes no checksums and no public pin for 1.13.23 was
+# found, so this ships empty and the Nuclio layer refuses to download unverified. Pin it once from a
+# download you trust:  curl -fsSL <nuctl_url> | sha256sum   -> nuctl_sha256 = {"amd64": "<hex>"}
+nuctl_sha256: dict[str, str] = {}

@@ -1,0 +1,61 @@
+"""CUDA layer (GPU hosts): NVIDIA's CUDA repo via cuda-keyring, cuda-toolkit-12-8 only, PATH in profile.d.
+
+Only `cuda-toolkit-X-Y` is installed: the `cuda` and `cuda-drivers` metapackages pull a newer
+driver branch than the pinned 550.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, server
+
+from tasks import gpu, platform
+
+KEYRING_DEB_DIR = "/var/cache/labforge"
+
+
+def keyring_sha256(repo_dir: str) -> str:
+    pins = host.data.get("cuda_keyring_sha256") or {}
+    sha = pins.get(repo_dir)
+    if not sha:
+        raise DeployError(
+            f"{host.name}: no sha256 pinned for NVIDIA's cuda-keyring in '{repo_dir}'; add it to "
+            "cuda_keyring_sha256 in group_data/all.py. Nothing was changed."
+        )
+    return sha
+
+
+@deploy("CUDA")
+def cuda() -> None:
+    if not gpu.enabled():
+        return
+    p = platform.current()
+    data = host.data
+    repo_dir = f"{p.cuda_distro}/{p.cuda_arch}"
+    version = data.get("cuda_version")
+    if "cuda-keyring" not in (host.get_fact(DebPackages) or {}):
+        deb = f"{KEYRING_DEB_DIR}/cuda-keyring_{data.get('cuda_keyring_version')}_all.deb"
+        files.directory(name=KEYRING_DEB_DIR, path=KEYRING_DEB_DIR, mode="0755")
+        files.download(
+            name="cuda-keyring package",
+            src=f"{data.get('cuda_repo_url')}/{repo_dir}/cuda-keyring_{data.get('cuda_keyring_version')}_all.deb",
+            dest=deb,
+            sha256sum=keyring_sha256(repo_dir),
+        )
+        server.shell(name="Install cuda-keyring (only when missing)", commands=[f"dpkg -i {deb}"])
+        apt.update(name="apt cache after CUDA repo added")
+    apt.packages(
+        name=f"cuda-toolkit-{version.replace('.', '-')}",
+        packages=[f"cuda-toolkit-{version.replace('.', '-')}"],
+        no_recommends=True,
+    )
+    files.template(
+        name="/etc/profile.d/cuda.sh",
+        src="templates/cuda.sh.j2",
+        dest="/etc/profile.d/cuda.sh",
+        mode="0644",
+        cuda_home=f"/usr/local/cuda-{version}",
+    )

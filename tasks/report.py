@@ -1,0 +1,82 @@
+"""The short per-host summary printed when a run ends: which layers changed, and whether to reboot.
+
+It goes to stderr so `pyinfra --json` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+
+from pyinfra import host, state
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.facts.files import File
+
+REBOOT_MARKER = "/run/labforge-reboot-required"
+_reboot_ops: dict[str, list] = defaultdict(list)
+_reboot_pending: set[str] = set()
+
+
+def reboot_required_if(*ops) -> None:
+    """Remember ops whose change means this host must be rebooted (driver installs, nouveau blacklist)."""
+    _reboot_ops[host.name].extend(ops)
+
+
+def note_pending_reboot() -> None:
+    """Read at plan time: a driver installed by an earlier run is still waiting for its reboot."""
+    if host.get_fact(File, path=REBOOT_MARKER):
+        _reboot_pending.add(host.name)
+
+
+def layer_of(op_names: set[str]) -> str:
+    name = sorted(op_names)[0] if op_names else "?"
+    return name.split(" | ", 1)[0] if " | " in name else "(top level)"
+
+
+def summarise(st, h) -> str:
+    """One line: layers with changes (or planned changes on --dry), failed ops, reboot state."""
+    changed: list[str] = []
+    failed: list[str] = []
+    for op_hash in st.get_op_order():
+        op = st.ops[h].get(op_hash)
+        if op is None:
+            continue
+        meta = op.operation_meta
+        layer = layer_of(st.op_meta[op_hash].names)
+        if meta.is_complete():
+            if not meta.did_succeed(_raise_if_not_complete=False):
+                failed.append(layer)
+            elif meta.did_change() and layer not in changed:
+                changed.append(layer)
+        elif meta._maybe_is_change and layer not in changed:
+            changed.append(layer)
+    executed = any(op.operation_meta.is_complete() for op in st.ops[h].values())
+    verb = "changed" if executed else "would change (plan)"
+    parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
+    if failed:
+        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))}")
+    reboot_ops = _reboot_ops.get(h.name, [])
+    if any(m.is_complete() and m.did_change() for m in reboot_ops):
+        parts.append("REBOOT REQUIRED (NVIDIA driver installed; reboot_after_driver is False)")
+    elif h.name in _reboot_pending:
+        parts.append("REBOOT REQUIRED (NVIDIA driver installed by an earlier run; not rebooted since)")
+    elif any(not m.is_complete() and m._maybe_is_change for m in reboot_ops):
+        parts.append("reboot will be required after the driver install")
+    else:
+        parts.append("no reboot needed")
+    return f"[labforge] {h.name}: " + "; ".join(parts)
+
+
+class SummaryCallback(BaseStateCallback):
+    @staticmethod
+    def host_disconnect(state, host):
+        try:
+            print(summarise(state, host), file=sys.stderr, flush=True)
+        except Exception as exc:  # a summary must never turn a good run into a failure
+            print(f"[labforge] {host.name}: summary unavailable ({exc})", file=sys.stderr)
+
+
+def install() -> None:
+    """Register the summary once per run (deploy code runs once per host)."""
+    if not any(isinstance(cb, SummaryCallback) for cb in state.callback_handlers):
+        state.add_callback_handler(SummaryCallback())

@@ -1,0 +1,62 @@
+"""testinfra fixtures: the pins the deploy used (group_data/all.py + the hosts file's vars) and the host's role."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.facts import NvidiaGpuDevices
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --hosts these tests would inspect the machine running pytest: skip them, saying how to run them."""
+    if config.getoption("hosts", default=None):
+        return
+    skip = pytest.mark.skip(reason="host checks need a target: pytest tests/host --hosts=ssh://user@server")
+    for item in items:
+        if "tests/host/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pins() -> dict:
+    """What the deploy was told: group_data/all.py, overridden by the LAB_HOSTS file's `vars:` when set."""
+    spec = importlib.util.spec_from_file_location("labforge_pins", REPO / "group_data" / "all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    if os.environ.get("LAB_HOSTS"):
+        values.update((yaml.safe_load(Path(os.environ["LAB_HOSTS"]).read_text()) or {}).get("vars") or {})
+    return values
+
+
+@pytest.fixture(scope="module")
+def gpu_role(host, request) -> bool:
+    role = request.config.getoption("role")
+    if role == "auto":
+        return bool(host.run(NvidiaGpuDevices().command()).stdout.strip())
+    return role == "gpu"
+
+
+@pytest.fixture(scope="module")
+def gpu_host(gpu_role):
+    if not gpu_role:
+        pytest.skip("not a GPU host (--role=cpu, or no NVIDIA PCI device)")
+
+
+@pytest.fixture(scope="module")
+def real_gpu(host, gpu_host):
+    """Checks that need the physical GPU and the loaded driver; skipped in VMs and the test lab."""
+    if not host.exists("nvidia-smi") or not host.file("/dev/nvidia0").exists:
+        pytest.skip("no loaded NVIDIA driver/GPU on this host (nvidia-smi or /dev/nvidia0 missing)")
+
+
+@pytest.fixture(scope="module")
+def distro(host) -> str:
+    return host.system_info.distribution

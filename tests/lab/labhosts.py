@@ -1,0 +1,247 @@
+"""The local test lab: real Debian 12 hosts booted with systemd-nspawn (systemd as PID 1), reached by SSH.
+
+Recipe (design.md section 5): debootstrap a bookworm root once and cache it as a tarball; per
+host, unpack it, authorise the lab's SSH key, make sshd listen on 127.0.0.N:2222, and boot it
+with `systemd-nspawn -b`. Hosts share the machine's network, so apt reaches Debian's mirror and
+the stand-in mirror on 127.0.0.1; nothing else is contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.lab import standins
+
+LAB_DIR = Path(os.environ.get("LABFORGE_LAB_DIR", "/var/tmp/labforge-lab"))
+CACHE_DIR = Path(os.environ.get("LABFORGE_CACHE_DIR", "/var/cache/labforge"))
+DEBIAN_MIRROR = os.environ.get("LABFORGE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+INCLUDE = "openssh-server,python3,sudo,ca-certificates,gnupg,curl,git,systemd-sysv,dbus,iproute2"
+SSH_PORT = 2222
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"]
+
+
+class LabError(RuntimeError):
+    """The lab could not be built or booted; the message says which step and where its log is."""
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def require_tools() -> None:
+    missing = [t for t in ("debootstrap", "systemd-nspawn", "ssh", "ssh-keygen", "gpg", "dpkg-deb") if not shutil.which(t)]
+    if missing:
+        raise LabError(f"missing tools {missing}: apt-get install debootstrap systemd-container openssh-client gnupg dpkg-dev")
+    if os.geteuid() != 0:
+        raise LabError("the test lab needs root (debootstrap and systemd-nspawn)")
+
+
+def base_tarball() -> Path:
+    """The cached bookworm root (debootstrap once, ~1 min, ~450 MB unpacked)."""
+    tarball = CACHE_DIR / f"bookworm-minbase-{hashlib.sha256(INCLUDE.encode()).hexdigest()[:12]}.tar"
+    if tarball.exists():
+        return tarball
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = CACHE_DIR / "debootstrap-work"
+    shutil.rmtree(work, ignore_errors=True)
+    log = CACHE_DIR / "debootstrap.log"
+    with log.open("w") as out:
+        proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", str(work),
+                               DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise LabError(f"debootstrap failed (exit {proc.returncode}); see {log}")
+    (work / "etc/machine-id").write_text("")  # each booted host generates its own
+    tmp = tarball.with_suffix(".partial")
+    _run(["tar", "--numeric-owner", "--xattrs", "-C", str(work), "-cf", str(tmp), "."])
+    tmp.rename(tarball)
+    shutil.rmtree(work)
+    return tarball
+
+
+def ssh_key() -> Path:
+    key = LAB_DIR / "id_ed25519"
+    if not key.exists():
+        LAB_DIR.mkdir(parents=True, exist_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "labforge-lab", "-f", str(key)])
+    return key
+
+
+def _ensure_nspawn_runtime_dir() -> None:
+    """nspawn keeps per-machine state in /run/systemd/nspawn; give it a tmpfs where /run lacks one."""
+    path = Path("/run/systemd/nspawn")
+    if subprocess.run(["mountpoint", "-q", str(path)]).returncode != 0 and not any(path.glob("*")):
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], check=False)
+
+
+@dataclass
+class LabHost:
+    name: str
+    address: str
+    pid: int | None = None
+
+    @property
+    def root(self) -> Path:
+        return LAB_DIR / "hosts" / self.name / "root"
+
+    @property
+    def log(self) -> Path:
+        return LAB_DIR / "hosts" / self.name / "console.log"
+
+    def create(self, os_release: str | None = None) -> None:
+        """Unpack a fresh root; os_release replaces /etc/os-release (to fake an unsupported distro)."""
+        shutil.rmtree(self.root.parent, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        _run(["tar", "--numeric-owner", "--xattrs", "-C", str(self.root), "-xf", str(base_tarball())])
+        ssh_dir = self.root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{ssh_key()}.pub").read_text())
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        conf = self.root / "etc/ssh/sshd_config.d/labforge-lab.conf"
+        conf.write_text(f"Port {SSH_PORT}\nListenAddress {self.address}\nPermitRootLogin prohibit-password\n"
+                        "PasswordAuthentication no\n")
+        (self.root / "etc/hostname").write_text(self.name + "\n")
+        if os_release is not None:
+            target = self.root / "etc/os-release"
+            if target.is_symlink():
+                target.unlink()
+            target.write_text(os_release)
+
+    def boot(self, timeout: float = 90) -> None:
+        _ensure_nspawn_runtime_dir()
+        with self.log.open("w") as out:
+            proc = subprocess.Popen(["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit",
+                                     "-M", self.name, "-b"], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = proc.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"{self.name}: systemd-nspawn exited with {proc.returncode}; see {self.log}")
+            if self.ssh("true", check=False).returncode == 0:
+                return
+            time.sleep(1)
+        raise LabError(f"{self.name}: no SSH on {self.address}:{SSH_PORT} after {timeout:.0f}s; see {self.log}")
+
+    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", *SSH_OPTS, "-i", str(ssh_key()), "-p", str(SSH_PORT), f"root@{self.address}",
+                               command], capture_output=True, text=True, check=check, timeout=120)
+
+    def stop(self, timeout: float = 30) -> None:
+        if not self.pid:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
+        except ProcessLookupError:
+            self.pid = None
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(self.pid):
+            time.sleep(0.5)
+        if _alive(self.pid):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.pid = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # reap it if it is our child
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Mirror:
+    """The stand-in mirror (tests/lab/standins.py) served by Python's http.server on 127.0.0.1."""
+
+    port: int
+    data: dict
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls) -> Mirror:
+        port = free_port()
+        root = LAB_DIR / "mirror"
+        data = standins.build_mirror(root, f"http://127.0.0.1:{port}")
+        log = (LAB_DIR / "mirror.log").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                 str(root), str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        mirror = cls(port, data, proc.pid)
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return mirror
+            except OSError:
+                time.sleep(0.1)
+        raise LabError(f"stand-in mirror did not listen on {mirror.url}; see {LAB_DIR / 'mirror.log'}")
+
+    def stop(self) -> None:
+        if self.pid and _alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+        self.pid = None
+
+
+def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers") -> Path:
+    """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror."""
+    doc = {
+        "vars": {
+            **mirror.data,
+            "gpu_require_pci_device": False,  # no NVIDIA card in a container: force the GPU layers on
+            "ssh_known_hosts_file": str(LAB_DIR / "known_hosts"),
+            "ssh_strict_host_key_checking": "off",
+        },
+        "gpu_servers": [],
+        "cpu_servers": [],
+    }
+    doc[group] = [{"host": h.address, "name": h.name, "ssh_user": "root", "ssh_port": SSH_PORT,
+                   "ssh_key": str(ssh_key())} for h in hosts]
+    path.write_text("# labforge test lab hosts (generated)\n" + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+STATE_FILE = LAB_DIR / "state.json"
+
+
+def save_state(hosts: list[LabHost], mirror: Mirror | None) -> None:
+    STATE_FILE.write_text(json.dumps({"hosts": [asdict(h) for h in hosts],
+                                      "mirror": asdict(mirror) if mirror else None}, indent=1))
+
+
+def load_state() -> tuple[list[LabHost], Mirror | None]:
+    if not STATE_FILE.exists():
+        return [], None
+    doc = json.loads(STATE_FILE.read_text())
+    mirror = Mirror(**doc["mirror"]) if doc.get("mirror") else None
+    return [LabHost(**h) for h in doc["hosts"]], mirror

@@ -1,0 +1,287 @@
+"""TEST STAND-INS for the upstreams the test lab cannot reach: Docker's and NVIDIA's apt repos, GitHub.
+
+This module is the only place stand-ins exist. It builds, under one directory served on
+127.0.0.1, a GPG-signed apt mirror and download files that carry the *real* package names,
+versions, repository layouts and URL paths, so the production code path runs unchanged
+against it: key download with sha256, deb822 source with Signed-By, apt install of exact
+pinned versions, cuda-keyring install, nuctl download with sha256. Only the payloads are
+fakes: every binary inside is a small script that says "labforge test stand-in".
+
+The production defaults in group_data/all.py stay the real upstreams; the lab overrides them
+through the hosts file (see `mirror_data`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STANDIN_MARK = "labforge test stand-in"
+DISTRO, CODENAME, DEB_ARCH, CUDA_ARCH = "debian", "bookworm", "amd64", "x86_64"
+CUDA_DISTRO = "debian12"
+
+
+def pins() -> dict:
+    """The production pins (group_data/all.py), so the stand-ins always follow them."""
+    spec = importlib.util.spec_from_file_location("labforge_group_all", REPO_ROOT / "group_data" / "all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {k: v for k, v in vars(module).items() if not k.startswith("_")}
+
+
+@dataclass
+class StandinPackage:
+    name: str
+    version: str
+    files: dict[str, tuple[str | bytes, int]] = field(default_factory=dict)  # path -> (content, mode)
+    depends: str = ""
+    arch: str = DEB_ARCH
+    postinst: str = ""
+
+    def build(self, out_dir: Path) -> Path:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)
+            for rel, (content, mode) in self.files.items():
+                target = root / rel.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content if isinstance(content, bytes) else content.encode())
+                target.chmod(mode)
+            doc = root / "usr/share/doc" / self.name / "STAND-IN"
+            doc.parent.mkdir(parents=True, exist_ok=True)
+            doc.write_text(f"{self.name} {self.version}: {STANDIN_MARK}, not the real package.\n")
+            (root / "DEBIAN").mkdir()
+            control = [
+                f"Package: {self.name}",
+                f"Version: {self.version}",
+                f"Architecture: {self.arch}",
+                "Maintainer: labforge tests <tests@labforge.invalid>",
+                "Priority: optional",
+            ]
+            if self.depends:
+                control.append(f"Depends: {self.depends}")
+            control.append(f"Description: {self.name} ({STANDIN_MARK})")
+            (root / "DEBIAN/control").write_text("\n".join(control) + "\n")
+            if self.postinst:
+                script = root / "DEBIAN/postinst"
+                script.write_text("#!/bin/sh\nset -e\n" + self.postinst + "\n")
+                script.chmod(0o755)
+            out = out_dir / f"{self.name}_{self.version.split(':')[-1]}_{self.arch}.deb"
+            subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+                           check=True, capture_output=True)
+        return out
+
+
+def _script(body: str) -> tuple[str, int]:
+    return textwrap.dedent(body).lstrip(), 0o755
+
+
+DOCKERD = _script(f"""
+    #!/bin/sh
+    # {STANDIN_MARK} for dockerd: refuses an invalid daemon.json like dockerd, then idles.
+    if [ -s /etc/docker/daemon.json ]; then
+        python3 -c 'import json; json.load(open("/etc/docker/daemon.json"))' || exit 1
+    fi
+    exec sleep infinity
+""")
+DOCKER_CLI = _script(f"""
+    #!/bin/sh
+    # {STANDIN_MARK} for the docker CLI: version and info only.
+    case "$1" in
+        --version|version) echo "Docker version 27.5.1, build {STANDIN_MARK}" ;;
+        info) systemctl is-active --quiet docker && echo "Server Version: 27.5.1 ({STANDIN_MARK})" \\
+              || {{ echo "Cannot connect to the Docker daemon" >&2; exit 1; }} ;;
+        *) echo "{STANDIN_MARK}: 'docker $*' cannot run in the test lab" >&2; exit 1 ;;
+    esac
+""")
+DOCKER_UNIT = (textwrap.dedent(f"""
+    [Unit]
+    Description=Docker Application Container Engine ({STANDIN_MARK})
+    [Service]
+    ExecStart=/usr/bin/dockerd
+    [Install]
+    WantedBy=multi-user.target
+""").lstrip(), 0o644)
+NVIDIA_CTK = _script(f'''
+    #!/usr/bin/python3
+    """{STANDIN_MARK} for nvidia-ctk: `--version` and `runtime configure --runtime=docker [--dry-run]`.
+
+    Same effect on daemon.json as the real tool: adds runtimes.nvidia and keeps every other key.
+    """
+    import json, os, sys
+    args = sys.argv[1:]
+    if args[:1] == ["--version"]:
+        print("NVIDIA Container Toolkit CLI version {{version}} ({STANDIN_MARK})"); sys.exit(0)
+    if args[:2] != ["runtime", "configure"] or "--runtime=docker" not in args:
+        sys.exit("{STANDIN_MARK}: only 'runtime configure --runtime=docker' is implemented")
+    path = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), "/etc/docker/daemon.json")
+    config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {{}}
+    config.setdefault("runtimes", {{}})["nvidia"] = {{"args": [], "path": "nvidia-container-runtime"}}
+    text = json.dumps(config, indent=4) + "\\n"
+    if "--dry-run" in args:
+        sys.stdout.write(text); sys.exit(0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").write(text)
+    print("INFO Wrote updated config to " + path)
+''')
+
+
+def _nvcc(cuda_version: str) -> tuple[str, int]:
+    return _script(f"""
+        #!/bin/sh
+        # {STANDIN_MARK} for nvcc
+        echo "nvcc: NVIDIA (R) Cuda compiler driver ({STANDIN_MARK})"
+        echo "Cuda compilation tools, release {cuda_version}, V{cuda_version}.93"
+    """)
+
+
+def _nuctl(version: str) -> str:
+    return textwrap.dedent(f"""\
+        #!/bin/sh
+        # {STANDIN_MARK} for nuctl {version}
+        case "$1" in
+            version) printf 'Client version:\\n"Label: {version}, Git commit: {STANDIN_MARK}, OS: linux, Arch: amd64"\\n' ;;
+            *) echo "{STANDIN_MARK}: 'nuctl $*' cannot run in the test lab" >&2; exit 1 ;;
+        esac
+    """)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class SigningKey:
+    """A throwaway GPG key that signs the stand-in repos (never a real vendor key)."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gpg("--quick-gen-key", f"{STANDIN_MARK} mirror <mirror@labforge.invalid>", "ed25519", "sign", "never")
+
+    def _gpg(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode", "loopback",
+                               "--passphrase", "", *args], check=True, capture_output=True, **kw)
+
+    def export(self, armor: bool) -> bytes:
+        return self._gpg(*(["--armor"] if armor else []), "--export").stdout
+
+    def sign_release(self, release: Path) -> None:
+        self._gpg("--clearsign", "-o", str(release.parent / "InRelease"), str(release))
+        self._gpg("--armor", "--detach-sign", "-o", str(release.parent / "Release.gpg"), str(release))
+
+
+def _write_index(repo_dir: Path, debs_dir: Path, index_dir: Path, signer: SigningKey, suite: str | None) -> None:
+    """Packages(.gz) for the .debs under debs_dir, then a signed Release/InRelease in repo_dir."""
+    scan = subprocess.run(["dpkg-scanpackages", "--multiversion", os.path.relpath(debs_dir, repo_dir), "/dev/null"],
+                          cwd=repo_dir, check=True, capture_output=True, text=True).stdout
+    if suite is None:  # flat repo: apt resolves Filename relative to the repo dir
+        scan = scan.replace("Filename: ./", "Filename: ")
+    index_dir.mkdir(parents=True, exist_ok=True)
+    (index_dir / "Packages").write_text(scan)
+    (index_dir / "Packages.gz").write_bytes(gzip.compress(scan.encode()))
+    lines = [f"Origin: {STANDIN_MARK}", f"Label: {STANDIN_MARK}", f"Date: {formatdate(usegmt=True)}",
+             f"Architectures: {DEB_ARCH} all"]
+    if suite:
+        lines += [f"Suite: {suite}", f"Codename: {suite}", "Components: stable"]
+    lines.append("SHA256:")
+    release_dir = index_dir if suite is None else repo_dir / "dists" / suite
+    for name in ("Packages", "Packages.gz"):
+        data = (index_dir / name).read_bytes()
+        rel = os.path.relpath(index_dir / name, release_dir)
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {rel}")
+    release = release_dir / "Release"
+    release.write_text("\n".join(lines) + "\n")
+    signer.sign_release(release)
+
+
+def build_mirror(root: Path, base_url: str) -> dict:
+    """Build every stand-in under root (served at base_url); return the data that points the deploy at it."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    p = pins()
+    signer = SigningKey(root.parent / (root.name + "-gnupg"))
+    armored = signer.export(armor=True)
+
+    # Docker: https://download.docker.com/linux/debian  (dists/bookworm/stable + pool, key at /gpg)
+    docker_root = root / "docker/linux" / DISTRO
+    pool = docker_root / "pool/stable"
+    pool.mkdir(parents=True)
+    (docker_root / "gpg").write_bytes(armored)
+    suffix = f"~{DISTRO}.12~{CODENAME}"
+    for pkg in (
+        StandinPackage("docker-ce", f"5:27.5.1-1{suffix}", depends="docker-ce-cli, containerd.io",
+                       files={"/usr/bin/dockerd": DOCKERD, "/lib/systemd/system/docker.service": DOCKER_UNIT},
+                       postinst="getent group docker >/dev/null || groupadd --system docker"),
+        StandinPackage("docker-ce-cli", f"5:27.5.1-1{suffix}", files={"/usr/bin/docker": DOCKER_CLI}),
+        StandinPackage("containerd.io", "1.7.25-1"),
+        StandinPackage("docker-buildx-plugin", f"0.20.0-1{suffix}"),
+        StandinPackage("docker-compose-plugin", f"2.32.4-1{suffix}"),
+    ):
+        pkg.build(pool)
+    _write_index(docker_root, pool, docker_root / f"dists/{CODENAME}/stable/binary-{DEB_ARCH}", signer, CODENAME)
+
+    # NVIDIA container toolkit: https://nvidia.github.io/libnvidia-container/stable/deb/amd64 (flat), key at /gpgkey
+    ctk_root = root / "libnvidia-container"
+    ctk_repo = ctk_root / "stable/deb" / DEB_ARCH
+    ctk_repo.mkdir(parents=True)
+    (ctk_root / "gpgkey").write_bytes(armored)
+    v = p["nvidia_container_toolkit_version"]
+    ctk_script = (NVIDIA_CTK[0].replace("{version}", v.split("-")[0]), NVIDIA_CTK[1])
+    for pkg in (
+        StandinPackage("libnvidia-container1", v),
+        StandinPackage("libnvidia-container-tools", v, depends=f"libnvidia-container1 (= {v})"),
+        StandinPackage("nvidia-container-toolkit-base", v, files={"/usr/bin/nvidia-ctk": ctk_script}),
+        StandinPackage("nvidia-container-toolkit", v,
+                       depends=f"nvidia-container-toolkit-base (= {v}), libnvidia-container-tools (= {v})"),
+    ):
+        pkg.build(ctk_repo)
+    _write_index(ctk_repo, ctk_repo, ctk_repo, signer, None)
+
+    # CUDA: https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/ (flat) + cuda-keyring deb
+    cuda_repo = root / "cuda/repos" / CUDA_DISTRO / CUDA_ARCH
+    cuda_repo.mkdir(parents=True)
+    cuda_url = f"{base_url}/cuda/repos/{CUDA_DISTRO}/{CUDA_ARCH}/"
+    keyring = StandinPackage(
+        "cuda-keyring", p["cuda_keyring_version"], arch="all",
+        files={
+            "/usr/share/keyrings/cuda-archive-keyring.gpg": (signer.export(armor=False), 0o644),
+            f"/etc/apt/sources.list.d/cuda-{CUDA_DISTRO}-{CUDA_ARCH}.list":
+                (f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {cuda_url} /\n", 0o644),
+        },
+    )
+    keyring_deb = keyring.build(cuda_repo)
+    cuda_v = p["cuda_version"]
+    StandinPackage(f"cuda-toolkit-{cuda_v.replace('.', '-')}", f"{cuda_v}.1-1", files={
+        f"/usr/local/cuda-{cuda_v}/bin/nvcc": _nvcc(cuda_v),
+        f"/usr/local/cuda-{cuda_v}/lib64/{STANDIN_MARK.replace(' ', '-')}": ("", 0o644),
+    }).build(cuda_repo)
+    StandinPackage(p["nvidia_driver_packages"]["debian"], "550.163.01-1").build(cuda_repo)
+    _write_index(cuda_repo, cuda_repo, cuda_repo, signer, None)
+
+    # nuctl: https://github.com/nuclio/nuclio/releases/download/<v>/nuctl-<v>-linux-amd64
+    nv = p["nuctl_version"]
+    nuctl = root / f"nuclio/releases/download/{nv}/nuctl-{nv}-linux-{DEB_ARCH}"
+    nuctl.parent.mkdir(parents=True)
+    nuctl.write_text(_nuctl(nv))
+
+    return {
+        "docker_repo_url": f"{base_url}/docker/linux",
+        "docker_gpg_sha256": _sha256(docker_root / "gpg"),
+        "nvidia_container_toolkit_repo_url": f"{base_url}/libnvidia-container",
+        "nvidia_container_toolkit_gpg_sha256": _sha256(ctk_root / "gpgkey"),
+        "cuda_repo_url": f"{base_url}/cuda/repos",
+        "cuda_keyring_sha256": {f"{CUDA_DISTRO}/{CUDA_ARCH}": _sha256(keyring_deb)},
+        "nuctl_url": f"{base_url}/nuclio/releases/download/{{version}}/nuctl-{{version}}-linux-{{arch}}",
+        "nuctl_sha256": {DEB_ARCH: _sha256(nuctl)},
+    }
