@@ -92,14 +92,15 @@ class LabHost:
     name: str
     address: str
     pid: int | None = None
+    lab_dir: str = str(LAB_DIR)
 
     @property
     def root(self) -> Path:
-        return LAB_DIR / "hosts" / self.name / "root"
+        return Path(self.lab_dir) / "hosts" / self.name / "root"
 
     @property
     def log(self) -> Path:
-        return LAB_DIR / "hosts" / self.name / "console.log"
+        return Path(self.lab_dir) / "hosts" / self.name / "console.log"
 
     def create(self, os_release: str | None = None) -> None:
         """Unpack a fresh root; os_release replaces /etc/os-release (to fake an unsupported distro)."""
@@ -190,11 +191,11 @@ class Mirror:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls) -> Mirror:
+    def start(cls, lab_dir: Path = LAB_DIR) -> Mirror:
         port = free_port()
-        root = LAB_DIR / "mirror"
+        root = lab_dir / "mirror"
         data = standins.build_mirror(root, f"http://127.0.0.1:{port}")
-        log = (LAB_DIR / "mirror.log").open("w")
+        log = (lab_dir / "mirror.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                                  str(root), str(port)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -205,7 +206,7 @@ class Mirror:
                 return mirror
             except OSError:
                 time.sleep(0.1)
-        raise LabError(f"stand-in mirror did not listen on {mirror.url}; see {LAB_DIR / 'mirror.log'}")
+        raise LabError(f"stand-in mirror did not listen on {mirror.url}; see {lab_dir / 'mirror.log'}")
 
     def stop(self) -> None:
         if self.pid and _alive(self.pid):
@@ -213,14 +214,15 @@ class Mirror:
         self.pid = None
 
 
-def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers") -> Path:
+def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", **extra_vars) -> Path:
     """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror."""
     doc = {
         "vars": {
             **mirror.data,
             "gpu_require_pci_device": False,  # no NVIDIA card in a container: force the GPU layers on
-            "ssh_known_hosts_file": str(LAB_DIR / "known_hosts"),
+            "ssh_known_hosts_file": str(path.parent / "known_hosts"),
             "ssh_strict_host_key_checking": "off",
+            **extra_vars,
         },
         "gpu_servers": [],
         "cpu_servers": [],
@@ -232,6 +234,14 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
 
 
 STATE_FILE = LAB_DIR / "state.json"
+
+
+def ssh_config(hosts: list[LabHost], path: Path) -> Path:
+    """An ssh_config naming each lab host, for testinfra (`--ssh-config`) and for people (`ssh -F`)."""
+    path.write_text("".join(
+        f"Host {h.name}\n  HostName {h.address}\n  Port {SSH_PORT}\n  User root\n  IdentityFile {ssh_key()}\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n" for h in hosts))
+    return path
 
 
 def save_state(hosts: list[LabHost], mirror: Mirror | None) -> None:

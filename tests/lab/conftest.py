@@ -1,0 +1,41 @@
+"""Fixtures for the lab tests: the stand-in mirror and booted Debian 12 hosts, torn down at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab import labhosts
+
+TEST_LAB_DIR = labhosts.LAB_DIR / "pytest"  # apart from a person's ./lab hosts
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def mirror():
+    labhosts.require_tools()
+    TEST_LAB_DIR.mkdir(parents=True, exist_ok=True)
+    served = labhosts.Mirror.start(TEST_LAB_DIR)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="session")
+def boot_host():
+    """Factory: boot a fresh host (optionally with a replaced /etc/os-release); all are destroyed at the end."""
+    booted: list[labhosts.LabHost] = []
+
+    def boot(name: str, address: str, os_release: str | None = None) -> labhosts.LabHost:
+        lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR))
+        booted.append(lab_host)
+        lab_host.create(os_release=os_release)
+        lab_host.boot()
+        return lab_host
+
+    yield boot
+    for lab_host in booted:
+        lab_host.destroy()
