@@ -45,7 +45,7 @@ def describe_support() -> str:
     return f"{releases} on {'/'.join(SUPPORTED_MACHINES)}"
 
 
-def detect(release_meta: dict, machine: str) -> Platform:
+def detect(release_meta: dict, machine: str, name: str) -> Platform:
     """Map os-release fields and `uname -m` onto a Platform, or raise UnsupportedHost with one clear line."""
     distro = str(release_meta.get("ID", "")).lower()
     version = str(release_meta.get("VERSION_ID", "")).strip('"')
@@ -53,12 +53,12 @@ def detect(release_meta: dict, machine: str) -> Platform:
     codename = SUPPORTED_RELEASES.get((distro, version))
     if codename is None:
         raise UnsupportedHost(
-            f"{host.name}: unsupported distro '{pretty}'; labforge supports {describe_support()}. Nothing was changed."
+            f"{name}: unsupported distro '{pretty}'; labforge supports {describe_support()}. Nothing was changed."
         )
     arches = SUPPORTED_MACHINES.get(machine)
     if arches is None:
         raise UnsupportedHost(
-            f"{host.name}: unsupported architecture '{machine}'; labforge supports {describe_support()}. Nothing was changed."
+            f"{name}: unsupported architecture '{machine}'; labforge supports {describe_support()}. Nothing was changed."
         )
     return Platform(distro, version, codename, machine, *arches)
 
@@ -66,4 +66,4 @@ def detect(release_meta: dict, machine: str) -> Platform:
 def current() -> Platform:
     """The current host's Platform (facts are cached by pyinfra, so every layer may call this)."""
     dist = host.get_fact(LinuxDistribution) or {}
-    return detect(dist.get("release_meta") or {}, host.get_fact(Arch) or "unknown")
+    return detect(dist.get("release_meta") or {}, host.get_fact(Arch) or "unknown", host.name)

@@ -1,0 +1,61 @@
+"""The hosts file: what it turns into, and the one-line errors for every way it can be wrong."""
+
+from pathlib import Path
+
+import pytest
+
+from labforge.hostsfile import HostsFileError, load
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "hosts.yml"
+    path.write_text(text)
+    return path
+
+
+def test_example_file_loads():
+    groups = load(REPO / "hosts.example.yml")
+    (name, data), = groups["gpu_servers"]
+    assert name == "192.168.1.15"
+    assert data["ssh_hostname"] == "192.168.1.15" and data["ssh_user"] == "ubuntu"
+    assert data["cvat_host"] == "192.168.1.15" and data["reboot_after_driver"] is False
+    assert [n for n, _ in groups["cpu_servers"]] == ["192.168.1.20"]
+
+
+def test_vars_apply_to_all_and_host_data_wins(tmp_path):
+    groups = load(write(tmp_path, """
+vars: {apt_proxy: "http://cache:3142", cvat_host: shared}
+cpu_servers:
+  - 10.0.0.5
+  - {host: 10.0.0.6, name: annot2, ssh_port: 2200, data: {cvat_host: annot2.lab}}
+"""))
+    (n1, d1), (n2, d2) = groups["cpu_servers"]
+    assert (n1, d1["apt_proxy"], d1["cvat_host"]) == ("10.0.0.5", "http://cache:3142", "shared")
+    assert (n2, d2["ssh_hostname"], d2["ssh_port"], d2["cvat_host"]) == ("annot2", "10.0.0.6", 2200, "annot2.lab")
+    assert groups["gpu_servers"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("gpu_servers:\n  - {hots: 1.2.3.4}\n", "gpu_servers[0]: each host needs at least 'host: <address>'"),
+        ("gpu_servers:\n  - {host: a, cvat_host: x}\n", "unknown keys ['cvat_host']; put host settings under 'data:'"),
+        ("gpu_server:\n  - a\n", "unknown top-level keys ['gpu_server']"),
+        ("cpu_servers: [a]\ngpu_servers: [a]\n", "host 'a' is listed twice"),
+        ("vars: {x: 1}\n", "no hosts in gpu_servers or cpu_servers"),
+        ("cpu_servers: a\n", "'cpu_servers' must be a list of hosts"),
+        ("cpu_servers: [a\n", "not valid YAML"),
+        ("- a\n", "expected a mapping"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path, text, error):
+    with pytest.raises(HostsFileError) as err:
+        load(write(tmp_path, text))
+    assert error in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(HostsFileError, match="cannot read hosts file"):
+        load(tmp_path / "nope.yml")
