@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lab import labhosts, runner  # noqa: E402
+from tests.lab import labhosts, runner
 
 BENCH_DIR = labhosts.LAB_DIR / "bench"
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from tests.lab import labhosts
 
-TEST_LAB_DIR = labhosts.LAB_DIR / "pytest"  # apart from a person's ./lab hosts
+# apart from a person's ./lab hosts, and from other test runs on the same machine
+TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"
 
 
 def pytest_collection_modifyitems(items):
@@ -22,6 +26,7 @@ def mirror():
     served = labhosts.Mirror.start(TEST_LAB_DIR)
     yield served
     served.stop()
+    shutil.rmtree(TEST_LAB_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
