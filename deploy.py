@@ -2,7 +2,9 @@
 
 from tasks.base import base
 from tasks.cuda import cuda
+from tasks.cvat import cvat
 from tasks.docker import docker
+from tasks.functions import functions
 from tasks.nuclio import nuclio
 from tasks.nvidia import container_toolkit, driver
 from tasks.preflight import preflight
@@ -14,3 +16,5 @@ cuda()  # GPU hosts only; before the driver: Debian's 550 driver comes from the 
 driver()  # GPU hosts only
 container_toolkit()  # GPU hosts only
 nuclio()
+cvat()  # checkout, share, override, compose up, admin
+functions()  # Nuclio functions for the host's group

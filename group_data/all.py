@@ -71,3 +71,36 @@ nuctl_url = "https://github.com/nuclio/nuclio/releases/download/{version}/nuctl-
 # found, so this ships empty and the Nuclio layer refuses to download unverified. Pin it once from a
 # download you trust:  curl -fsSL <nuctl_url> | sha256sum   -> nuctl_sha256 = {"amd64": "<hex>"}
 nuctl_sha256: dict[str, str] = {}
+
+# --- CVAT ------------------------------------------------------------------------------------
+# CVAT release tag. v2.51.0 is the newest release whose components/serverless/docker-compose.serverless.yml
+# runs quay.io/nuclio/dashboard:1.13.0-amd64 (v2.20.0..v2.51.0 do; v2.52.0 moved to 1.15.9), the same
+# minor as nuctl 1.13.23. The deploy re-checks this on the checked-out file and refuses a mismatch.
+cvat_version = "v2.51.0"
+# Git URL of CVAT (a variable, for mirrors).
+cvat_repo_url = "https://github.com/cvat-ai/cvat.git"
+# Where CVAT is checked out on the host.
+cvat_dir = "/opt/cvat"
+# Name/address users type to reach CVAT (traefik routes on it); None: the host's primary IPv4 address.
+cvat_host = None
+# Host directory shared read-only into CVAT as /home/django/share.
+share_path = "/mnt/share"
+# Group that owns the share (mode 2775: members add data, new files inherit the group; never 777).
+share_group = "labshare"
+# CVAT services that get the share (only those present in the pinned docker-compose.yml are used).
+cvat_share_services = ["cvat_server", "cvat_worker_import", "cvat_worker_export", "cvat_worker_annotation", "cvat_worker_chunks"]
+# Start the stack, create the admin and deploy the functions (False: files only, e.g. in the test lab).
+cvat_start = True
+# Seconds to wait for CVAT's API (/api/server/about) before creating the admin or deploying functions.
+cvat_api_timeout = 600
+# CVAT superuser created non-interactively; the password comes from $LABFORGE_CVAT_ADMIN_PASSWORD or
+# from cvat_admin_password_file (a path on the control machine, outside this repository), never from here.
+cvat_admin_user = "admin"
+cvat_admin_email = "admin@cvat.lab"
+cvat_admin_password_file = None
+
+# --- Nuclio functions ------------------------------------------------------------------------
+# Functions deployed on every host: paths in the CVAT checkout (serverless/...) or in this repo (files/...).
+nuclio_functions = ["serverless/openvino/omz/public/yolo-v3-tf", "serverless/openvino/dextr"]
+# Environment CVAT's serverless/deploy_{cpu,gpu}.sh pass to every function at v2.51.0.
+nuclio_function_env = {"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk", "CVAT_FUNCTIONS_REDIS_PORT": "6666"}

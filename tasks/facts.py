@@ -62,3 +62,88 @@ class NuctlVersion(FactBase[str | None]):
     def process(self, output: list[str]) -> str | None:
         match = re.search(r"Label:\s*v?([0-9][0-9A-Za-z.\-]*)", "\n".join(output))
         return match.group(1).rstrip(",") if match else None
+
+
+class GitTagsAtHead(FactBase[list[str] | None]):
+    """Tags that point at HEAD of a checkout (None when the directory is not a git checkout)."""
+
+    def command(self, path: str) -> str:
+        return f"if [ -d {path}/.git ]; then git -C {path} tag --points-at HEAD; echo __labforge_git__; fi; true"
+
+    def process(self, output: list[str]) -> list[str] | None:
+        lines = [line.strip() for line in output if line.strip()]
+        if "__labforge_git__" not in lines:
+            return None
+        return [line for line in lines if line != "__labforge_git__"]
+
+
+class PrimaryIpv4(FactBase[str | None]):
+    """IPv4 address of the interface holding the default route (what LAN users reach the host on)."""
+
+    def command(self) -> str:
+        return (
+            "dev=$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == \"dev\") {print $(i+1); exit}}'); "
+            "[ -n \"$dev\" ] && ip -4 -o addr show dev \"$dev\" scope global | awk '{split($4, a, \"/\"); print a[1]; exit}'; true"
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+
+def _json_documents(text: str) -> list:
+    """A JSON array, one object, or one object per line (docker compose ps changed formats across versions)."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, list) else [value]
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+class ComposeServiceStates(FactBase[dict[str, str] | None]):
+    """service -> state for a compose project's containers (None when docker/compose cannot answer)."""
+
+    def command(self, project: str, cvat_dir: str, compose_args: str) -> str:
+        return (f"cd {cvat_dir} 2>/dev/null && docker compose -p {project} {compose_args} ps --all --format json "
+                "2>/dev/null || echo __labforge_unavailable__")
+
+    def process(self, output: list[str]) -> dict[str, str] | None:
+        if any("__labforge_unavailable__" in line for line in output):
+            return None
+        return {str(c.get("Service")): str(c.get("State", "")).lower() for c in _json_documents("\n".join(output))}
+
+
+class CvatSuperusers(FactBase[list[str] | None]):
+    """Superuser names in the running CVAT (None when cvat_server cannot be asked)."""
+
+    def command(self) -> str:
+        script = ("from django.contrib.auth import get_user_model as m; "
+                  "print(chr(10).join(m().objects.filter(is_superuser=True).values_list(\"username\", flat=True)))")
+        return (f"docker exec cvat_server python3 /home/django/manage.py shell -c '{script}' 2>/dev/null "
+                "&& echo __labforge_ok__ || true")
+
+    def process(self, output: list[str]) -> list[str] | None:
+        lines = [line.strip() for line in output if line.strip()]
+        if "__labforge_ok__" not in lines:
+            return None
+        return [line for line in lines if line != "__labforge_ok__"]
+
+
+class NuclioFunctions(FactBase[list[dict]]):
+    """Deployed Nuclio functions as {name, state, labels}; [] when none or nuctl cannot answer."""
+
+    def command(self) -> str:
+        return "nuctl get functions --platform local -o json 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[dict]:
+        text = "\n".join(output).strip()
+        if not text.startswith(("{", "[")):
+            return []  # "No functions found", or an error text
+        try:
+            docs = _json_documents(text)
+        except json.JSONDecodeError:
+            return []
+        return [{"name": d.get("metadata", {}).get("name"), "state": d.get("status", {}).get("state"),
+                 "labels": d.get("metadata", {}).get("labels") or {}} for d in docs if isinstance(d, dict)]

@@ -15,11 +15,17 @@ from pyinfra.facts.files import File
 REBOOT_MARKER = "/run/labforge-reboot-required"
 _reboot_ops: dict[str, list] = defaultdict(list)
 _reboot_pending: set[str] = set()
+_functions: dict[str, list[tuple[str, str, object | None]]] = defaultdict(list)
 
 
 def reboot_required_if(*ops) -> None:
     """Remember ops whose change means this host must be rebooted (driver installs, nouveau blacklist)."""
     _reboot_ops[host.name].extend(ops)
+
+
+def function_state(path: str, state: str, op=None) -> None:
+    """A function's state for the summary; with an op, the state holds only once that op succeeded."""
+    _functions[host.name].append((path, state, op))
 
 
 def note_pending_reboot() -> None:
@@ -48,8 +54,8 @@ def summarise(st, h) -> str:
                 failed.append(layer)
             elif meta.did_change() and layer not in changed:
                 changed.append(layer)
-        elif meta._maybe_is_change and layer not in changed:
-            changed.append(layer)
+        elif meta._maybe_is_change and not op.global_arguments.get("_if") and layer not in changed:
+            changed.append(layer)  # planned for sure; `_if` ops only follow another op's change
     executed = any(op.operation_meta.is_complete() for op in st.ops[h].values())
     verb = "changed" if executed else "would change (plan)"
     parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
@@ -64,6 +70,12 @@ def summarise(st, h) -> str:
         parts.append("reboot will be required after the driver install")
     else:
         parts.append("no reboot needed")
+    for path, status, op in _functions.get(h.name, []):
+        if op is not None and not op.is_complete():
+            status = "deploy planned" if not executed else "not deployed (run stopped)"
+        elif op is not None and not op.did_succeed(_raise_if_not_complete=False):
+            status = "DEPLOY FAILED"
+        parts.append(f"function {path}: {status}")
     return f"[labforge] {h.name}: " + "; ".join(parts)
 
 

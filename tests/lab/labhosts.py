@@ -185,6 +185,7 @@ class Mirror:
     port: int
     data: dict
     pid: int | None = None
+    git_pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -199,19 +200,31 @@ class Mirror:
         proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                                  str(root), str(port)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-        mirror = cls(port, data, proc.pid)
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return mirror
-            except OSError:
-                time.sleep(0.1)
-        raise LabError(f"stand-in mirror did not listen on {mirror.url}; see {lab_dir / 'mirror.log'}")
+        # CVAT's repo: git's own daemon on loopback (dumb HTTP cannot serve the shallow clones the deploy makes)
+        git_port = free_port()
+        standins.build_cvat_repo(lab_dir / "git" / "cvat.git")
+        git_proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={lab_dir / 'git'}",
+                                     "--listen=127.0.0.1", f"--port={git_port}", str(lab_dir / "git")],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        data["cvat_repo_url"] = f"git://127.0.0.1:{git_port}/cvat.git"
+        mirror = cls(port, data, proc.pid, git_proc.pid)
+        for listen_port in (port, git_port):
+            for _ in range(50):
+                try:
+                    socket.create_connection(("127.0.0.1", listen_port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                mirror.stop()
+                raise LabError(f"stand-in mirror did not listen on 127.0.0.1:{listen_port}; see {lab_dir / 'mirror.log'}")
+        return mirror
 
     def stop(self) -> None:
-        if self.pid and _alive(self.pid):
-            os.kill(self.pid, signal.SIGTERM)
-        self.pid = None
+        for pid in (self.pid, self.git_pid):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        self.pid = self.git_pid = None
 
 
 def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", **extra_vars) -> Path:
@@ -220,6 +233,7 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
         "vars": {
             **mirror.data,
             "gpu_require_pci_device": False,  # no NVIDIA card in a container: force the GPU layers on
+            "cvat_start": False,  # containers cannot start in the lab: CVAT's files only (see README)
             "ssh_known_hosts_file": str(path.parent / "known_hosts"),
             "ssh_strict_host_key_checking": "off",
             **extra_vars,

@@ -36,10 +36,10 @@ class DeployRun:
         return [line for line in self.stderr.splitlines() if line.startswith("[labforge]")]
 
 
-def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 900) -> DeployRun:
+def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 900, env: dict | None = None) -> DeployRun:
     # no -y on --dry: with -y pyinfra skips change detection and the plan would list nothing
     cmd = [PYINFRA, "--json", *(["--dry"] if dry else ["-y"]), *extra, "inventory.py", "deploy.py"]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "LAB_HOSTS": str(hosts_file)}, capture_output=True,
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {}), "LAB_HOSTS": str(hosts_file)}, capture_output=True,
                           text=True, timeout=timeout)
     return DeployRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)

@@ -94,13 +94,20 @@ DOCKERD = _script(f"""
     fi
     exec sleep infinity
 """)
+# Containers cannot run in the lab, so the stand-in CLIs answer the deploy's *questions* (compose ps, the
+# superuser list, nuctl get functions) from files a test writes here, to show which guards hold.
+STATE_DIR = "/var/lib/labforge-standin"
 DOCKER_CLI = _script(f"""
     #!/bin/sh
-    # {STANDIN_MARK} for the docker CLI: version and info only.
+    # {STANDIN_MARK} for the docker CLI: version, info, and state files for compose ps / exec.
     case "$1" in
         --version|version) echo "Docker version 27.5.1, build {STANDIN_MARK}" ;;
         info) systemctl is-active --quiet docker && echo "Server Version: 27.5.1 ({STANDIN_MARK})" \\
               || {{ echo "Cannot connect to the Docker daemon" >&2; exit 1; }} ;;
+        compose) case " $* " in *" ps "*) [ -f {STATE_DIR}/compose-ps.json ] && exec cat {STATE_DIR}/compose-ps.json ;; esac
+                 echo "Cannot connect to the Docker daemon ({STANDIN_MARK})" >&2; exit 1 ;;
+        exec) [ -f {STATE_DIR}/cvat-superusers ] && exec cat {STATE_DIR}/cvat-superusers
+              echo "Error response from daemon: No such container: cvat_server ({STANDIN_MARK})" >&2; exit 1 ;;
         *) echo "{STANDIN_MARK}: 'docker $*' cannot run in the test lab" >&2; exit 1 ;;
     esac
 """)
@@ -149,11 +156,60 @@ def _nuctl(version: str) -> str:
     return textwrap.dedent(f"""\
         #!/bin/sh
         # {STANDIN_MARK} for nuctl {version}
-        case "$1" in
-            version) printf 'Client version:\\n"Label: {version}, Git commit: {STANDIN_MARK}, OS: linux, Arch: amd64"\\n' ;;
+        case "$1 $2" in
+            version*) printf 'Client version:\\n"Label: {version}, Git commit: {STANDIN_MARK}, OS: linux, Arch: amd64"\\n' ;;
+            "get functions") if [ -f {STATE_DIR}/nuclio-functions.json ]; then cat {STATE_DIR}/nuclio-functions.json;
+                             else echo "No functions found"; fi ;;
             *) echo "{STANDIN_MARK}: 'nuctl $*' cannot run in the test lab" >&2; exit 1 ;;
         esac
     """)
+
+
+# Service names of CVAT v2.51.0's docker-compose.yml: the stand-in repo is generated from these names.
+CVAT_SERVICES = ["cvat_db", "cvat_redis_inmem", "cvat_redis_ondisk", "cvat_server", "cvat_worker_utils",
+                 "cvat_worker_import", "cvat_worker_export", "cvat_worker_annotation", "cvat_worker_webhooks",
+                 "cvat_worker_quality_reports", "cvat_worker_chunks", "cvat_worker_consensus", "cvat_ui", "traefik",
+                 "cvat_opa", "cvat_clickhouse", "cvat_vector", "cvat_grafana"]
+# (tag, Nuclio dashboard) pairs: the pinned release, and the next one, whose dashboard no longer matches nuctl 1.13.
+CVAT_TAGS = [("v2.51.0", "1.13.0"), ("v2.52.0", "1.15.9")]
+CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
+                  "serverless/openvino/dextr": ("openvino-dextr", False),
+                  "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
+
+
+def build_cvat_repo(bare: Path) -> Path:
+    """A bare git repo laid out like CVAT's (compose files, serverless functions), tagged like CVAT's releases."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        git = ["git", "-C", str(work), "-c", "user.name=labforge tests", "-c", "user.email=tests@labforge.invalid"]
+        subprocess.run(["git", "init", "-q", str(work)], check=True)
+        for path, (name, has_gpu) in CVAT_FUNCTIONS.items():
+            fn_dir = work / path / "nuclio"
+            fn_dir.mkdir(parents=True)
+            spec = {"metadata": {"name": name, "annotations": {"name": f"{name} ({STANDIN_MARK})"}}}
+            (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec))
+            if has_gpu:
+                (fn_dir / "function-gpu.yaml").write_text(yaml.safe_dump(spec))
+        (work / "serverless/openvino/base").mkdir(parents=True)
+        (work / "serverless/openvino/base/Dockerfile").write_text(f"# {STANDIN_MARK}\nFROM scratch\n")
+        (work / "serverless/openvino/dextr/nuclio/Dockerfile").write_text(f"# {STANDIN_MARK}\nFROM scratch\n")
+        (work / "README.md").write_text(f"CVAT layout {STANDIN_MARK}: not CVAT.\n")
+        services = {s: {"container_name": s, "image": f"cvat/{s}:{STANDIN_MARK.replace(' ', '-')}"} for s in CVAT_SERVICES}
+        (work / "docker-compose.yml").write_text(yaml.safe_dump({"name": "cvat", "services": services}, sort_keys=False))
+        (work / "components/serverless").mkdir(parents=True)
+        for tag, dashboard in CVAT_TAGS:
+            serverless = {"services": {"nuclio": {"container_name": "nuclio",
+                                                  "image": f"quay.io/nuclio/dashboard:{dashboard}-amd64"}}}
+            (work / "components/serverless/docker-compose.serverless.yml").write_text(yaml.safe_dump(serverless))
+            subprocess.run([*git, "add", "-A"], check=True)
+            subprocess.run([*git, "commit", "-q", "-m", f"CVAT {tag} ({STANDIN_MARK})"], check=True)
+            subprocess.run([*git, "tag", tag], check=True)
+        if bare.exists():
+            shutil.rmtree(bare)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return bare
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,80 @@
+"""What we read from and write next to CVAT's compose files: pure functions, unit-tested against layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import jinja2
+import yaml
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SERVERLESS_COMPOSE = "components/serverless/docker-compose.serverless.yml"
+OVERRIDE = "docker-compose.custom.override.yml"
+DASHBOARD_IMAGE = re.compile(r"quay\.io/nuclio/dashboard:v?(\d+)\.(\d+)\.(\d+)")
+
+
+def compose_services(text: str) -> list[str]:
+    """Service names defined by a compose file."""
+    doc = yaml.safe_load(text) or {}
+    return list((doc.get("services") or {}).keys())
+
+
+def share_services(wanted: list[str], compose_text: str | None) -> list[str]:
+    """The wanted services that the pinned compose file defines (all wanted ones when it is not there yet)."""
+    if compose_text is None:
+        return list(wanted)
+    present = set(compose_services(compose_text))
+    return [s for s in wanted if s in present]
+
+
+def render_override(services: list[str], share_path: str) -> str:
+    if not services:
+        raise ValueError("no CVAT service to mount the share into")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template(OVERRIDE + ".j2").render(services=services, share_path=share_path)
+
+
+def dashboard_version(serverless_text: str) -> str | None:
+    match = DASHBOARD_IMAGE.search(serverless_text)
+    return ".".join(match.groups()) if match else None
+
+
+def minor(version: str) -> str:
+    return ".".join(version.lstrip("v").split(".")[:2])
+
+
+def version_mismatch(serverless_text: str, nuctl_version: str, cvat_version: str) -> str | None:
+    """None when CVAT's Nuclio dashboard and nuctl share a minor version, else the one-line reason."""
+    dashboard = dashboard_version(serverless_text)
+    if dashboard is None:
+        return f"CVAT {cvat_version}: no quay.io/nuclio/dashboard image found in {SERVERLESS_COMPOSE}"
+    if minor(dashboard) != minor(nuctl_version):
+        return (f"CVAT {cvat_version} runs Nuclio dashboard {dashboard} but nuctl is {nuctl_version}; nuctl must "
+                f"match the dashboard's minor version: set cvat_version and nuctl_version to a matching pair")
+    return None
+
+
+def tag_checks_command(cvat_dir: str, tag: str, nuctl_version: str, services: list[str]) -> str:
+    """Shell checks of a fetched tag's files (via `git show`, before HEAD moves there).
+
+    The same rules as version_mismatch()/share_services(), for the run that fetches the tag:
+    the dashboard's minor version must equal nuctl's, and every share service must exist.
+    """
+    show = f"git -C {cvat_dir} show {tag}:"
+    want = minor(nuctl_version)
+    dashboard = (f"v=$({show}{SERVERLESS_COMPOSE} | grep -o 'quay.io/nuclio/dashboard:v\\?[0-9]*\\.[0-9]*' | head -n1 "
+                 f"| sed 's/.*://; s/^v//'); [ \"$v\" = \"{want}\" ] || {{ echo \"labforge: CVAT {tag} runs Nuclio "
+                 f"dashboard $v.x but nuctl is {nuctl_version}; set cvat_version and nuctl_version to a matching pair\" >&2; "
+                 "false; }")
+    present = " && ".join(f"{show}docker-compose.yml | grep -q '^  {s}:'" for s in services)
+    service_check = (f"{{ {present} || {{ echo \"labforge: CVAT {tag} docker-compose.yml lacks one of {', '.join(services)}; "
+                     "adjust cvat_share_services\" >&2; false; }; }")
+    return f"{dashboard} && {service_check}"
+
+
+def inputs_digest(*parts: str) -> str:
+    """Digest of everything `docker compose up` depends on, stored after a successful up."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
