@@ -24,13 +24,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def pins() -> dict:
-    """What the deploy was told: group_data/all.py, overridden by the LAB_HOSTS file's `vars:` when set."""
-    spec = importlib.util.spec_from_file_location("labforge_pins", REPO / "group_data" / "all.py")
+def load_group(name: str) -> dict:
+    spec = importlib.util.spec_from_file_location(f"labforge_group_{name}", REPO / "group_data" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    values = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    return {k: v for k, v in vars(module).items() if not k.startswith("_")}
+
+
+@pytest.fixture(scope="module")
+def pins(gpu_role) -> dict:
+    """What the deploy was told: group_data (all + the host's group), then the LAB_HOSTS file's `vars:`."""
+    values = {**load_group("all"), **load_group("gpu_servers" if gpu_role else "cpu_servers")}
     if os.environ.get("LAB_HOSTS"):
         values.update((yaml.safe_load(Path(os.environ["LAB_HOSTS"]).read_text()) or {}).get("vars") or {})
     return values

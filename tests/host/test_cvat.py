@@ -1,0 +1,85 @@
+"""testinfra checks for the CVAT and functions layers. The live checks skip where the stack cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks import compose
+from tasks.facts import ComposeServiceStates, NuclioFunctions
+from tasks.functions import HASH_LABEL, SLUG_LABEL, source
+
+
+@pytest.fixture(scope="module")
+def cvat_dir(pins) -> str:
+    return pins["cvat_dir"]
+
+
+def test_checkout_at_pinned_tag(host, pins, cvat_dir):
+    assert pins["cvat_version"] in host.check_output(f"git -C {cvat_dir} tag --points-at HEAD").split()
+    assert host.run(f"git -C {cvat_dir} status --porcelain --untracked-files=no").stdout.strip() == "", "CVAT's files edited"
+
+
+def test_override_mounts_share_read_only(host, pins, cvat_dir):
+    override = host.file(f"{cvat_dir}/{compose.OVERRIDE}")
+    assert override.mode == 0o644
+    text = override.content_string
+    assert "cvat_share:/home/django/share:ro" in text and f"device: {pins['share_path']}" in text
+
+
+def test_share_is_group_writable_never_world(host, pins):
+    share = host.file(pins["share_path"])
+    assert share.is_directory and share.group == pins["share_group"] and share.mode == 0o2775
+
+
+def test_cvat_host_env_file(host):
+    assert host.file("/etc/labforge/cvat.env").contains("^CVAT_HOST=.")
+
+
+@pytest.fixture(scope="module")
+def running(host, pins, cvat_dir):
+    """Only where the stack is up (real servers, the Vagrant VM); the test lab cannot start containers."""
+    fact = ComposeServiceStates()
+    states = fact.process(host.run(fact.command("cvat", cvat_dir, f"--env-file /etc/labforge/cvat.env -f docker-compose.yml "
+                                                           f"-f {compose.SERVERLESS_COMPOSE} -f {compose.OVERRIDE}")).stdout.splitlines())
+    if not states:
+        pytest.skip("CVAT's containers are not running here (docker compose ps has no answer)")
+    return states
+
+
+def test_all_cvat_containers_running(running):
+    assert {s: st for s, st in running.items() if st != "running"} == {}
+    assert {"cvat_server", "cvat_ui", "traefik", "nuclio"} <= set(running)
+
+
+def test_share_mounted_read_only_in_each_service(host, pins, running):
+    for service in compose.share_services(pins["cvat_share_services"], None):
+        if service not in running:
+            continue
+        mounts = json.loads(host.check_output(f"docker inspect --format '{{{{json .Mounts}}}}' {service}"))
+        share = [m for m in mounts if m["Destination"] == "/home/django/share"]
+        assert share and share[0]["RW"] is False, service
+
+
+def test_api_answers_on_8080(host, running):
+    address = host.file("/etc/labforge/cvat.env").content_string.split("CVAT_HOST=")[1].split()[0]
+    about = json.loads(host.check_output(f"curl -fsS -H 'Host: {address}' http://127.0.0.1:8080/api/server/about"))
+    assert about["version"]
+
+
+def test_admin_exists(host, pins, running):
+    user = pins["cvat_admin_user"]
+    out = host.check_output(f"docker exec cvat_server python3 /home/django/manage.py shell -c "
+                            f"'from django.contrib.auth import get_user_model as m; "
+                            f"print(m().objects.filter(username=\"{user}\", is_superuser=True).exists())'")
+    assert out.strip().endswith("True")
+
+
+def test_enabled_functions_ready(host, pins, running, gpu_role):
+    fact = NuclioFunctions()
+    deployed = fact.process(host.run(fact.command()).stdout.splitlines())
+    for path in pins["nuclio_functions"]:
+        fn = source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role)
+        match = [d for d in deployed if d["labels"].get(SLUG_LABEL) == fn.slug]
+        assert match and match[0]["state"] == "ready" and match[0]["labels"].get(HASH_LABEL) == fn.digest, path
