@@ -71,10 +71,11 @@ def cvat() -> None:
     cvat_dir, version = data.get("cvat_dir"), data.get("cvat_version")
     share_path, share_group = data.get("share_path"), data.get("share_group")
     address = cvat_host()
-    if data.get("cvat_start"):  # refuse a missing/weak password before anything changes
+    password = None  # needed only when the admin must be created; refused while planning if missing or weak
+    if data.get("cvat_start"):
         superusers = host.get_fact(CvatSuperusers)
-        admin_missing = superusers is None or data.get("cvat_admin_user") not in superusers
-        password = admin_password() if admin_missing else None
+        if superusers is None or data.get("cvat_admin_user") not in superusers:
+            password = admin_password()
 
     server.group(name=f"Group {share_group}", group=share_group, system=True)
     files.directory(name=f"Share {share_path} (2775, group {share_group})", path=share_path, user="root",
