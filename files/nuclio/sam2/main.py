@@ -1,0 +1,358 @@
+"""Nuclio entry points (init_context, handler): CVAT's interactor protocol in front of ModelHandler.
+
+The protocol, as read from cvat-ai/cvat (cvat/apps/lambda_manager/views.py ``LambdaFunction.invoke``,
+cvat-ui .../controls-side-bar/tools-control.tsx ``runInteractionRequest``, and CVAT's own
+serverless/pytorch/facebookresearch/sam2/nuclio/main.py):
+
+Request: CVAT's server POSTs a JSON object (``requests.post(json=...)``); Nuclio's python runtime
+hands the handler the decoded dict. A raw bytes/str body holding the same JSON is accepted too::
+
+    {
+      "image":      "<base64 of the frame's encoded bytes, JPEG or PNG as CVAT stores them>",
+      "pos_points": [[x, y], ...],          # positive clicks, pixels of that frame, floats allowed
+      "neg_points": [[x, y], ...],          # negative clicks
+      "obj_bbox":   [[x1, y1], [x2, y2]]    # box-first interaction: two opposite corners, any order
+                    | null                  #   (absent or null when the user only clicks)
+    }
+
+  CVAT releases that build the box on the server (``startswith_box``) send the first two clicks as
+  ``obj_bbox`` and the remaining clicks as ``pos_points``; newer releases pass the UI's ``obj_bbox``
+  through. So ``pos_points`` may be empty when ``obj_bbox`` is set. ``[x1, y1, x2, y2]`` is accepted
+  for ``obj_bbox`` as well; other keys (e.g. ``threshold``) are ignored.
+
+  Coordinates are continuous pixel coordinates: the frame spans [0, width] x [0, height] and both
+  edges are inside (a click on the far edge of the last pixel column is a click on the image).
+
+Response 200, passed to the UI unchanged by CVAT's server::
+
+    {"mask": [[0, 1, 0, ...], ...]}          # height rows x width columns of 0/1 integers
+
+  The UI reads ``response.mask`` as ``number[][]``. Without ``response.bounds`` it takes the mask to
+  cover the whole frame (bounds ``[0, 0, width - 1, height - 1]``), converts it to RLE for a mask
+  shape, or traces it into a polygon (``receivePointsFromMask``) when masks are converted to
+  polygons. CVAT's own SAM 2 function answers in the same form (best of SAM 2's masks by score).
+
+Errors: HTTP 400 ``{"error": "<one sentence>"}`` for input the caller must fix (not JSON, no image,
+not base64, not an image, image above MAX_IMAGE_PIXELS, no points and no box, coordinates that are
+not numbers or lie outside the image); HTTP 500 ``{"error": "internal error: ..."}`` for failures of
+ours. The worker keeps serving after either.
+
+Settings: MAX_IMAGE_PIXELS (default 50 000 000) here; the model's settings are in model_handler.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import io
+import json
+import math
+import os
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from model_handler import ModelHandler
+from PIL import Image
+
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# More clicks than any annotator makes; bounds the work a single request can ask for.
+MAX_POINTS = 1000
+
+
+class BadRequest(ValueError):
+    """Input the caller must fix; its message is the one-sentence 400 answer."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Validated clicks and box, still in the request's pixel coordinates."""
+
+    pos: list[tuple[float, float]]
+    neg: list[tuple[float, float]]
+    box: tuple[float, float, float, float] | None
+
+
+def max_image_pixels_from_env(environ: dict[str, str] | None = None) -> int:
+    """Read MAX_IMAGE_PIXELS; a bad value stops the worker at start, not at the first click."""
+    env = os.environ if environ is None else environ
+    raw = (env.get("MAX_IMAGE_PIXELS") or "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}")
+    return value
+
+
+def init_context(context: Any) -> None:
+    """Load the model once per worker; Nuclio calls this before the first event."""
+    max_pixels = max_image_pixels_from_env()
+    # Pillow refuses images above 2x its own limit before we can look at them; lift that limit
+    # when ours is higher (never lower it: the check in decode_image is the one that answers).
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    started = time.perf_counter()
+    model = ModelHandler.from_env()
+    context.user_data.model = model
+    context.user_data.max_image_pixels = max_pixels
+    context.logger.info_with(
+        "sam2 model loaded",
+        checkpoint=str(model.checkpoint),
+        config=model.model_cfg,
+        device=str(model.device),
+        bf16=model.use_bf16,
+        cache_size=model.cache_size,
+        max_image_pixels=max_pixels,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def handler(context: Any, event: Any) -> Any:
+    """Answer one interactor request with a mask, a 400 or a 500; never raise."""
+    started = time.perf_counter()
+    try:
+        request = parse_body(event.body)
+        encoded = require_image(request)
+        prompt = parse_prompt(request)
+        image = decode_image(encoded, context.user_data.max_image_pixels)
+        check_inside(prompt, width=image.shape[1], height=image.shape[0])
+    except BadRequest as exc:
+        _log(context, "warn", f"sam2: 400: {exc}")
+        return _json_response(context, 400, {"error": str(exc)})
+    except Exception as exc:  # a bug in validation must not take the worker down
+        return _internal_error(context, exc)
+
+    try:
+        model = context.user_data.model
+        encoder_runs_before = model.stats["encoder_runs"]
+        mask = model.handle(image, prompt.pos, prompt.neg, prompt.box)
+        cache_hit = model.stats["encoder_runs"] == encoder_runs_before
+        body = mask_json(mask)
+    except Exception as exc:
+        return _internal_error(context, exc)
+
+    with contextlib.suppress(Exception):  # logging must never cost the annotator the mask
+        context.logger.info_with(
+            "sam2 mask",
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            pos=len(prompt.pos),
+            neg=len(prompt.neg),
+            box=prompt.box is not None,
+            cache_hit=cache_hit,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    return context.Response(body=body, headers={}, content_type="application/json", status_code=200)
+
+
+def parse_body(body: Any) -> dict[str, Any]:
+    """Accept the dict Nuclio decoded for us, or the same JSON as bytes/str."""
+    if isinstance(body, dict):
+        return body
+    if body is None or (isinstance(body, (bytes, bytearray, memoryview, str)) and len(body) == 0):
+        raise BadRequest("The request body is empty; send a JSON object with an image and points.")
+    raw = isinstance(body, (bytes, bytearray, memoryview))
+    if raw:
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The request body is not UTF-8 JSON.") from None
+    if not isinstance(body, str):
+        raise BadRequest(f"The request body must be a JSON object, got a JSON {_json_type(body)}.")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        # A str body is either raw JSON text or a JSON string Nuclio already decoded: say what is sure.
+        raise BadRequest("The request body is not valid JSON." if raw else "The request body is not a JSON object.") from None
+    if not isinstance(parsed, dict):
+        raise BadRequest(f"The request body must be a JSON object, got a JSON {_json_type(parsed)}.")
+    return parsed
+
+
+def require_image(request: dict[str, Any]) -> str:
+    """The frame must be there before anything else is worth checking."""
+    value = request.get("image")
+    if value is None:
+        raise BadRequest("The request has no 'image'; send the frame as a base64 string.")
+    if not isinstance(value, str):
+        raise BadRequest(f"'image' must be a base64 string, got a JSON {_json_type(value)}.")
+    return value
+
+
+def parse_prompt(request: dict[str, Any]) -> Prompt:
+    """Validate pos_points, neg_points and obj_bbox (types and counts; ranges need the image)."""
+    pos = _points(request.get("pos_points"), "pos_points")
+    neg = _points(request.get("neg_points"), "neg_points")
+    if len(pos) + len(neg) > MAX_POINTS:
+        raise BadRequest(f"Too many points ({len(pos) + len(neg)}); at most {MAX_POINTS} are accepted.")
+    box = _box(request.get("obj_bbox"))
+    if not pos and not neg and box is None:
+        raise BadRequest("No points and no box: click on the object or draw a box around it.")
+    return Prompt(pos=pos, neg=neg, box=box)
+
+
+def decode_image(value: Any, max_pixels: int) -> np.ndarray:
+    """base64 -> H x W x 3 uint8 RGB, checking the pixel count from the header before decoding."""
+    text = require_image({"image": value})
+    if text.startswith("data:") and "," in text[:100]:
+        text = text.split(",", 1)[1]  # tolerate a data: URL
+    text = "".join(text.split())
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("'image' is not valid base64.") from None
+    if not raw:
+        raise BadRequest("'image' is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise BadRequest(
+                        f"The image is {width}x{height} = {width * height} pixels; "
+                        f"this function accepts at most {max_pixels} (MAX_IMAGE_PIXELS)."
+                    )
+                rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+    except BadRequest:
+        raise
+    except Image.DecompressionBombError:
+        raise BadRequest(f"The image has more pixels than this function accepts ({max_pixels}, MAX_IMAGE_PIXELS).") from None
+    except MemoryError:
+        raise
+    except Exception:  # PIL raises many types on corrupt input; all mean "not an image we can read"
+        raise BadRequest("'image' is not a readable image (JPEG, PNG or another format Pillow reads).") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BadRequest("'image' decodes to an empty picture.")
+    return rgb
+
+
+def check_inside(prompt: Prompt, *, width: int, height: int) -> None:
+    """Every point and box corner must lie on the image: 0 <= x <= width, 0 <= y <= height."""
+    for name, points in (("pos_points", prompt.pos), ("neg_points", prompt.neg)):
+        for i, (x, y) in enumerate(points):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise BadRequest(f"{name}[{i}] = [{x:g}, {y:g}] is outside the {width}x{height} image.")
+    if prompt.box is not None:
+        x1, y1, x2, y2 = prompt.box
+        if not (x1 >= 0 and x2 <= width and y1 >= 0 and y2 <= height):
+            raise BadRequest(f"obj_bbox [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not inside the {width}x{height} image.")
+
+
+def mask_json(mask: np.ndarray) -> str:
+    """Serialise ``{"mask": rows}`` straight from the array.
+
+    Equal to ``json.dumps({"mask": mask.tolist()}, separators=(",", ":"))`` but about two orders of
+    magnitude faster: a 1080p mask is 2 M numbers, and json.dumps would spend longer on it than
+    the cached click spends in the model.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
+    height, width = mask.shape
+    digits = (mask != 0).astype(np.uint8) + ord("0")
+    rows = np.empty((height, 2 * width + 2), dtype=np.uint8)
+    rows[:, 0] = ord("[")
+    rows[:, 1 : 2 * width : 2] = digits
+    rows[:, 2 : 2 * width - 1 : 2] = ord(",")
+    rows[:, 2 * width] = ord("]")
+    rows[:, 2 * width + 1] = ord(",")
+    return '{"mask":[' + rows.tobytes()[:-1].decode("ascii") + "]}"
+
+
+def _points(value: Any, name: str) -> list[tuple[float, float]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{name} must be a list of [x, y] pairs, got a JSON {_json_type(value)}.")
+    if len(value) > MAX_POINTS:
+        raise BadRequest(f"Too many points in {name} ({len(value)}); at most {MAX_POINTS} are accepted.")
+    points = []
+    for i, item in enumerate(value):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2):
+            raise BadRequest(f"{name}[{i}] must be a pair [x, y] of numbers, got {_short(item)}.")
+        points.append((_coordinate(item[0], f"{name}[{i}]"), _coordinate(item[1], f"{name}[{i}]")))
+    return points
+
+
+def _box(value: Any) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    usage = "obj_bbox must be null, [[x1, y1], [x2, y2]] or [x1, y1, x2, y2]"
+    if not isinstance(value, list):
+        raise BadRequest(f"{usage}, got a JSON {_json_type(value)}.")
+    if len(value) == 2 and all(isinstance(c, (list, tuple)) for c in value):
+        if not all(len(c) == 2 for c in value):
+            raise BadRequest(f"{usage}, got {_short(value)}.")
+        flat = [value[0][0], value[0][1], value[1][0], value[1][1]]
+    elif len(value) == 4:
+        flat = list(value)
+    else:
+        raise BadRequest(f"{usage}, got {_short(value)}.")
+    xa, ya, xb, yb = (_coordinate(v, "obj_bbox") for v in flat)
+    x1, x2 = sorted((xa, xb))
+    y1, y2 = sorted((ya, yb))
+    if x1 == x2 or y1 == y2:
+        raise BadRequest(f"obj_bbox [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has zero width or height.")
+    return (x1, y1, x2, y2)
+
+
+def _coordinate(value: Any, where: str) -> float:
+    # bool is an int subclass in Python; true/false are not coordinates.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{where} has a coordinate that is not a number: {_short(value)}.")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise BadRequest(f"{where} has a coordinate that is not a finite number: {_short(value)}.")
+    return number
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_response(context: Any, status: int, payload: dict[str, Any]) -> Any:
+    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status)
+
+
+def _internal_error(context: Any, exc: BaseException) -> Any:
+    _log(context, "error", "sam2: 500: " + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    _release_gpu_memory()
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    return _json_response(context, 500, {"error": message[:500]})
+
+
+def _release_gpu_memory() -> None:
+    """After a failure (typically CUDA out of memory) give cached blocks back so the next request can run."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def _log(context: Any, level: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        getattr(context.logger, level)(message)

@@ -1,0 +1,170 @@
+"""Helpers shared by tests/sam2 and bench/sam2_latency.py: load the function, build events the way
+Nuclio's python runtime does, make synthetic frames."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nuclio_sdk
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+FUNCTION_DIR = REPO / "files" / "nuclio" / "sam2"
+
+# main.py imports model_handler as a top-level module, as it does inside the Nuclio container.
+if str(FUNCTION_DIR) not in sys.path:
+    sys.path.insert(0, str(FUNCTION_DIR))
+
+
+@contextlib.contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """Import the function's modules without leaving __pycache__ in files/nuclio/sam2 (nuctl ships that dir)."""
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = saved
+
+
+with _no_bytecode():
+    import model_handler  # noqa: F401  (later `import model_handler` finds this module in sys.modules)
+
+
+def load_function_main() -> ModuleType:
+    """Import files/nuclio/sam2/main.py under a unique name (Nuclio imports it as ``main``)."""
+    name = "labforge_sam2_function_main"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, FUNCTION_DIR / "main.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    with _no_bytecode():
+        spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_image(width: int, height: int, seed: int) -> np.ndarray:
+    """A frame with a few flat shapes on a noisy background (deterministic per seed)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 40, size=(height, width, 3), dtype=np.uint8)
+    for _ in range(3):
+        x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        x1, y1 = x0 + int(rng.integers(width // 8, width // 2)), y0 + int(rng.integers(height // 8, height // 2))
+        img[y0:y1, x0:x1] = rng.integers(80, 255, size=3, dtype=np.uint8)
+    return img
+
+
+def encode_image(image: np.ndarray, fmt: str = "PNG", **save_args: Any) -> str:
+    """base64 of the frame encoded as CVAT would store it (PNG by default: lossless, so pixels match)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **save_args)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def request_body(
+    image: np.ndarray | str,
+    pos: Any = (),
+    neg: Any = (),
+    bbox: Any = None,
+) -> dict[str, Any]:
+    """The JSON object CVAT's server posts to an interactor."""
+    return {
+        "image": image if isinstance(image, str) else encode_image(image),
+        "pos_points": [list(p) for p in pos],
+        "neg_points": [list(p) for p in neg],
+        "obj_bbox": bbox,
+    }
+
+
+def make_event(body: Any, content_type: str = "application/json", *, via_runtime: bool = True) -> nuclio_sdk.Event:
+    """An Event built the way Nuclio's python wrapper builds it.
+
+    With ``via_runtime`` bytes/str bodies go through nuclio-sdk's own event deserializer, as the
+    HTTP request body does in production: JSON arrives as a dict, anything undecodable stays bytes.
+    Otherwise (and for non-bytes bodies) the body is handed to the handler as it is.
+    """
+    if via_runtime and isinstance(body, str):
+        body = body.encode("utf-8")
+    if via_runtime and isinstance(body, bytes):
+        message = {
+            "body": body,
+            "content_type": content_type,
+            "trigger": {"kind": "http", "name": "myHttpTrigger"},
+            "fields": {},
+            "headers": {"Content-Type": content_type},
+            "id": "test-event",
+            "method": "POST",
+            "path": "/",
+            "size": len(body),
+            "timestamp": 0,
+            "url": "",
+            "shard_id": 0,
+            "num_shards": 0,
+            "type": "",
+            "type_version": "",
+            "version": "",
+        }
+        return nuclio_sdk.EventDeserializerKinds.msgpack.value.deserialize(message)
+    return nuclio_sdk.Event(body=body, content_type=content_type, method="POST", path="/")
+
+
+LOGGER_NAME = "labforge-sam2"
+
+
+def make_context() -> nuclio_sdk.Context:
+    """A worker's context as Nuclio's python wrapper creates it (logger, user_data, Response)."""
+    return nuclio_sdk.Context(logger=nuclio_sdk.Logger(logging.DEBUG, name=LOGGER_NAME), worker_id=0)
+
+
+class Client:
+    """Calls the function the way the Nuclio runtime does and decodes its answers."""
+
+    def __init__(self, main: ModuleType, context: nuclio_sdk.Context) -> None:
+        self.main = main
+        self.context = context
+
+    @property
+    def model(self) -> Any:
+        return self.context.user_data.model
+
+    def call(self, body: Any, *, via_runtime: bool = True) -> nuclio_sdk.Response:
+        response = self.main.handler(self.context, make_event(body, via_runtime=via_runtime))
+        assert isinstance(response, nuclio_sdk.Response)
+        assert response.content_type == "application/json"
+        return response
+
+    def json(self, response: nuclio_sdk.Response) -> dict[str, Any]:
+        payload = json.loads(response.body)
+        assert isinstance(payload, dict)
+        return payload
+
+    def mask(self, body: Any, *, via_runtime: bool = True) -> np.ndarray:
+        response = self.call(body, via_runtime=via_runtime)
+        assert response.status_code == 200, response.body
+        mask = np.array(self.json(response)["mask"])
+        assert mask.ndim == 2
+        return mask
+
+    def error(self, body: Any) -> str:
+        response = self.call(body)
+        assert response.status_code == 400, (response.status_code, response.body)
+        payload = self.json(response)
+        assert set(payload) == {"error"}
+        assert isinstance(payload["error"], str) and payload["error"]
+        return payload["error"]
+
+
