@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra.operations import files
+from pyinfra.operations import apt, files
+from pyinfra.operations.util import any_changed
 
 SOURCES_DIR = "/etc/apt/sources.list.d"
+KEYRINGS_DIR = "/etc/apt/keyrings"
 
 
 def render(uris: str, suites: str, signed_by: str, components: str = "", architectures: str = "") -> str:
@@ -43,3 +45,15 @@ def source(name: str, legacy_list: str | None = None, **fields: str):
         )
     )
     return ops
+
+
+def keyring(name: str) -> str:
+    return f"{KEYRINGS_DIR}/{name}.asc"
+
+
+def signed_repo(name: str, key_url: str, key_sha256: str, legacy_list: str, **fields: str) -> None:
+    """A vendor repo: its armoured key (sha256-checked) in /etc/apt/keyrings, its deb822 source signed by
+    that key, and an apt update only when either changed."""
+    key = files.download(name=f"apt key {name}.asc", src=key_url, dest=keyring(name), sha256sum=key_sha256, mode="0644")
+    sources = source(name, legacy_list=legacy_list, signed_by=keyring(name), **fields)
+    apt.update(name=f"apt cache after {name} repo change", _if=any_changed(key, *sources))

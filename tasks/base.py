@@ -8,6 +8,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
+from tasks import aptsource
+
 PROXY_FILE = "/etc/apt/apt.conf.d/01labforge-proxy"
 
 
@@ -23,7 +25,7 @@ def base() -> None:
         )
     else:
         proxy_op = files.file(name="No apt proxy", path=PROXY_FILE, present=False)
-    files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="0755")
+    files.directory(name=aptsource.KEYRINGS_DIR, path=aptsource.KEYRINGS_DIR, mode="0755")
     apt.update(name="apt cache (cache_time)", cache_time=host.data.get("apt_cache_time"))
     apt.update(name="apt cache after proxy change", _if=proxy_op.did_change)
     apt.packages(name="Base packages", packages=host.data.get("base_packages"), no_recommends=True)

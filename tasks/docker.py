@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, systemd
 
 from tasks import aptsource, platform
-
-KEYRING = "/etc/apt/keyrings/docker.asc"
 
 
 @deploy("Docker")
@@ -21,22 +18,15 @@ def docker() -> None:
         packages=data.get("docker_conflicting_packages"),
         present=False,
     )
-    key = files.download(
-        name="Docker apt signing key",
-        src=f"{data.get('docker_repo_url')}/{p.distro}/gpg",
-        dest=KEYRING,
-        sha256sum=data.get("docker_gpg_sha256"),
-        mode="0644",
-    )
-    sources = aptsource.source(
+    aptsource.signed_repo(
         "docker",
+        key_url=f"{data.get('docker_repo_url')}/{p.distro}/gpg",
+        key_sha256=data.get("docker_gpg_sha256"),
         legacy_list="docker.list",
         uris=f"{data.get('docker_repo_url')}/{p.distro}",
         suites=p.codename,
         components="stable",
         architectures=p.deb_arch,
-        signed_by=KEYRING,
     )
-    apt.update(name="apt cache after Docker repo change", _if=any_changed(key, *sources))
     apt.packages(name="Docker Engine packages", packages=data.get("docker_packages"), no_recommends=True)
     systemd.service(name="docker.service enabled and running", service="docker.service", running=True, enabled=True)

@@ -13,7 +13,6 @@ from pyinfra.operations.util import any_changed
 from tasks import aptsource, gpu, platform, report
 from tasks.facts import AptHeldPackages, DockerDaemonConfig
 
-KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
 
@@ -59,21 +58,14 @@ def container_toolkit() -> None:
     data = host.data
     repo = data.get("nvidia_container_toolkit_repo_url")
     version = data.get("nvidia_container_toolkit_version")
-    key = files.download(
-        name="NVIDIA container toolkit signing key",
-        src=f"{repo}/gpgkey",
-        dest=KEYRING,
-        sha256sum=data.get("nvidia_container_toolkit_gpg_sha256"),
-        mode="0644",
-    )
-    sources = aptsource.source(
+    aptsource.signed_repo(
         "nvidia-container-toolkit",
+        key_url=f"{repo}/gpgkey",
+        key_sha256=data.get("nvidia_container_toolkit_gpg_sha256"),
         legacy_list="nvidia-container-toolkit.list",
         uris=f"{repo}/stable/deb/{p.deb_arch}",
         suites="/",
-        signed_by=KEYRING,
     )
-    apt.update(name="apt cache after NVIDIA toolkit repo change", _if=any_changed(key, *sources))
     apt.packages(
         name=f"NVIDIA container toolkit {version}",
         packages=[f"{name}={version}" for name in TOOLKIT_PACKAGES],
