@@ -8,6 +8,7 @@ the stand-in mirror on 127.0.0.1; nothing else is contacted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -123,6 +124,10 @@ class LabHost:
 
     def boot(self, timeout: float = 90) -> None:
         _ensure_nspawn_runtime_dir()
+        reap_orphaned_containers()
+        if _listening(self.address, SSH_PORT):
+            raise LabError(f"{self.name}: {self.address}:{SSH_PORT} is already in use by another process; "
+                           "stop it (or ./lab down) first")
         with self.log.open("w") as out:
             proc = subprocess.Popen(["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit",
                                      "-M", self.name, "-b"], stdin=subprocess.DEVNULL, stdout=out,
@@ -155,10 +160,62 @@ class LabHost:
         if _alive(self.pid):
             os.killpg(self.pid, signal.SIGKILL)
         self.pid = None
+        kill_processes_under(self.root)  # a container whose shutdown outlived the wait must not outlive nspawn
 
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def _listening(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _process_roots() -> list[tuple[int, str, os.stat_result | None]]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            found.append((int(proc.name), os.readlink(proc / "root"), os.stat(proc / "root")))
+        except OSError:
+            continue
+    return found
+
+
+def kill_processes_under(root: Path) -> None:
+    """SIGKILL every process whose root directory is this lab host's root (the container's init first)."""
+    try:
+        target = os.stat(root)
+    except OSError:
+        return
+    for pid, _, st in sorted(_process_roots()):
+        if st and (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def reap_orphaned_containers() -> None:
+    """Kill lab containers left by a crashed run: a `systemd` adopted by PID 1 whose root was deleted.
+
+    Killing a PID namespace's init ends every process in it; nothing else on the machine matches.
+    """
+    for pid, link, _ in _process_roots():
+        if not link.endswith("(deleted)"):
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "systemd" and stat[1] == "1":  # field 4 of /proc/PID/stat: the parent pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
 
 
 def _alive(pid: int) -> bool:
@@ -186,6 +243,7 @@ class Mirror:
     data: dict
     pid: int | None = None
     git_pid: int | None = None
+    lab_dir: str = str(LAB_DIR)
 
     @property
     def url(self) -> str:
@@ -207,7 +265,7 @@ class Mirror:
                                      "--listen=127.0.0.1", f"--port={git_port}", str(lab_dir / "git")],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         data["cvat_repo_url"] = f"git://127.0.0.1:{git_port}/cvat.git"
-        mirror = cls(port, data, proc.pid, git_proc.pid)
+        mirror = cls(port, data, proc.pid, git_proc.pid, str(lab_dir))
         for listen_port in (port, git_port):
             for _ in range(50):
                 try:
@@ -225,6 +283,9 @@ class Mirror:
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
         self.pid = self.git_pid = None
+        gnupg = Path(self.lab_dir) / "mirror-gnupg"  # standins.build_mirror's signing key: stop its gpg-agent
+        if gnupg.is_dir():
+            subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 
 
 def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", **extra_vars) -> Path:
