@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import shlex
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labforge import groupdata
 from labforge.hostsfile import GROUPS, HostsFileError, load
 from tasks.facts import NvidiaGpuDevices
 from tasks.platform import Platform, UnsupportedHost, detect
@@ -53,14 +53,7 @@ DOCKER_DIR = "/var/lib/docker"
 
 def group_data(group: str, group_data_dir: Path = REPO / "group_data") -> dict[str, Any]:
     """Variables of group_data/all.py overridden by group_data/<group>.py (plain values only)."""
-    values: dict[str, Any] = {}
-    for name in ("all", group):
-        path = group_data_dir / f"{name}.py"
-        if path.exists():
-            module_vars = runpy.run_path(str(path))
-            values.update({k: v for k, v in module_vars.items()
-                           if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"})
-    return values
+    return groupdata.load(group, group_data_dir)
 
 
 @dataclass(frozen=True)

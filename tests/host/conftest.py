@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from labforge import groupdata
 from tasks.facts import NvidiaGpuDevices
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,17 +22,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def load_group(name: str) -> dict:
-    spec = importlib.util.spec_from_file_location(f"labforge_group_{name}", REPO / "group_data" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {k: v for k, v in vars(module).items() if not k.startswith("_")}
-
-
 @pytest.fixture(scope="module")
 def pins(gpu_role) -> dict:
     """What the deploy was told: group_data (all + the host's group), then the LAB_HOSTS file's `vars:`."""
-    values = {**load_group("all"), **load_group("gpu_servers" if gpu_role else "cpu_servers")}
+    values = groupdata.load("gpu_servers" if gpu_role else "cpu_servers")
     if os.environ.get("LAB_HOSTS"):
         values.update((yaml.safe_load(Path(os.environ["LAB_HOSTS"]).read_text()) or {}).get("vars") or {})
     return values

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from labforge import groupdata
+
 STANDIN_MARK = "labforge test stand-in"
 DISTRO, CODENAME, DEB_ARCH, CUDA_ARCH = "debian", "bookworm", "amd64", "x86_64"
 CUDA_DISTRO = "debian12"
@@ -33,10 +33,7 @@ CUDA_DISTRO = "debian12"
 
 def pins() -> dict:
     """The production pins (group_data/all.py), so the stand-ins always follow them."""
-    spec = importlib.util.spec_from_file_location("labforge_group_all", REPO_ROOT / "group_data" / "all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    return groupdata.load()
 
 
 @dataclass
