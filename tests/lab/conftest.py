@@ -30,8 +30,12 @@ def mirror():
 
 
 @pytest.fixture(scope="session")
-def boot_host():
-    """Factory: boot a fresh host (optionally with a replaced /etc/os-release); all are destroyed at the end."""
+def boot_host(mirror):
+    """Factory: boot a fresh host (optionally with a replaced /etc/os-release); all are destroyed at the end.
+
+    Depends on `mirror` so that hosts are torn down first: the mirror's teardown deletes the test lab
+    directory, and a container whose root vanished under it does not shut down.
+    """
     booted: list[labhosts.LabHost] = []
 
     def boot(name: str, address: str, os_release: str | None = None) -> labhosts.LabHost:

@@ -147,20 +147,16 @@ class LabHost:
                                command], capture_output=True, text=True, check=check, timeout=120)
 
     def stop(self, timeout: float = 30) -> None:
-        if not self.pid:
-            return
-        try:
+        if self.pid and _alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
-        except ProcessLookupError:
-            self.pid = None
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(self.pid):
-            time.sleep(0.5)
-        if _alive(self.pid):
-            os.killpg(self.pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _alive(self.pid):
+                time.sleep(0.5)
+            if _alive(self.pid):
+                os.killpg(self.pid, signal.SIGKILL)
         self.pid = None
-        kill_processes_under(self.root)  # a container whose shutdown outlived the wait must not outlive nspawn
+        # whatever happened to nspawn (gone early, or killed above), nothing may keep running in this root
+        kill_processes_under(self.root)
 
     def destroy(self) -> None:
         self.stop()
