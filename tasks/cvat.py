@@ -42,15 +42,11 @@ def read(path: str) -> str | None:
     return None if lines is None else "\n".join(lines) + "\n"
 
 
-def checkout(cvat_dir: str, version: str, checks: str) -> tuple[object | None, bool]:
-    """Move to the pinned tag only when HEAD is not already there; run `checks` on the tag before HEAD moves.
-
-    A fresh clone that fails the checks is removed again, and an existing checkout stays where it was,
-    so a mismatched CVAT release never ends up half-installed. Returns (op or None, already_there).
+def checkout(cvat_dir: str, version: str, tags: list[str] | None, checks: str) -> None:
+    """Move to the pinned tag (HEAD is not there: `tags` are HEAD's, None without a checkout); run `checks`
+    on the tag's files before HEAD moves. A fresh clone that fails them is removed again and an existing
+    checkout stays where it was, so a mismatched CVAT release never ends up half-installed.
     """
-    tags = host.get_fact(GitTagsAtHead, path=cvat_dir)
-    if tags is not None and version in tags:
-        return None, True
     url = host.data.get("cvat_repo_url")
     switch = f"git -C {cvat_dir} checkout --quiet --detach {version}"
     if tags is None:
@@ -61,8 +57,7 @@ def checkout(cvat_dir: str, version: str, checks: str) -> tuple[object | None, b
                    f"{{ {checks} || {{ rm -rf {cvat_dir}; exit 1; }}; }} && {switch}")
     else:
         command = f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {version} && {{ {checks}; }} && {switch}"
-    return server.shell(name=f"CVAT {version} checkout (dashboard/nuctl and services checked first)",
-                        commands=[command]), False
+    server.shell(name=f"CVAT {version} checkout (dashboard/nuctl and services checked first)", commands=[command])
 
 
 @deploy("CVAT")
@@ -91,7 +86,7 @@ def cvat() -> None:
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
     else:  # the tag's files are only on the host once fetched: the checkout op checks them before switching
         services = compose.share_services(wanted, None)
-    checkout(cvat_dir, version, compose.tag_checks_command(cvat_dir, version, data.get("nuctl_version"), services))
+        checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, data.get("nuctl_version"), services))
 
     override = compose.render_override(services, share_path)
     env_text = f"# Managed by labforge: passed to docker compose with --env-file\nCVAT_HOST={address}\n"
