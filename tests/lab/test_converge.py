@@ -36,20 +36,22 @@ def test_dry_run_plans_every_layer_and_changes_nothing(host, hosts_yml):
     assert any("would change (plan)" in line for line in run.summary_lines())
 
 
-def test_first_converge_changes_and_says_reboot(hosts_yml):
+def converge(hosts_yml: Path, label: str) -> tuple[runner.DeployRun, object]:
     run = runner.deploy(hosts_yml)
     assert run.returncode == 0, run.stderr[-3000:]
     result = run.totals
-    print(f"first converge: {result.operations} ops, changed={result.changed}, errors={result.errors}, {run.seconds:.1f}s")
+    print(f"{label}: {result.operations} ops, changed={result.changed}, errors={result.errors}, {run.seconds:.1f}s")
+    return run, result
+
+
+def test_first_converge_changes_and_says_reboot(hosts_yml):
+    run, result = converge(hosts_yml, "first converge")
     assert result.errors == 0 and result.changed > 0
     assert any("REBOOT REQUIRED" in line for line in run.summary_lines())
 
 
 def test_second_converge_changes_nothing(hosts_yml):
-    run = runner.deploy(hosts_yml)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = run.totals
-    print(f"second converge: {result.operations} ops, changed={result.changed}, errors={result.errors}, {run.seconds:.1f}s")
+    run, result = converge(hosts_yml, "second converge")
     assert (result.changed, result.errors) == (0, 0), result.changed_ops
     assert result.operations > 0
     # the driver is still waiting for its reboot: say so on every run until it happens
