@@ -26,14 +26,18 @@ class RunTotals:
         return self.changed + self.unchanged + self.errors
 
 
-def parse(text: str) -> RunTotals:
-    """Totals from pyinfra's JSON document (the last top-level JSON object in text)."""
+def document(text: str) -> dict:
+    """pyinfra's one-line JSON document ({"plan": ..., "results": ...}), the last one in text."""
     start = text.rfind('\n{"plan"')
     start = start + 1 if start >= 0 else text.find('{"plan"')
     if start < 0:
         raise ValueError("no pyinfra --json document found in the output")
-    doc = json.loads(text[start:].strip().splitlines()[0])
-    results = doc.get("results")
+    return json.loads(text[start:].strip().splitlines()[0])
+
+
+def parse(text: str) -> RunTotals:
+    """Totals from pyinfra's JSON document."""
+    results = document(text).get("results")
     if results is None:
         raise ValueError("the JSON document has no results (was this a --dry run?)")
     totals = results["totals"]

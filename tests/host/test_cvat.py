@@ -7,8 +7,9 @@ import json
 import pytest
 
 from tasks import compose
-from tasks.facts import ComposeServiceStates, NuclioFunctions
-from tasks.functions import HASH_LABEL, SLUG_LABEL, source
+from tasks.cvat import compose_args
+from tasks.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
+from tasks.functions import is_current, source
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,7 @@ def test_cvat_host_env_file(host):
 def running(host, pins, cvat_dir):
     """Only where the stack is up (real servers, the Vagrant VM); the test lab cannot start containers."""
     fact = ComposeServiceStates()
-    states = fact.process(host.run(fact.command("cvat", cvat_dir, f"--env-file /etc/labforge/cvat.env -f docker-compose.yml "
-                                                           f"-f {compose.SERVERLESS_COMPOSE} -f {compose.OVERRIDE}")).stdout.splitlines())
+    states = fact.process(host.run(fact.command("cvat", cvat_dir, compose_args())).stdout.splitlines())
     if not states:
         pytest.skip("CVAT's containers are not running here (docker compose ps has no answer)")
     return states
@@ -69,17 +69,12 @@ def test_api_answers_on_8080(host, running):
 
 
 def test_admin_exists(host, pins, running):
-    user = pins["cvat_admin_user"]
-    out = host.check_output(f"docker exec cvat_server python3 /home/django/manage.py shell -c "
-                            f"'from django.contrib.auth import get_user_model as m; "
-                            f"print(m().objects.filter(username=\"{user}\", is_superuser=True).exists())'")
-    assert out.strip().endswith("True")
+    fact = CvatSuperusers()
+    assert pins["cvat_admin_user"] in (fact.process(host.run(fact.command()).stdout.splitlines()) or [])
 
 
 def test_enabled_functions_ready(host, pins, running, gpu_role):
     fact = NuclioFunctions()
     deployed = fact.process(host.run(fact.command()).stdout.splitlines())
     for path in pins["nuclio_functions"]:
-        fn = source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role)
-        match = [d for d in deployed if d["labels"].get(SLUG_LABEL) == fn.slug]
-        assert match and match[0]["state"] == "ready" and match[0]["labels"].get(HASH_LABEL) == fn.digest, path
+        assert is_current(source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role), deployed), path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -29,8 +28,7 @@ class DeployRun:
 
     @property
     def plan(self) -> list[dict]:
-        start = self.stdout.find('{"plan"')
-        return json.loads(self.stdout[start:].splitlines()[0])["plan"]
+        return totals.document(self.stdout)["plan"]
 
     def summary_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.startswith("[labforge]")]
