@@ -15,18 +15,22 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
 try:
     import sam2  # noqa: F401
     import torch  # noqa: F401
 except ImportError as exc:  # fail loudly: a CI without these must not pass by skipping
     raise ImportError(
-        "tests/sam2 need torch and sam2: .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 && "
+        "tests/sam2 need torch and sam2: .venv/bin/pip install torch==2.13.0 torchvision==0.28.0 && "
         "SAM2_BUILD_CUDA=0 .venv/bin/pip install --no-build-isolation sam2==1.1.0 (requirements-sam2.txt)"
     ) from exc
 
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from torchvision_cpu import allow_import  # noqa: E402
+
+allow_import()
 
 from random_checkpoint import TINY_CFG, TINY_NAME, write_random_checkpoint  # noqa: E402
 from sam2_support import Client, load_function_main, make_context, synthetic_image  # noqa: E402

@@ -153,11 +153,11 @@ class Client:
         return payload
 
     def mask(self, body: Any, *, via_runtime: bool = True) -> np.ndarray:
+        """The full-frame 0/1 mask the v2.51.0 UI takes from the answer (checked with frame_mask)."""
         response = self.call(body, via_runtime=via_runtime)
         assert response.status_code == 200, response.body
-        mask = np.array(self.json(response)["mask"])
-        assert mask.ndim == 2
-        return mask
+        width, height = frame_size(body)
+        return frame_mask(self.json(response), width, height)
 
     def error(self, body: Any) -> str:
         response = self.call(body)
@@ -168,3 +168,44 @@ class Client:
         return payload["error"]
 
 
+
+
+def frame_size(body: Any) -> tuple[int, int]:
+    """(width, height) of the frame inside a request body (dict, or its JSON as str/bytes)."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode()
+    if isinstance(body, str):
+        body = json.loads(body)
+    with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as img:
+        return img.size
+
+
+def frame_mask(answer: dict[str, Any], width: int, height: int) -> np.ndarray:
+    """Check an interactor answer against what CVAT v2.51.0's UI reads, and return the full-frame mask.
+
+    The UI (cvat-ui .../controls-side-bar/tools-control.tsx at dfd505e7, ``runInteractionRequest``)
+    reads ``mask`` as rows of numbers (``mask2Rle`` compares neighbours with ===, so 0 and 1 exactly)
+    and an optional inclusive ``bounds`` [x1, y1, x2, y2]: the mask then spans
+    ``x2 - x1 + 1`` columns and ``y2 - y1 + 1`` rows (``right - left + 1`` in cvat-canvas); without
+    ``bounds`` it is the whole frame. ``points``, when present, is used instead of tracing the mask.
+    """
+    assert set(answer) <= {"mask", "bounds", "points"}, answer.keys()
+    rows = answer["mask"]
+    assert isinstance(rows, list) and rows and all(isinstance(r, list) and r for r in rows)
+    assert len({len(r) for r in rows}) == 1, "ragged mask rows"
+    assert all(type(v) is int and v in (0, 1) for r in rows for v in r)
+    crop = np.array(rows, dtype=np.uint8)
+    if "bounds" in answer:
+        bounds = answer["bounds"]
+        assert isinstance(bounds, list) and len(bounds) == 4 and all(type(v) is int for v in bounds)
+        x1, y1, x2, y2 = bounds
+        assert 0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height, (bounds, width, height)
+        assert crop.shape == (y2 - y1 + 1, x2 - x1 + 1), (crop.shape, bounds)
+    else:
+        x1, y1 = 0, 0
+        assert crop.shape == (height, width), (crop.shape, width, height)
+    if "points" in answer:  # only the empty answer carries points: [] (nothing to trace)
+        assert answer["points"] == [] and not crop.any()
+    full = np.zeros((height, width), dtype=np.uint8)
+    full[y1 : y1 + crop.shape[0], x1 : x1 + crop.shape[1]] = crop
+    return full

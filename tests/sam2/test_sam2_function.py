@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
-from sam2_support import Client, encode_image, make_context, request_body, synthetic_image
+from sam2_support import Client, encode_image, frame_mask, make_context, request_body, synthetic_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -151,15 +151,19 @@ def test_raw_json_bodies_are_accepted(client, small_image):
     assert as_dict.shape == (48, 64)
 
 
-def test_response_is_what_cvat_ui_reads(client, small_image):
-    response = client.call(request_body(small_image, pos=[(30, 20)]))
+def test_response_is_the_compact_answer_cvat_ui_reads(client, frame_a):
+    response = client.call(request_body(frame_a, bbox=[[40, 30], [250, 200]]))
     assert response.status_code == 200
     payload = json.loads(response.body)
-    assert list(payload) == ["mask"]
-    rows = payload["mask"]
-    assert isinstance(rows, list) and len(rows) == 48
-    assert all(isinstance(row, list) and len(row) == 64 for row in rows)
-    assert all(type(v) is int and v in (0, 1) for row in rows for v in row)
+    full = frame_mask(payload, 320, 240)  # what the v2.51.0 UI reads, checked
+    assert full.any(), "random weights gave an empty mask here; pick another box"
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    tight = [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
+    if tight == [0, 0, 319, 239]:
+        assert set(payload) == {"mask"}  # the whole frame: no bounds needed
+    else:
+        assert set(payload) == {"mask", "bounds"} and payload["bounds"] == tight  # cropped to the set pixels
+    assert response.body == client.main.answer_json(full)
 
 
 # ---------------------------------------------------------------- the embedding cache
@@ -180,7 +184,7 @@ def test_cache_hit_returns_the_cold_mask_without_running_the_encoder(client, fra
     assert encoder_counter.calls == 2, "a click on a cached frame ran the image encoder"
     assert hit.status_code == cold.status_code == 200
     assert hit.body == cold.body
-    assert np.array(json.loads(hit.body)["mask"]).shape == frame_a.shape[:2]
+    assert frame_mask(json.loads(hit.body), 320, 240).shape == frame_a.shape[:2]
 
     stats = client.model.stats
     assert stats["encoder_runs"] - stats0["encoder_runs"] == 2
@@ -239,6 +243,7 @@ def _bad_cases(image_b64: str) -> list[tuple[str, Any, str]]:
         ("x beyond width", variant(pos_points=[[64.5, 10]]), "outside the 64x48 image"),
         ("y beyond height", variant(pos_points=[[10, 48.01]]), "outside the 64x48 image"),
         ("negative coordinate", variant(neg_points=[[-1, 10]]), "outside the 64x48 image"),
+        ("past the canvas' half-pixel tolerance", variant(pos_points=[[-0.51, 10]]), "outside the 64x48 image"),
         ("coordinate is a string", variant(pos_points=[["10", 10]]), "not a number"),
         ("coordinate is a boolean", variant(pos_points=[[True, 10]]), "not a number"),
         ("coordinate is null", variant(pos_points=[[None, 10]]), "not a number"),
@@ -254,7 +259,11 @@ def _bad_cases(image_b64: str) -> list[tuple[str, Any, str]]:
         ("box with three numbers", variant(obj_bbox=[1, 2, 3]), "obj_bbox must be"),
         ("box corner with three numbers", variant(obj_bbox=[[1, 2, 3], [4, 5, 6]]), "obj_bbox must be"),
         ("box with zero area", variant(obj_bbox=[[5, 5], [5, 20]]), "zero width or height"),
-        ("box outside the image", variant(obj_bbox=[[10, 10], [70, 40]]), "not inside the 64x48 image"),
+        ("box right of the image", variant(obj_bbox=[[70, 10], [90, 40]]), "lies entirely outside the 64x48 image"),
+        ("box above the image", variant(obj_bbox=[-30, -20, 10, -0.5]), "lies entirely outside the 64x48 image"),
+        ("box only touching the right edge", variant(obj_bbox=[[64, 10], [80, 40]]), "zero width or height inside"),
+        ("box only touching the top edge", variant(obj_bbox=[[5, -9], [20, 0]]), "zero width or height inside"),
+        ("empty box and no points", variant(pos_points=[], neg_points=[], obj_bbox=[]), "No points and no box"),
     ]
 
 
@@ -307,18 +316,57 @@ def test_max_image_pixels_default_and_underscores(function_main):
     assert function_main.max_image_pixels_from_env({"MAX_IMAGE_PIXELS": "20_000_000"}) == 20_000_000
 
 
-# ---------------------------------------------------------------- the mask encoder
+# ---------------------------------------------------------------- the answer encoder
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (5, 9), (48, 64)])
-def test_mask_json_is_exactly_compact_json(function_main, shape):
+def test_rows_json_is_exactly_compact_json(function_main, shape):
     rng = np.random.default_rng(sum(shape))
     mask = rng.integers(0, 2, size=shape).astype(np.uint8)
-    text = function_main.mask_json(mask)
-    assert text == json.dumps({"mask": mask.tolist()}, separators=(",", ":"))
-    assert json.loads(text) == {"mask": mask.tolist()}
+    assert function_main.rows_json(mask) == json.dumps(mask.tolist(), separators=(",", ":"))
 
 
-def test_mask_json_maps_any_nonzero_to_one(function_main):
-    mask = np.array([[0, 2], [True, 0]])
-    assert json.loads(function_main.mask_json(mask)) == {"mask": [[0, 1], [1, 0]]}
+def test_rows_json_maps_any_nonzero_to_one(function_main):
+    assert json.loads(function_main.rows_json(np.array([[0, 2], [True, 0]]))) == [[0, 1], [1, 0]]
+
+
+def test_answer_is_cropped_to_the_set_pixels_with_inclusive_bounds(function_main):
+    mask = np.zeros((1080, 1920), dtype=bool)
+    mask[400:700, 900:1200] = True  # a 300 x 300 object
+    mask[400, 1199] = mask[699, 900] = True
+    text = function_main.answer_json(mask)
+    payload = json.loads(text)
+    assert payload["bounds"] == [900, 400, 1199, 699]
+    assert len(payload["mask"]) == 300 and len(payload["mask"][0]) == 300
+    np.testing.assert_array_equal(frame_mask(payload, 1920, 1080), mask)
+    full = '{"mask":' + function_main.rows_json(mask) + "}"
+    assert len(full) / len(text) > 20
+
+
+def test_one_pixel_answer(function_main):
+    mask = np.zeros((48, 64), dtype=np.uint8)
+    mask[47, 63] = 1
+    payload = json.loads(function_main.answer_json(mask))
+    assert payload == {"mask": [[1]], "bounds": [63, 47, 63, 47]}
+    np.testing.assert_array_equal(frame_mask(payload, 64, 48), mask)
+
+
+def test_a_mask_spanning_the_frame_goes_without_bounds(function_main):
+    mask = np.zeros((48, 64), dtype=np.uint8)
+    mask[0, 0] = mask[47, 63] = 1
+    text = function_main.answer_json(mask)
+    assert text == '{"mask":' + function_main.rows_json(mask) + "}"  # never larger than the full-frame answer
+    np.testing.assert_array_equal(frame_mask(json.loads(text), 64, 48), mask)
+
+
+def test_empty_mask_answer_shows_nothing_in_the_ui(function_main):
+    payload = json.loads(function_main.answer_json(np.zeros((1080, 1920), dtype=np.uint8)))
+    # points: [] stops the UI from tracing a contour in an empty mask (which fails there); it adds no shape.
+    assert payload == {"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}
+    assert not frame_mask(payload, 1920, 1080).any()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 4)), np.zeros(5), np.zeros((2, 2, 2))])
+def test_answer_json_refuses_what_is_not_a_mask(function_main, bad):
+    with pytest.raises(ValueError, match="2-D"):
+        function_main.answer_json(bad)

@@ -174,7 +174,9 @@ def test_http_trigger_resources_and_restart_policy(name):
     assert len(triggers) == 1
     (trigger,) = triggers.values()
     assert trigger["kind"] == "http"
-    assert trigger["maxWorkers"] == 1 and isinstance(trigger["maxWorkers"], int)
+    # Nuclio 1.13.x deprecates maxWorkers for numWorkers (pkg/functionconfig/types.go on branch 1.13.x).
+    assert trigger["numWorkers"] == 1 and isinstance(trigger["numWorkers"], int)
+    assert "maxWorkers" not in trigger
     assert trigger["attributes"]["maxRequestBodySize"] == 33554432
     policy = spec["platform"]["attributes"]["restartPolicy"]
     assert policy["name"] == "always" and isinstance(policy["maximumRetryCount"], int)
@@ -191,3 +193,15 @@ def test_gpu_base_image_comment_explains_the_change_from_the_users_choice():
     assert "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-devel" in text
     assert "torch>=2.5.1" in text
 
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_header_deploy_command_uses_the_env_names_cvat_v2_51_passes(name):
+    """The comment's nuctl command must match what the functions layer runs (CVAT v2.51.0's
+    serverless/deploy_{cpu,gpu}.sh pass CVAT_FUNCTIONS_REDIS_*; CVAT_REDIS_* is an older name)."""
+    from labforge import groupdata
+
+    header = "".join(line for line in (FUNCTION_DIR / name).read_text().splitlines(keepends=True) if line.startswith("#"))
+    for key, value in groupdata.load()["nuclio_function_env"].items():
+        assert f"--env {key}={value}" in header
+    assert "CVAT_REDIS_" not in header

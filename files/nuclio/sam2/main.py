@@ -1,41 +1,52 @@
-"""Nuclio entry points (init_context, handler): CVAT's interactor protocol in front of ModelHandler.
+"""Nuclio entry points (init_context, handler): CVAT v2.51.0's interactor protocol in front of ModelHandler.
 
-The protocol, as read from cvat-ai/cvat (cvat/apps/lambda_manager/views.py ``LambdaFunction.invoke``,
-cvat-ui .../controls-side-bar/tools-control.tsx ``runInteractionRequest``, and CVAT's own
-serverless/pytorch/facebookresearch/sam2/nuclio/main.py):
+The protocol, read at CVAT v2.51.0 (commit dfd505e7):
 
-Request: CVAT's server POSTs a JSON object (``requests.post(json=...)``); Nuclio's python runtime
-hands the handler the decoded dict. A raw bytes/str body holding the same JSON is accepted too::
+Request. The UI (cvat-ui .../controls-side-bar/tools-control.tsx, ``onInteraction``) sends
+``{frame, obj_bbox, pos_points, neg_points}`` where each list comes from
+``convertShapesForInteractor`` (cvat-ui/src/cvat-canvas-wrapper.ts): ``obj_bbox`` is ``[]`` when no
+box was drawn and ``[[x1, y1], [x2, y2]]`` (top-left, then bottom-right) when one was. The canvas
+takes that box from the SVG rectangle's ``getBBox()`` without clamping it to the frame
+(cvat-canvas/src/typescript/interactionHandler.ts, ``prepareResult``), so a box dragged past an edge
+arrives with negative coordinates or ones beyond the frame. Clicks are accepted by the canvas while
+``Math.round(x) >= 0`` and ``Math.round(x) < width`` (``isWithinFrame``), so x may be as low as -0.5.
+The server (cvat/apps/lambda_manager/views.py, ``LambdaFunction.invoke``) drops keys whose value is
+null, then POSTs the function a JSON object (``requests`` ``json=``; Nuclio's python runtime hands the
+handler the decoded dict) with exactly::
 
     {
-      "image":      "<base64 of the frame's encoded bytes, JPEG or PNG as CVAT stores them>",
-      "pos_points": [[x, y], ...],          # positive clicks, pixels of that frame, floats allowed
-      "neg_points": [[x, y], ...],          # negative clicks
-      "obj_bbox":   [[x1, y1], [x2, y2]]    # box-first interaction: two opposite corners, any order
-                    | null                  #   (absent or null when the user only clicks)
+      "image":      "<base64 of the frame's stored bytes, JPEG or PNG>",   # replaces "frame"
+      "pos_points": [[x, y], ...],          # required by the server
+      "neg_points": [[x, y], ...],          # required by the server
+      "obj_bbox":   [] | null | [[x1, y1], [x2, y2]]
     }
+    (+ "threshold" when a caller sent a truthy one; the UI does not, and it is ignored here)
 
-  CVAT releases that build the box on the server (``startswith_box``) send the first two clicks as
-  ``obj_bbox`` and the remaining clicks as ``pos_points``; newer releases pass the UI's ``obj_bbox``
-  through. So ``pos_points`` may be empty when ``obj_bbox`` is set. ``[x1, y1, x2, y2]`` is accepted
-  for ``obj_bbox`` as well; other keys (e.g. ``threshold``) are ignored.
+  Accepted here as well, for other clients: ``obj_bbox`` absent, corners in any order, and
+  ``[x1, y1, x2, y2]``. Boxes are clamped to the frame; a box entirely outside it, or with zero
+  width or height once clamped, is a 400. Coordinates are continuous pixel coordinates: the frame
+  spans [0, width] x [0, height]; clicks in [-0.5, width] x [-0.5, height] are accepted (see above)
+  and clamped onto the frame.
 
-  Coordinates are continuous pixel coordinates: the frame spans [0, width] x [0, height] and both
-  edges are inside (a click on the far edge of the last pixel column is a click on the image).
+Response 200, passed to the UI unchanged by the server. The v2.51.0 UI (tools-control.tsx,
+``runInteractionRequest``) reads ``mask`` (rows of 0/1 numbers) and an optional inclusive
+``bounds: [x1, y1, x2, y2]``: with ``bounds`` the mask covers only that rectangle (the contour is
+offset by ``bounds[0..1]`` and the RLE gets the bounds appended), without it the whole frame. So
+the answer is compact::
 
-Response 200, passed to the UI unchanged by CVAT's server::
+    {"mask": [[0, 1, ...], ...], "bounds": [x1, y1, x2, y2]}   # the mask's set pixels' bounding box
+    {"mask": [[...full frame...]]}                              # when that box is the whole frame
+    {"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}       # nothing selected
 
-    {"mask": [[0, 1, 0, ...], ...]}          # height rows x width columns of 0/1 integers
-
-  The UI reads ``response.mask`` as ``number[][]``. Without ``response.bounds`` it takes the mask to
-  cover the whole frame (bounds ``[0, 0, width - 1, height - 1]``), converts it to RLE for a mask
-  shape, or traces it into a polygon (``receivePointsFromMask``) when masks are converted to
-  polygons. CVAT's own SAM 2 function answers in the same form (best of SAM 2's masks by score).
+  The empty answer carries ``points: []``: the UI traces a contour from the mask only when
+  ``points`` is absent, and tracing an all-zero mask fails there (``findContours`` returns no
+  polygon and ``receivePointsFromMask`` reads ``polygons[0]``); with ``points: []`` it shows nothing
+  and adds no shape.
 
 Errors: HTTP 400 ``{"error": "<one sentence>"}`` for input the caller must fix (not JSON, no image,
 not base64, not an image, image above MAX_IMAGE_PIXELS, no points and no box, coordinates that are
-not numbers or lie outside the image); HTTP 500 ``{"error": "internal error: ..."}`` for failures of
-ours. The worker keeps serving after either.
+not numbers or lie outside the image, a box outside the image or of zero area); HTTP 500
+``{"error": "internal error: ..."}`` for failures of ours. The worker keeps serving after either.
 
 Settings: MAX_IMAGE_PIXELS (default 50 000 000) here; the model's settings are in model_handler.py.
 """
@@ -123,7 +134,7 @@ def handler(context: Any, event: Any) -> Any:
         encoded = require_image(request)
         prompt = parse_prompt(request)
         image = decode_image(encoded, context.user_data.max_image_pixels)
-        check_inside(prompt, width=image.shape[1], height=image.shape[0])
+        prompt = fit_to_frame(prompt, width=image.shape[1], height=image.shape[0])
     except BadRequest as exc:
         _log(context, "warn", f"sam2: 400: {exc}")
         return _json_response(context, 400, {"error": str(exc)})
@@ -135,7 +146,7 @@ def handler(context: Any, event: Any) -> Any:
         encoder_runs_before = model.stats["encoder_runs"]
         mask = model.handle(image, prompt.pos, prompt.neg, prompt.box)
         cache_hit = model.stats["encoder_runs"] == encoder_runs_before
-        body = mask_json(mask)
+        body = answer_json(mask)
     except Exception as exc:
         return _internal_error(context, exc)
 
@@ -148,6 +159,7 @@ def handler(context: Any, event: Any) -> Any:
             neg=len(prompt.neg),
             box=prompt.box is not None,
             cache_hit=cache_hit,
+            response_bytes=len(body),
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
     return context.Response(body=body, headers={}, content_type="application/json", status_code=200)
@@ -235,28 +247,67 @@ def decode_image(value: Any, max_pixels: int) -> np.ndarray:
     return rgb
 
 
-def check_inside(prompt: Prompt, *, width: int, height: int) -> None:
-    """Every point and box corner must lie on the image: 0 <= x <= width, 0 <= y <= height."""
-    for name, points in (("pos_points", prompt.pos), ("neg_points", prompt.neg)):
-        for i, (x, y) in enumerate(points):
-            if not (0 <= x <= width and 0 <= y <= height):
+# CVAT's canvas accepts a click while Math.round(x) >= 0 (interactionHandler.ts ``isWithinFrame`` at
+# dfd505e7), so a click on the first pixel column or row may come as far out as -0.5.
+CLICK_TOLERANCE = 0.5
+
+
+def fit_to_frame(prompt: Prompt, *, width: int, height: int) -> Prompt:
+    """Check the prompt against the frame and clamp it onto [0, width] x [0, height].
+
+    Clicks must lie on the frame (within CVAT's half-pixel tolerance at the left and top edges).
+    A box may reach past any edge, as CVAT's canvas sends it unclamped; it is cut to the frame,
+    and it must keep a non-zero area once cut.
+    """
+    points: dict[str, list[tuple[float, float]]] = {}
+    for name, given in (("pos_points", prompt.pos), ("neg_points", prompt.neg)):
+        points[name] = []
+        for i, (x, y) in enumerate(given):
+            if not (-CLICK_TOLERANCE <= x <= width and -CLICK_TOLERANCE <= y <= height):
                 raise BadRequest(f"{name}[{i}] = [{x:g}, {y:g}] is outside the {width}x{height} image.")
-    if prompt.box is not None:
-        x1, y1, x2, y2 = prompt.box
-        if not (x1 >= 0 and x2 <= width and y1 >= 0 and y2 <= height):
-            raise BadRequest(f"obj_bbox [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not inside the {width}x{height} image.")
+            points[name].append((max(x, 0.0), max(y, 0.0)))
+    box = prompt.box
+    if box is not None:
+        x1, y1, x2, y2 = box
+        shown = f"obj_bbox [{x1:g}, {y1:g}, {x2:g}, {y2:g}]"
+        if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
+            raise BadRequest(f"{shown} lies entirely outside the {width}x{height} image.")
+        box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise BadRequest(f"{shown} has zero width or height inside the {width}x{height} image.")
+    return Prompt(pos=points["pos_points"], neg=points["neg_points"], box=box)
 
 
-def mask_json(mask: np.ndarray) -> str:
-    """Serialise ``{"mask": rows}`` straight from the array.
+EMPTY_ANSWER = '{"mask":[[0]],"bounds":[0,0,0,0],"points":[]}'
 
-    Equal to ``json.dumps({"mask": mask.tolist()}, separators=(",", ":"))`` but about two orders of
-    magnitude faster: a 1080p mask is 2 M numbers, and json.dumps would spend longer on it than
-    the cached click spends in the model.
+
+def answer_json(mask: np.ndarray) -> str:
+    """The compact answer: the mask cropped to its set pixels' bounding box, plus inclusive ``bounds``.
+
+    Never larger than the full-frame answer: when the set pixels span the whole frame, the full
+    mask goes without ``bounds``. An empty mask gets EMPTY_ANSWER (see the module docstring).
     """
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size == 0:
         raise ValueError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return EMPTY_ANSWER
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    height, width = mask.shape
+    if (top, left, bottom, right) == (0, 0, height - 1, width - 1):
+        return '{"mask":' + rows_json(mask) + "}"
+    crop = mask[top : bottom + 1, left : right + 1]
+    return '{"mask":' + rows_json(crop) + f',"bounds":[{left},{top},{right},{bottom}]}}'
+
+
+def rows_json(mask: np.ndarray) -> str:
+    """``json.dumps(mask.tolist(), separators=(",", ":"))`` for a 0/1 mask, built as bytes.
+
+    About two orders of magnitude faster than json.dumps: a 1080p mask is 2 M numbers, and
+    json.dumps would spend longer on it than a cached click spends in the model.
+    """
     height, width = mask.shape
     digits = (mask != 0).astype(np.uint8) + ord("0")
     rows = np.empty((height, 2 * width + 2), dtype=np.uint8)
@@ -265,7 +316,7 @@ def mask_json(mask: np.ndarray) -> str:
     rows[:, 2 : 2 * width - 1 : 2] = ord(",")
     rows[:, 2 * width] = ord("]")
     rows[:, 2 * width + 1] = ord(",")
-    return '{"mask":[' + rows.tobytes()[:-1].decode("ascii") + "]}"
+    return "[" + rows.tobytes()[:-1].decode("ascii") + "]"
 
 
 def _points(value: Any, name: str) -> list[tuple[float, float]]:
@@ -284,9 +335,10 @@ def _points(value: Any, name: str) -> list[tuple[float, float]]:
 
 
 def _box(value: Any) -> tuple[float, float, float, float] | None:
-    if value is None:
+    """None for no box: null/absent, or ``[]`` (what CVAT v2.51.0's UI sends when no box was drawn)."""
+    if value is None or (isinstance(value, list) and not value):
         return None
-    usage = "obj_bbox must be null, [[x1, y1], [x2, y2]] or [x1, y1, x2, y2]"
+    usage = "obj_bbox must be [], null, [[x1, y1], [x2, y2]] or [x1, y1, x2, y2]"
     if not isinstance(value, list):
         raise BadRequest(f"{usage}, got a JSON {_json_type(value)}.")
     if len(value) == 2 and all(isinstance(c, (list, tuple)) for c in value):
