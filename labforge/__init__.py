@@ -1,1 +1,2 @@
-"""Helpers for labforge that are not layers: the hosts file, run-result checks."""
+"""The library the layers in tasks/ use (facts, platform, apt sources, compose, downloads, report, ...) and the
+control-machine tools (hosts file, doctor, run totals). Nothing here imports tasks/."""

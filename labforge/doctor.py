@@ -9,8 +9,8 @@ for entries with ssh_password):
 
 - SSH reachable;
 - root, or passwordless `sudo -n true`;
-- the distro and architecture are supported (tasks.platform.detect on /etc/os-release, `uname -m`);
-- gpu_servers: an NVIDIA display PCI device (tasks.facts.NvidiaGpuDevices' command), unless
+- the distro and architecture are supported (labforge.platform.detect on /etc/os-release, `uname -m`);
+- gpu_servers: an NVIDIA display PCI device (labforge.facts.NvidiaGpuDevices' command), unless
   gpu_require_pci_device is false;
 - free space where Docker keeps images (/var/lib/docker, or the nearest existing parent) is at
   least --min-free-gib;
@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from labforge import groupdata
+from labforge.facts import NvidiaGpuDevices
 from labforge.hostsfile import GROUPS, HostsFileError, load
-from tasks.facts import NvidiaGpuDevices
-from tasks.platform import Platform, UnsupportedHost, detect
+from labforge.platform import Platform, UnsupportedHost, detect
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024**3
@@ -140,7 +140,7 @@ def check_sudo(section: str, user: str) -> tuple[bool, str]:
 
 
 def check_distro(release: dict[str, str], machine: str, name: str) -> tuple[Platform | None, str]:
-    """(Platform, 'Ubuntu 24.04 amd64') or (None, 'unsupported distro ...') via tasks.platform.detect."""
+    """(Platform, 'Ubuntu 24.04 amd64') or (None, 'unsupported distro ...') via labforge.platform.detect."""
     try:
         p = detect(release, machine, name)
     except UnsupportedHost as exc:

@@ -8,7 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
-from tasks import aptsource
+from labforge import aptsource
 
 PROXY_FILE = "/etc/apt/apt.conf.d/01labforge-proxy"
 

@@ -12,7 +12,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from tasks import gpu, platform
+from labforge import gpu, platform
 
 KEYRING_DEB_DIR = "/var/cache/labforge"
 

@@ -14,19 +14,11 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.operations import files, server
 
-from tasks import compose, secrets
-from tasks.facts import ComposeServiceStates, CvatSuperusers, GitTagsAtHead, PrimaryIpv4
+from labforge import compose, secrets
+from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, WAIT_API, compose_args
+from labforge.facts import ComposeServiceStates, CvatSuperusers, GitTagsAtHead, PrimaryIpv4
 
-ENV_FILE = "/etc/labforge/cvat.env"
-DIGEST_FILE = "/etc/labforge/cvat-compose.digest"
-WAIT_API = "/usr/local/lib/labforge/wait-cvat-api"
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"
-PROJECT = "cvat"
-
-
-def compose_args() -> str:
-    files_ = ("docker-compose.yml", compose.SERVERLESS_COMPOSE, compose.OVERRIDE)
-    return f"--env-file {ENV_FILE} " + " ".join(f"-f {f}" for f in files_)
 
 
 def cvat_host() -> str:

@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, systemd
 
-from tasks import aptsource, platform
+from labforge import aptsource, platform
 
 
 @deploy("Docker")

@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from tasks import platform
+from labforge import platform
 
 NUCTL = "/usr/local/bin/nuctl"
 

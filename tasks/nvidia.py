@@ -10,8 +10,9 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from tasks import aptsource, gpu, platform, report
-from tasks.facts import AptHeldPackages, DockerDaemonConfig
+from labforge import aptsource, gpu, platform, report
+from labforge.daemon_json import has_nvidia_runtime
+from labforge.facts import AptHeldPackages, DockerDaemonConfig
 
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
@@ -19,10 +20,6 @@ TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
 
 def driver_package(distro: str) -> str:
     return host.data.get("nvidia_driver_package") or host.data.get("nvidia_driver_packages")[distro]
-
-
-def has_nvidia_runtime(daemon_config: dict | None) -> bool:
-    return bool(daemon_config and "nvidia" in (daemon_config.get("runtimes") or {}))
 
 
 @deploy("NVIDIA driver", data_defaults={"reboot_after_driver": False})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from tasks import gpu, platform, report
+from labforge import gpu, platform, report
 
 
 @deploy("Preflight")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from labforge import groupdata
-from tasks.facts import NvidiaGpuDevices
+from labforge.facts import NvidiaGpuDevices
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tasks import compose
-from tasks.cvat import compose_args
-from tasks.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
-from tasks.functions import is_current, source
+from labforge import compose
+from labforge.compose import compose_args
+from labforge.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
+from labforge.nuclio_functions import is_current, source
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.platform import SUPPORTED_MACHINES
+from labforge.platform import SUPPORTED_MACHINES
 
 # --- base ------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import compose
-from tasks.functions import HASH_LABEL, SLUG_LABEL, source
+from labforge import compose
+from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, source
 from tests.lab import labhosts, runner, standins
 from tests.lab.conftest import TEST_LAB_DIR
 

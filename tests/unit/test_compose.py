@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from tasks import compose
+from labforge import compose
 
 V251_SERVICES = ["cvat_db", "cvat_redis_inmem", "cvat_redis_ondisk", "cvat_server", "cvat_worker_utils",
                  "cvat_worker_import", "cvat_worker_export", "cvat_worker_annotation", "cvat_worker_webhooks",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from labforge import doctor
-from tasks.platform import Platform
+from labforge.platform import Platform
 
 NOBLE = """PRETTY_NAME="Ubuntu 24.04.1 LTS"
 NAME="Ubuntu"
@@ -130,7 +130,7 @@ def test_parse_probe_sections():
 
 
 def test_probe_script_reuses_the_gpu_fact_command():
-    from tasks.facts import NvidiaGpuDevices
+    from labforge.facts import NvidiaGpuDevices
 
     script = doctor.probe_script()
     assert NvidiaGpuDevices().command() in script and "sudo -n true" in script and "/var/lib/docker" in script

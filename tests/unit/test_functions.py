@@ -2,7 +2,7 @@
 
 import shlex
 
-from tasks.functions import HASH_LABEL, SLUG_LABEL, deploy_commands, is_current, source
+from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, deploy_commands, is_current, source
 
 CVAT = "/opt/cvat"
 
@@ -16,7 +16,7 @@ def test_cvat_function_hash_follows_release_and_variant():
 
 
 def test_local_function_hash_follows_its_files(tmp_path, monkeypatch):
-    import tasks.functions as functions
+    import labforge.nuclio_functions as functions
 
     fn_dir = tmp_path / "files/nuclio/demo"
     fn_dir.mkdir(parents=True)

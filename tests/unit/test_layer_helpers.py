@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from tasks import aptsource, facts
-from tasks.nvidia import has_nvidia_runtime
-from tasks.report import layer_of
+from labforge import aptsource, facts
+from labforge.daemon_json import has_nvidia_runtime
+from labforge.report import layer_of
 
 
 def test_deb822_source_has_signed_by_and_no_empty_fields():

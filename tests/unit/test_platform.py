@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.platform import UnsupportedHost, detect
+from labforge.platform import UnsupportedHost, detect
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks import secrets
-from tasks.secrets import WeakSecret, admin_password
+from labforge import secrets
+from labforge.secrets import WeakSecret, admin_password
 
 
 def test_from_environment():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyinfra import host
 
-from tasks.facts import NvidiaGpuDevices
-from tasks.platform import UnsupportedHost
+from labforge.facts import NvidiaGpuDevices
+from labforge.platform import UnsupportedHost
 
 
 def enabled() -> bool:

@@ -13,6 +13,17 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 SERVERLESS_COMPOSE = "components/serverless/docker-compose.serverless.yml"
 OVERRIDE = "docker-compose.custom.override.yml"
 DASHBOARD_IMAGE = re.compile(r"quay\.io/nuclio/dashboard:v?(\d+)\.(\d+)\.(\d+)")
+# What labforge keeps next to CVAT's checkout on the host.
+ENV_FILE = "/etc/labforge/cvat.env"
+DIGEST_FILE = "/etc/labforge/cvat-compose.digest"
+WAIT_API = "/usr/local/lib/labforge/wait-cvat-api"
+PROJECT = "cvat"
+
+
+def compose_args() -> str:
+    """The --env-file and -f arguments every `docker compose -p cvat` call of ours passes."""
+    files_ = ("docker-compose.yml", SERVERLESS_COMPOSE, OVERRIDE)
+    return f"--env-file {ENV_FILE} " + " ".join(f"-f {f}" for f in files_)
 
 
 def compose_services(text: str) -> list[str]:
