@@ -15,8 +15,13 @@ gpu_require_pci_device = True
 # --- apt -------------------------------------------------------------------------------------
 # Optional HTTP(S) proxy for apt, e.g. "http://apt-cache.lab:3142" (None: no proxy file).
 apt_proxy = None
-# Seconds an `apt-get update` stays fresh before the base layer refreshes the cache again.
-apt_cache_time = 3600
+# None: `apt-get update` runs only when needed (a repository changed, or a package or pinned version the
+# run installs is not in apt's cache), so a converged host never reports it. A number of seconds adds
+# pyinfra's cache_time rule: update when the last update is older than that.
+apt_cache_time = None
+# Seconds every apt/dpkg call waits for apt's locks (unattended-upgrades holds them for minutes after a
+# fresh server's first boot) before the run fails with one line naming the process that holds them.
+apt_lock_timeout = 600
 
 # --- Docker Engine (https://docs.docker.com/engine/install/ubuntu/) --------------------------
 # Docker's apt repository root; the distro id (ubuntu/debian) is appended.
@@ -24,17 +29,29 @@ docker_repo_url = "https://download.docker.com/linux"
 # sha256 of Docker's armoured signing key ({docker_repo_url}/{distro}/gpg, same file for ubuntu and debian;
 # fingerprint 9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88), as pinned by geerlingguy/ansible-role-docker.
 docker_gpg_sha256 = "1500c1f56fa9e26b9b8f42452a553675796ade0807cdce11975eb98170b3a570"
-# Packages that make up Docker Engine + Compose v2, from Docker's repo.
-docker_packages = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]
+# Docker Engine + Compose v2 from Docker's repo, each at an exact version, held. Docker's repo appends
+# ~<distro>.<release>~<codename> to every version (e.g. 5:28.5.2-1~ubuntu.24.04~noble,
+# 1.7.29-1~debian.12~bookworm). 28.5.2 is the newest Docker release whose daemon accepts the API 1.42
+# that CVAT v2.51.0's Nuclio dashboard speaks without configuration (see cvat_stack_compat below);
+# the four companions are those public installs pin beside it (e.g. Coolify's Docker 28 guide).
+docker_package_versions = {
+    "docker-ce": "5:28.5.2-1",
+    "docker-ce-cli": "5:28.5.2-1",
+    "containerd.io": "1.7.29-1",
+    "docker-buildx-plugin": "0.30.1-1",
+    "docker-compose-plugin": "2.40.3-1",
+}
 # Distro packages that conflict with Docker's own (removed before install).
 docker_conflicting_packages = ["docker.io", "docker-doc", "docker-compose", "docker-compose-v2", "podman-docker", "containerd", "runc"]
 
 # --- NVIDIA driver ---------------------------------------------------------------------------
-# Driver branch 550 package per distro: Ubuntu's signed server build (550.163.01 in jammy/noble-updates);
-# Debian 12 gets the 550 branch from NVIDIA's CUDA repo (check `apt-cache policy cuda-drivers-550` there).
-nvidia_driver_packages = {"ubuntu": "nvidia-driver-550-server", "debian": "cuda-drivers-550"}
-# Set to a package name to override the per-distro choice (e.g. "nvidia-driver-550" on desktops).
-nvidia_driver_package = None
+# The one driver setting: the branch, installed from NVIDIA's CUDA repository (cuda-drivers-<branch>) and
+# locked there by an apt preferences pin on <branch>.* (see tasks/nvidia.py for why: Ubuntu's
+# nvidia-driver-550-server is now a transitional package to a newer branch, and NVIDIA's Debian
+# cuda-drivers-<branch> depends on open-ended versions). R550 is end-of-life: the run says so.
+nvidia_driver_branch = "550"
+# Branches that get the end-of-life notice (NVIDIA/gpu-driver-container#381 for R550).
+nvidia_driver_eol_branches = ["550"]
 
 # --- NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/) -
 # NVIDIA's libnvidia-container repository root (stable/deb/<arch> is appended).
@@ -63,14 +80,27 @@ cuda_keyring_sha256 = {
 cuda_version = "12.8"
 
 # --- Nuclio CLI ------------------------------------------------------------------------------
-# nuctl release; must share its minor version with the Nuclio dashboard in the CVAT checkout.
+# nuctl release; must share its minor version with the Nuclio dashboard of the pinned CVAT (checked).
 nuctl_version = "1.13.23"
 # Download URL template ({version}, {arch} = amd64/arm64).
 nuctl_url = "https://github.com/nuclio/nuclio/releases/download/{version}/nuctl-{version}-linux-{arch}"
-# sha256 per arch of the nuctl binary. Nuclio publishes no checksums and no public pin for 1.13.23 was
-# found, so this ships empty and the Nuclio layer refuses to download unverified. Pin it once from a
-# download you trust:  curl -fsSL <nuctl_url> | sha256sum   -> nuctl_sha256 = {"amd64": "<hex>"}
+# sha256 per arch of the nuctl binary; wins over the lock file. Nuclio publishes no checksums, so by
+# default nuctl is pinned on first use: the first download whose `nuctl version` reports nuctl_version
+# records its sha256 in download_lock_file, and every later run and host must get exactly that file.
 nuctl_sha256: dict[str, str] = {}
+# The lock file (on the control machine; relative paths are relative to this repository). Commit it
+# with your inventory, as Terraform's .terraform.lock.hcl.
+download_lock_file = "labforge.lock"
+
+# --- Compatibility of the pinned stack (checked while planning: labforge/compat.py) ----------------
+# CVAT tag -> the Nuclio dashboard its components/serverless/docker-compose.serverless.yml runs (read at
+# the tag; v2.51.0 = commit dfd505e7) -> the oldest Docker API that dashboard's client speaks ("client
+# version 1.42 is too old" against Docker 29: cvat-ai/cvat#10013, #10033).
+cvat_stack_compat = {"v2.51.0": {"nuclio_dashboard": "1.13.0", "docker_api": "1.42"}}
+# Docker Engine major -> the oldest client API its daemon accepts by default: 28.x 1.24 (docker/docs#22653),
+# 29.x 1.44 (moby/moby#51186). Engines from 29 on are told the stack's API in daemon.json "min-api-version"
+# (moby/moby#51371) when they are already installed and newer than the pin.
+docker_default_min_api = {"28": "1.24", "29": "1.44"}
 
 # --- CVAT ------------------------------------------------------------------------------------
 # CVAT release tag. v2.51.0 is the newest release whose components/serverless/docker-compose.serverless.yml

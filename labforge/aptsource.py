@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra.operations import apt, files
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files
+
+from labforge import downloads
 
 SOURCES_DIR = "/etc/apt/sources.list.d"
 KEYRINGS_DIR = "/etc/apt/keyrings"
@@ -51,9 +52,8 @@ def keyring(name: str) -> str:
     return f"{KEYRINGS_DIR}/{name}.asc"
 
 
-def signed_repo(name: str, key_url: str, key_sha256: str, legacy_list: str, **fields: str) -> None:
-    """A vendor repo: its armoured key (sha256-checked) in /etc/apt/keyrings, its deb822 source signed by
-    that key, and an apt update only when either changed."""
-    key = files.download(name=f"apt key {name}.asc", src=key_url, dest=keyring(name), sha256sum=key_sha256, mode="0644")
-    sources = source(name, legacy_list=legacy_list, signed_by=keyring(name), **fields)
-    apt.update(name=f"apt cache after {name} repo change", _if=any_changed(key, *sources))
+def signed_repo(name: str, key_url: str, key_sha256: str, legacy_list: str, **fields: str) -> list:
+    """A vendor repo: its armoured key (verified before it replaces the old one) in /etc/apt/keyrings and
+    its deb822 source signed by that key. Returns the ops; the caller refreshes apt when they changed."""
+    key = downloads.verified(name=f"apt key {keyring(name)}", src=key_url, dest=keyring(name), sha256=key_sha256, mode="0644")
+    return [key, *source(name, legacy_list=legacy_list, signed_by=keyring(name), **fields)]

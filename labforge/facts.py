@@ -24,6 +24,20 @@ class NvidiaGpuDevices(FactBase[list[str]]):
         return [line.strip() for line in output if line.strip()]
 
 
+class InitProcess(FactBase[str]):
+    """The name of PID 1 (the layers manage services through systemd)."""
+
+    def command(self) -> str:
+        return "cat /proc/1/comm 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""
+
+    @staticmethod
+    def default() -> str:
+        return ""
+
+
 class AptHeldPackages(FactBase[list[str]]):
     """Packages marked `apt-mark hold`, so the hold operation can be a no-op."""
 
@@ -32,6 +46,27 @@ class AptHeldPackages(FactBase[list[str]]):
 
     def process(self, output: list[str]) -> list[str]:
         return sorted(line.strip() for line in output if line.strip())
+
+
+# Names of the packages that carry the NVIDIA driver, in NVIDIA's CUDA repository (Ubuntu and Debian) and
+# Ubuntu's archive: metapackages, the kernel module and its DKMS source, and the user-space libraries.
+NVIDIA_DRIVER_PACKAGE = r"^(cuda-drivers|nvidia-driver|nvidia-dkms|nvidia-kernel|nvidia-utils|nvidia-compute-utils|" \
+                        r"nvidia-firmware|libnvidia-compute|libnvidia-gl|libcuda1|firmware-nvidia-gsp)"
+
+
+class NvidiaDriverPackages(FactBase[dict[str, str]]):
+    """Installed NVIDIA driver packages: name -> version (the driver's, e.g. 550.163.01-1)."""
+
+    def command(self) -> str:
+        return ("dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Version}\\n' 2>/dev/null | "
+                f"awk 'substr($1, 2, 1) == \"i\" && $2 ~ /{NVIDIA_DRIVER_PACKAGE}/ {{print $2, $3}}'")
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        return dict(line.split(None, 1) for line in output if len(line.split()) == 2)
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
 
 
 class DockerDaemonConfig(FactBase[dict | None]):
@@ -132,7 +167,14 @@ class CvatSuperusers(FactBase[list[str] | None]):
 
 
 class NuclioFunctions(FactBase[list[dict]]):
-    """Deployed Nuclio functions as {name, state, labels}; [] when none or nuctl cannot answer."""
+    """Deployed Nuclio functions as {name, state, labels}; [] when none or nuctl cannot answer.
+
+    pyinfra returns a fact's default() when its command prints nothing (no nuctl yet): [] as well.
+    """
+
+    @staticmethod
+    def default() -> list[dict]:
+        return []
 
     def command(self) -> str:
         return "nuctl get functions --platform local -o json 2>/dev/null || true"

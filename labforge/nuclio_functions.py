@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labforge.compose import WAIT_API
+from labforge.report import REBOOT_MARKER, WAITS
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
@@ -52,16 +53,22 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool) -> Functio
     return FunctionSource(path, f"{cvat_dir}/{path}/nuclio", digest, on_gpu)
 
 
-def is_current(fn: FunctionSource, deployed: list[dict]) -> dict | None:
-    for item in deployed:
+def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
+    for item in deployed or []:
         labels = item.get("labels") or {}
         if labels.get(SLUG_LABEL) == fn.slug and labels.get(HASH_LABEL) == fn.digest and item.get("state") == "ready":
             return item
     return None
 
 
-def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str]) -> list[str]:
-    """What deploy_{cpu,gpu}.sh run for one function, plus our labels and a readiness check."""
+def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], reboot_guard: bool = False) -> list[str]:
+    """What deploy_{cpu,gpu}.sh run for one function, plus our labels and a readiness check.
+
+    With ``reboot_guard`` (a GPU host whose driver awaits its reboot, where the planner could not yet see
+    whether this function has a GPU variant) it becomes one command that deploys nothing when the
+    function turns out to need the GPU (Nuclio starts those with `--gpus all`, which fails until the
+    new driver is loaded: nuclio 1.13.x pkg/platform/local/platform.go) and says so.
+    """
     yaml_choice = (f'f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml' if fn.gpu
                    else f"f={fn.yaml_dir}/function.yaml")
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
@@ -82,4 +89,7 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str]) -> l
         f"{env_args} --platform-config {platform_config} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
         f"nuctl get functions --platform local -o json | python3 -c {shlex.quote(check)}",
     ]
+    if reboot_guard:
+        return [f"if [ -f {fn.yaml_dir}/function-gpu.yaml ] && [ -e {REBOOT_MARKER} ]; then "
+                f"echo 'labforge: {fn.path} {WAITS} (NVIDIA driver not loaded yet)'; else {' && '.join(commands)}; fi"]
     return commands

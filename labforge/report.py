@@ -13,9 +13,17 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.files import File
 
 REBOOT_MARKER = "/run/labforge-reboot-required"
+WAITS = "waits for the reboot"  # a GPU function held while the driver awaits its reboot
 _reboot_ops: dict[str, list] = defaultdict(list)
 _reboot_pending: set[str] = set()
 _functions: dict[str, list[tuple[str, str, object | None]]] = defaultdict(list)
+_notices: dict[str, list[str]] = defaultdict(list)
+
+
+def notice(text: str) -> None:
+    """A one-line notice for this host's summary (e.g. an end-of-life driver branch, a kept newer Docker)."""
+    if text not in _notices[host.name]:
+        _notices[host.name].append(text)
 
 
 def reboot_required_if(*ops) -> None:
@@ -26,6 +34,16 @@ def reboot_required_if(*ops) -> None:
 def function_state(path: str, state: str, op=None) -> None:
     """A function's state for the summary; with an op, the state holds only once that op succeeded."""
     _functions[host.name].append((path, state, op))
+
+
+def driver_awaits_reboot() -> bool:
+    """While planning: the NVIDIA driver of this host will not be loaded during this run's later layers, because an
+    earlier run installed it and the host has not rebooted since, or this run installs it without rebooting."""
+    if host.name in _reboot_pending:
+        return True
+    if host.data.get("reboot_after_driver"):
+        return False
+    return any(m._maybe_is_change for m in _reboot_ops.get(host.name, []))
 
 
 def note_pending_reboot() -> None:
@@ -43,6 +61,7 @@ def summarise(st, h) -> str:
     """One line: layers with changes (or planned changes on --dry), failed ops, reboot state."""
     changed: list[str] = []
     failed: list[str] = []
+    failed_ops: list[str] = []
     for op_hash in st.get_op_order():
         op = st.ops[h].get(op_hash)
         if op is None:
@@ -52,6 +71,7 @@ def summarise(st, h) -> str:
         if meta.is_complete():
             if not meta.did_succeed(_raise_if_not_complete=False):
                 failed.append(layer)
+                failed_ops.append(sorted(st.op_meta[op_hash].names)[0].split(" | ", 1)[-1])
             elif meta.did_change() and layer not in changed:
                 changed.append(layer)
         elif meta._maybe_is_change and not op.global_arguments.get("_if") and layer not in changed:
@@ -60,7 +80,7 @@ def summarise(st, h) -> str:
     verb = "changed" if executed else "would change (plan)"
     parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
     if failed:
-        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))}")
+        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))} ({'; '.join(failed_ops)})")
     reboot_ops = _reboot_ops.get(h.name, [])
     if any(m.is_complete() and m.did_change() for m in reboot_ops):
         parts.append("REBOOT REQUIRED (NVIDIA driver installed; reboot_after_driver is False)")
@@ -75,7 +95,10 @@ def summarise(st, h) -> str:
             status = "deploy planned" if not executed else "not deployed (run stopped)"
         elif op is not None and not op.did_succeed(_raise_if_not_complete=False):
             status = "DEPLOY FAILED"
+        elif op is not None and any(WAITS in line for line in op.stdout_lines):
+            status = f"{WAITS} (NVIDIA driver not loaded yet)"
         parts.append(f"function {path}: {status}")
+    parts.extend(f"notice: {text}" for text in _notices.get(h.name, []))
     return f"[labforge] {h.name}: " + "; ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Base layer: fresh apt cache, the tools later layers need, the keyring directory, optional apt proxy."""
+"""Base layer: apt that waits for its locks, the tools later layers need, the keyring directory, optional apt proxy."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt as pyinfra_apt
+from pyinfra.operations import files
 
-from labforge import aptsource
+from labforge import apt, aptsource
 
 PROXY_FILE = "/etc/apt/apt.conf.d/01labforge-proxy"
 
 
 @deploy("Base", data_defaults={"base_packages": ["git", "curl", "ca-certificates", "gnupg", "gcc"]})
 def base() -> None:
+    # First, before any apt call: apt-get install/remove wait for the dpkg lock (labforge/apt.py).
+    timeout = int(host.data.get("apt_lock_timeout"))
+    files.put(name="apt waits for its lock (DPkg::Lock::Timeout)", src=StringIO(apt.lock_timeout_conf(timeout)),
+              dest=apt.LOCK_TIMEOUT_CONF, mode="0644")
     proxy = host.data.get("apt_proxy")
     if proxy:
         proxy_op = files.put(
@@ -26,6 +31,6 @@ def base() -> None:
     else:
         proxy_op = files.file(name="No apt proxy", path=PROXY_FILE, present=False)
     files.directory(name=aptsource.KEYRINGS_DIR, path=aptsource.KEYRINGS_DIR, mode="0755")
-    apt.update(name="apt cache (cache_time)", cache_time=host.data.get("apt_cache_time"))
-    apt.update(name="apt cache after proxy change", _if=proxy_op.did_change)
-    apt.packages(name="Base packages", packages=host.data.get("base_packages"), no_recommends=True)
+    packages = list(host.data.get("base_packages"))
+    apt.refresh("Base", packages, after=[proxy_op])
+    pyinfra_apt.packages(name="Base packages", packages=packages, no_recommends=True)

@@ -10,9 +10,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt as pyinfra_apt
+from pyinfra.operations import files, server
 
-from labforge import gpu, platform
+from labforge import apt, downloads, gpu, platform
 
 KEYRING_DEB_DIR = "/var/cache/labforge"
 
@@ -36,22 +37,22 @@ def cuda() -> None:
     data = host.data
     repo_dir = f"{p.cuda_distro}/{p.cuda_arch}"
     version = data.get("cuda_version")
+    toolkit = f"cuda-toolkit-{version.replace('.', '-')}"
+    repo_ops = []
     if "cuda-keyring" not in (host.get_fact(DebPackages) or {}):
         deb = f"{KEYRING_DEB_DIR}/cuda-keyring_{data.get('cuda_keyring_version')}_all.deb"
         files.directory(name=KEYRING_DEB_DIR, path=KEYRING_DEB_DIR, mode="0755")
-        files.download(
-            name="cuda-keyring package",
+        fetched = downloads.verified(
+            name=f"cuda-keyring package {deb}",
             src=f"{data.get('cuda_repo_url')}/{repo_dir}/cuda-keyring_{data.get('cuda_keyring_version')}_all.deb",
             dest=deb,
-            sha256sum=keyring_sha256(repo_dir),
+            sha256=keyring_sha256(repo_dir),
         )
-        server.shell(name="Install cuda-keyring (only when missing)", commands=[f"dpkg -i {deb}"])
-        apt.update(name="apt cache after CUDA repo added")
-    apt.packages(
-        name=f"cuda-toolkit-{version.replace('.', '-')}",
-        packages=[f"cuda-toolkit-{version.replace('.', '-')}"],
-        no_recommends=True,
-    )
+        installed = server.shell(name="Install cuda-keyring (only when missing)",
+                                 commands=[f"{apt.wait_command(int(data.get('apt_lock_timeout')))}; dpkg -i {deb}"])
+        repo_ops = [fetched, installed]
+    apt.refresh("CUDA", [toolkit], after=repo_ops)
+    pyinfra_apt.packages(name=toolkit, packages=[toolkit], no_recommends=True)
     files.template(
         name="/etc/profile.d/cuda.sh",
         src="templates/cuda.sh.j2",

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import Directory, File
 from pyinfra.operations import files, server
 
 from labforge import gpu, report
 from labforge.facts import NuclioFunctions
 from labforge.nuclio_functions import REPO, deploy_commands, is_current, source
+
+
+def needs_gpu(fn) -> bool | None:
+    """Whether this function runs on the GPU here (its GPU variant exists); None while CVAT's checkout is not there."""
+    if not fn.gpu:
+        return False
+    if fn.is_local:
+        return (REPO / fn.path / "function-gpu.yaml").exists()
+    if not host.get_fact(Directory, path=fn.yaml_dir):
+        return None
+    return bool(host.get_fact(File, path=f"{fn.yaml_dir}/function-gpu.yaml"))
 
 
 @deploy("Functions")
@@ -21,6 +33,7 @@ def functions() -> None:
     if not data.get("cvat_start"):
         return
     on_gpu = gpu.enabled()
+    awaiting_reboot = on_gpu and report.driver_awaits_reboot()
     deployed = host.get_fact(NuclioFunctions)
     for path in data.get("nuclio_functions") or []:
         fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu)
@@ -31,6 +44,11 @@ def functions() -> None:
         if current:
             report.function_state(path, f"{current['name']} ready (unchanged)")
             continue
-        op = server.shell(name=f"Deploy function {path}", commands=deploy_commands(fn, data.get("cvat_dir"),
-                                                                                    data.get("nuclio_function_env") or {}))
+        gpu_variant = needs_gpu(fn) if awaiting_reboot else False
+        if gpu_variant:  # Nuclio would start it with --gpus all before the new driver is loaded
+            report.function_state(path, f"{report.WAITS} (NVIDIA driver not loaded yet)")
+            continue
+        op = server.shell(name=f"Deploy function {path}",
+                          commands=deploy_commands(fn, data.get("cvat_dir"), data.get("nuclio_function_env") or {},
+                                                   reboot_guard=gpu_variant is None))
         report.function_state(path, "deployed, ready", op)

@@ -1,36 +1,64 @@
-"""Nuclio layer: the nuctl CLI, pinned by version and sha256, checked after every fresh download."""
+"""Nuclio layer: the nuctl CLI, verified against its pin before it reaches /usr/local/bin.
+
+The pin is nuctl_sha256 when set, else the lock file's entry (labforge/pins.py). With neither, nuctl is
+pinned on first use: the download must report nuctl_version in `nuctl version`, its sha256 is recorded
+in the lock file on the control machine, and only then is it moved into place.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server
+from pyinfra.operations import python, server
 
-from labforge import platform
+from labforge import downloads, pins, platform, report
 
 NUCTL = "/usr/local/bin/nuctl"
+STAGED = "/usr/local/bin/.nuctl-first-use"
+
+
+def version_check(version: str) -> str:
+    return f"{{file}} version | grep -qF 'Label: {version}'"
+
+
+def pin_and_install(fetched, lock: Path, version: str, arch: str) -> None:
+    """On the control machine, after the first-use download: record its hash (or compare it with another
+    host's record from this run), then move it into place; on a mismatch remove it and fail the host."""
+    try:
+        sha = pins.hash_from_output(fetched.stdout_lines)
+        new = pins.record(lock, "nuctl", version, arch, sha)
+    except pins.PinMismatch as exc:
+        host.run_shell_command(f"rm -f {STAGED}")
+        raise pins.PinMismatch(f"labforge: {host.name}: {exc}") from exc
+    ok, output = host.run_shell_command(f"mv -f {STAGED} {NUCTL}")
+    if not ok:
+        raise RuntimeError(f"labforge: {host.name}: could not move nuctl into {NUCTL}: {output.stderr}")
+    if new:
+        report.notice(f"nuctl {version} ({arch}) pinned on first use: sha256 {sha} recorded in {lock}; commit it with your inventory")
 
 
 @deploy("Nuclio")
 def nuclio() -> None:
     p = platform.current()
-    version = host.data.get("nuctl_version")
-    sha = (host.data.get("nuctl_sha256") or {}).get(p.deb_arch)
-    if not sha:
-        raise DeployError(
-            f"{host.name}: no sha256 pinned for nuctl {version} on {p.deb_arch}; add it to nuctl_sha256 in "
-            "group_data/all.py. Nothing was changed."
-        )
-    fetched = files.download(
-        name=f"nuctl {version}",
-        src=host.data.get("nuctl_url").format(version=version, arch=p.deb_arch),
-        dest=NUCTL,
-        sha256sum=sha,
-        mode="0755",
-    )
-    server.shell(
-        name=f"nuctl reports version {version}",
-        commands=[f"{NUCTL} version | grep -F 'Label: {version}'"],
-        _if=fetched.did_change,
-    )
+    data = host.data
+    version = data.get("nuctl_version")
+    src = data.get("nuctl_url").format(version=version, arch=p.deb_arch)
+    lock = pins.lock_path(data.get("download_lock_file"))
+    explicit = (data.get("nuctl_sha256") or {}).get(p.deb_arch)
+    try:
+        sha = explicit or pins.pinned(lock, "nuctl", version, p.deb_arch)
+    except pins.PinMismatch as exc:
+        raise DeployError(f"{host.name}: {exc}. Nothing was changed.") from exc
+    if sha:
+        fetched = downloads.verified(name=f"nuctl {version} (sha256 from {'nuctl_sha256' if explicit else lock.name})",
+                                     src=src, dest=NUCTL, sha256=sha, mode="0755")
+        server.shell(name=f"nuctl reports version {version}", _if=fetched.did_change,
+                     commands=[version_check(version).format(file=NUCTL)])
+        return
+    fetched = server.shell(name=f"nuctl {version}: first download, checked with `nuctl version` (pin on first use)",
+                           commands=[downloads.first_use_command(src, STAGED, version_check(version))])
+    python.call(name=f"nuctl {version}: record its sha256 in {lock.name}, then install it", function=pin_and_install,
+                fetched=fetched, lock=lock, version=version, arch=p.deb_arch)

@@ -1,4 +1,21 @@
-"""NVIDIA layer (GPU hosts): driver branch 550 held, nouveau off, Container Toolkit wired into Docker."""
+"""NVIDIA layers (GPU hosts): the driver of one branch, really that branch, held; nouveau off; the Container Toolkit
+wired into Docker.
+
+Why the driver comes from NVIDIA's CUDA repository with an apt pin, not from a package name:
+- Ubuntu 22.04/24.04's ``nvidia-driver-550(-server)`` is now a transitional package to a newer branch
+  (canonical/snapd#15712; 570 became transitional to 580, canonical/core-base#439): installing and
+  holding it installs and holds nothing of branch 550.
+- NVIDIA's own ``cuda-drivers-<branch>`` metapackage depends on open-ended versions on Debian
+  (``nvidia-driver (>= 580.65.06)`` pulled 590: NVIDIA developer forums, "Debian cuda-drivers-580
+  package 580.105.08-1 improperly pulls in v590 components").
+- NVIDIA's driver installation guide locks a branch with the distribution's own version locking
+  ("Version locking" page) and, from 580 on, ships ``nvidia-driver-pinning-<branch>`` packages holding
+  an apt preferences file that pins the branch's versions at priority 1000 (its "Recent updates" page:
+  "install the pinning package prior to installing the driver"). No such package is known for 550, so
+  labforge writes the same kind of file itself, before the install: ``Pin: version <branch>.*`` at 1000.
+After the install, every installed driver package must carry a ``<branch>.`` version (checked on
+every run), and exactly those packages are held.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +23,54 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt as pyinfra_apt
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import aptsource, gpu, platform, report
+from labforge import apt, aptsource, gpu, platform, report
 from labforge.daemon_json import has_nvidia_runtime
-from labforge.facts import AptHeldPackages, DockerDaemonConfig
+from labforge.facts import AptHeldPackages, DockerDaemonConfig, NvidiaDriverPackages
 
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
+BRANCH_PIN = "/etc/apt/preferences.d/labforge-nvidia-driver-branch"
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
+# The packages that carry the driver (kernel module, its DKMS source, user-space libraries, metapackages),
+# as NVIDIA's and Ubuntu's repositories name them; their versions are the driver's (550.163.01-...).
+PINNED_PATTERNS = "cuda-drivers* nvidia-driver* nvidia-dkms* nvidia-kernel* nvidia-utils* nvidia-compute-utils* " \
+                  "nvidia-firmware* libnvidia-* libcuda1* libnvcuvid* libnvoptix* xserver-xorg-video-nvidia* firmware-nvidia-gsp*"
 
 
-def driver_package(distro: str) -> str:
-    return host.data.get("nvidia_driver_package") or host.data.get("nvidia_driver_packages")[distro]
+def branch_pin(branch: str) -> str:
+    return (f"# Managed by labforge: NVIDIA driver branch {branch} only, as NVIDIA's nvidia-driver-pinning packages\n"
+            f"# pin a branch (a version pin at priority 1000 also moves a newer branch back to this one).\n"
+            f"Package: {PINNED_PATTERNS}\nPin: version {branch}.*\nPin-Priority: 1000\n")
+
+
+def off_branch_command(branch: str) -> str:
+    """Shell: fail with one line if an installed driver package is not of the branch."""
+    return (f"bad=$({NvidiaDriverPackages().command()} | awk '$2 !~ /^{branch}\\./ {{printf \"%s %s, \", $1, $2}}'); "
+            f"[ -z \"$bad\" ] || {{ echo \"labforge: NVIDIA driver packages not on branch {branch}: ${{bad%, }}; "
+            f"purge them (apt-get purge) and run again\" >&2; exit 1; }}")
 
 
 @deploy("NVIDIA driver", data_defaults={"reboot_after_driver": False})
 def driver() -> None:
     if not gpu.enabled():
         return
-    package = driver_package(platform.current().distro)
+    data = host.data
+    branch = str(data.get("nvidia_driver_branch"))
+    installed = host.get_fact(NvidiaDriverPackages) or {}
+    off_branch = {name: version for name, version in installed.items() if not version.startswith(branch + ".")}
+    if off_branch:
+        listed = ", ".join(f"{name} {version}" for name, version in sorted(off_branch.items()))
+        raise DeployError(f"{host.name}: NVIDIA driver packages not on branch {branch}: {listed}; purge them "
+                          "(apt-get purge) and run again, or set nvidia_driver_branch. Nothing was changed.")
+    if branch in [str(b) for b in data.get("nvidia_driver_eol_branches") or []]:
+        report.notice(f"NVIDIA driver branch {branch} is end-of-life (no more fixes); move to a supported branch by "
+                      "setting nvidia_driver_branch (e.g. 580) and rebooting after the run")
+    timeout = int(data.get("apt_lock_timeout"))
     blacklist = files.put(
         name="Blacklist nouveau",
         src=StringIO("# Managed by labforge: the NVIDIA driver needs nouveau unloaded.\nblacklist nouveau\noptions nouveau modeset=0\n"),
@@ -35,11 +79,20 @@ def driver() -> None:
     )
     if host.get_fact(Which, command="update-initramfs"):
         server.shell(name="Rebuild initramfs without nouveau", commands=["update-initramfs -u"], _if=blacklist.did_change)
-    install = apt.packages(name=f"NVIDIA driver {package}", packages=[package], no_recommends=True)
-    if package not in (host.get_fact(AptHeldPackages) or []):
-        server.shell(name=f"Hold {package} (apt-mark hold)", commands=[f"apt-mark hold {package}"])
+    files.put(name=f"apt pin: NVIDIA driver branch {branch}", src=StringIO(branch_pin(branch)), dest=BRANCH_PIN, mode="0644")
+    package = f"cuda-drivers-{branch}"
+    apt.refresh("NVIDIA driver", [package])
+    install = pyinfra_apt.packages(name=f"NVIDIA driver branch {branch} ({package})", packages=[package], no_recommends=True)
+    server.shell(name=f"Every installed NVIDIA driver package is of branch {branch}", commands=[off_branch_command(branch)],
+                 _if=install.did_change)
+    held = set(host.get_fact(AptHeldPackages) or [])
+    hold = (f"{apt.wait_command(timeout)}; apt-mark hold $({NvidiaDriverPackages().command()} | awk '$2 ~ /^{branch}\\./ {{print $1}}')")
+    if installed and set(installed) - held:
+        server.shell(name=f"Hold the branch {branch} driver packages", commands=[hold])
+    else:
+        server.shell(name=f"Hold the branch {branch} driver packages", commands=[hold], _if=install.did_change)
     changed = any_changed(install, blacklist)
-    if host.data.get("reboot_after_driver"):
+    if data.get("reboot_after_driver"):
         server.reboot(name="Reboot to load the new NVIDIA driver", _if=changed)
     else:
         # /run is emptied by a reboot, so the marker keeps saying "reboot required" on later runs until one happens.
@@ -53,19 +106,21 @@ def container_toolkit() -> None:
         return
     p = platform.current()
     data = host.data
-    repo = data.get("nvidia_container_toolkit_repo_url")
+    url = data.get("nvidia_container_toolkit_repo_url")
     version = data.get("nvidia_container_toolkit_version")
-    aptsource.signed_repo(
+    repo = aptsource.signed_repo(
         "nvidia-container-toolkit",
-        key_url=f"{repo}/gpgkey",
+        key_url=f"{url}/gpgkey",
         key_sha256=data.get("nvidia_container_toolkit_gpg_sha256"),
         legacy_list="nvidia-container-toolkit.list",
-        uris=f"{repo}/stable/deb/{p.deb_arch}",
+        uris=f"{url}/stable/deb/{p.deb_arch}",
         suites="/",
     )
-    apt.packages(
+    specs = [f"{name}={version}" for name in TOOLKIT_PACKAGES]
+    apt.refresh("NVIDIA container toolkit", specs, after=repo)
+    pyinfra_apt.packages(
         name=f"NVIDIA container toolkit {version}",
-        packages=[f"{name}={version}" for name in TOOLKIT_PACKAGES],
+        packages=specs,
         no_recommends=True,
         allow_downgrades=True,
     )

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from labforge import pins as labforge_pins
+from labforge.compat import api, docker_dpkg_versions, upstream_version
+from labforge.facts import NvidiaDriverPackages
 from labforge.platform import SUPPORTED_MACHINES
 
 # --- base ------------------------------------------------------------------------------------
@@ -32,11 +35,30 @@ def test_apt_proxy_matches_setting(host, pins):
 # --- docker ----------------------------------------------------------------------------------
 
 
-def test_docker_packages_from_docker_repo(host, pins):
-    for package in pins["docker_packages"]:
+def docker_pins(host, pins) -> dict[str, str]:
+    """The exact dpkg versions the deploy asked for on this distro (Docker's ~<distro>.<release>~<codename> suffix)."""
+    info = host.system_info
+    return docker_dpkg_versions(pins["docker_package_versions"], info.distribution, info.release, info.codename)
+
+
+def test_docker_packages_pinned_and_held(host, pins):
+    held = host.check_output("apt-mark showhold").split()
+    installed_engine = host.package("docker-ce").version
+    newer = upstream_version(installed_engine) > upstream_version(docker_pins(host, pins)["docker-ce"])
+    for package, version in docker_pins(host, pins).items():
         assert host.package(package).is_installed, package
+        if not newer:  # a Docker newer than the pin is kept (not downgraded), and held where it is
+            assert host.package(package).version == version, package
+        assert package in held, package
     for package in pins["docker_conflicting_packages"]:
         assert not host.package(package).is_installed, package
+
+
+def test_docker_daemon_admits_the_stacks_oldest_client(host, pins):
+    """CVAT's Nuclio dashboard speaks the API in cvat_stack_compat; the daemon must accept it (Docker 29 alone does not)."""
+    needed = pins["cvat_stack_compat"][pins["cvat_version"]]["docker_api"]
+    minimum = host.check_output("docker version --format '{{.Server.MinAPIVersion}}'").strip()
+    assert api(minimum) <= api(needed), f"daemon minimum API {minimum} refuses the stack's {needed}"
 
 
 def test_docker_source_is_signed_deb822(host, pins):
@@ -56,10 +78,16 @@ def test_docker_running_and_enabled(host):
 # --- nvidia driver + container toolkit (GPU hosts) --------------------------------------------
 
 
-def test_driver_installed_and_held(host, pins, distro, gpu_host):
-    package = pins.get("nvidia_driver_package") or pins["nvidia_driver_packages"][distro]
-    assert host.package(package).is_installed
-    assert package in host.check_output("apt-mark showhold").split()
+def test_driver_is_of_the_branch_and_held(host, pins, gpu_host):
+    branch = str(pins["nvidia_driver_branch"])
+    assert host.package(f"cuda-drivers-{branch}").is_installed
+    fact = NvidiaDriverPackages()
+    installed = fact.process(host.check_output(fact.command()).splitlines())
+    assert installed, "no NVIDIA driver package installed"
+    assert {name: v for name, v in installed.items() if not v.startswith(branch + ".")} == {}
+    held = host.check_output("apt-mark showhold").split()
+    assert sorted(set(installed) - set(held)) == []
+    assert host.file("/etc/apt/preferences.d/labforge-nvidia-driver-branch").contains(f"^Pin: version {branch}\\.\\*$")
 
 
 def test_nouveau_blacklisted(host, gpu_host):
@@ -79,11 +107,11 @@ def test_docker_has_nvidia_runtime(host, gpu_host):
     assert "nvidia" in config["runtimes"]
 
 
-def test_no_driver_on_cpu_host(host, pins, gpu_role, distro):
+def test_no_driver_on_cpu_host(host, gpu_role):
     if gpu_role:
         pytest.skip("GPU host")
-    package = pins.get("nvidia_driver_package") or pins["nvidia_driver_packages"][distro]
-    assert not host.package(package).is_installed
+    fact = NvidiaDriverPackages()
+    assert fact.process(host.check_output(fact.command()).splitlines()) == {}
 
 
 # --- cuda (GPU hosts) ------------------------------------------------------------------------
@@ -110,19 +138,24 @@ def test_cuda_on_login_path(host, pins, gpu_host):
 # --- nuclio ----------------------------------------------------------------------------------
 
 
-def test_nuctl_pinned(host, pins):
+def test_nuctl_is_the_pinned_file(host, pins):
+    """nuctl_sha256 when set, else the sha256 the lock file recorded on first use."""
     arch = SUPPORTED_MACHINES[host.system_info.arch][0]
     nuctl = host.file("/usr/local/bin/nuctl")
     assert nuctl.mode == 0o755
-    assert nuctl.sha256sum == pins["nuctl_sha256"][arch]
+    expected = (pins.get("nuctl_sha256") or {}).get(arch) or labforge_pins.pinned(
+        labforge_pins.lock_path(pins.get("download_lock_file")), "nuctl", pins["nuctl_version"], arch)
+    assert expected, "no sha256 for nuctl: neither nuctl_sha256 nor the lock file has one"
+    assert nuctl.sha256sum == expected
     assert f"Label: {pins['nuctl_version']}" in host.check_output("nuctl version")
 
 
 # --- real GPU only (skipped without a loaded driver) ------------------------------------------
 
 
-def test_nvidia_smi(host, real_gpu):
-    assert "Driver Version: 550." in host.check_output("nvidia-smi")
+def test_loaded_driver_is_of_the_branch(host, pins, real_gpu):
+    versions = host.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
+    assert versions and all(v.startswith(f"{pins['nvidia_driver_branch']}.") for v in versions), versions
 
 
 def test_gpu_visible_in_docker(host, pins, real_gpu):

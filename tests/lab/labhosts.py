@@ -293,6 +293,8 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
             "cvat_start": False,  # containers cannot start in the lab: CVAT's files only (see README)
             "ssh_known_hosts_file": str(path.parent / "known_hosts"),
             "ssh_strict_host_key_checking": "off",
+            # nuctl is pinned on first use (labforge/pins.py): the lab's own lock file, never the repository's
+            "download_lock_file": str(path.parent / "labforge.lock"),
             **extra_vars,
         },
         "gpu_servers": [],

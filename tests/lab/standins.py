@@ -83,31 +83,74 @@ def _script(body: str) -> tuple[str, int]:
     return textwrap.dedent(body).lstrip(), 0o755
 
 
-DOCKERD = _script(f"""
-    #!/bin/sh
-    # {STANDIN_MARK} for dockerd: refuses an invalid daemon.json like dockerd, then idles.
-    if [ -s /etc/docker/daemon.json ]; then
-        python3 -c 'import json; json.load(open("/etc/docker/daemon.json"))' || exit 1
-    fi
-    exec sleep infinity
-""")
+# Docker's engine defaults (labforge/compat.py cites them): the oldest client API a daemon accepts.
+DEFAULT_MIN_API = {"28": "1.24", "29": "1.44"}
 # Containers cannot run in the lab, so the stand-in CLIs answer the deploy's *questions* (compose ps, the
 # superuser list, nuctl get functions) from files a test writes here, to show which guards hold.
 STATE_DIR = "/var/lib/labforge-standin"
-DOCKER_CLI = _script(f"""
-    #!/bin/sh
-    # {STANDIN_MARK} for the docker CLI: version, info, and state files for compose ps / exec.
-    case "$1" in
-        --version|version) echo "Docker version 27.5.1, build {STANDIN_MARK}" ;;
-        info) systemctl is-active --quiet docker && echo "Server Version: 27.5.1 ({STANDIN_MARK})" \\
-              || {{ echo "Cannot connect to the Docker daemon" >&2; exit 1; }} ;;
-        compose) case " $* " in *" ps "*) [ -f {STATE_DIR}/compose-ps.json ] && exec cat {STATE_DIR}/compose-ps.json ;; esac
-                 echo "Cannot connect to the Docker daemon ({STANDIN_MARK})" >&2; exit 1 ;;
-        exec) [ -f {STATE_DIR}/cvat-superusers ] && exec cat {STATE_DIR}/cvat-superusers
-              echo "Error response from daemon: No such container: cvat_server ({STANDIN_MARK})" >&2; exit 1 ;;
-        *) echo "{STANDIN_MARK}: 'docker $*' cannot run in the test lab" >&2; exit 1 ;;
-    esac
-""")
+
+
+def _dockerd(version: str) -> tuple[str, int]:
+    """Stand-in for dockerd <version>: refuses a daemon.json dockerd would refuse, then idles.
+
+    dockerd exits on invalid JSON and on keys it does not know ("the following directives don't match any
+    configuration option"); "min-api-version" is known from 29.0 on (moby/moby#51371).
+    """
+    known_min_api = int(version.split(".")[0]) >= 29
+    return _script(f"""
+        #!/usr/bin/python3
+        # {STANDIN_MARK} for dockerd {version}
+        import json, os, sys, time
+        path = "/etc/docker/daemon.json"
+        if os.path.exists(path) and os.path.getsize(path):
+            try:
+                config = json.load(open(path))
+            except ValueError as exc:
+                sys.exit(f"unable to configure the Docker daemon with file {{path}}: {{exc}}")
+            if "min-api-version" in config and not {known_min_api}:
+                sys.exit("the following directives don't match any configuration option: min-api-version")
+        while True:
+            time.sleep(3600)
+    """)
+
+
+def _docker_cli(version: str) -> tuple[str, int]:
+    """Stand-in for the docker CLI <version>: `docker version` (--format with .Server.Version and
+    .Server.MinAPIVersion, as the real CLI's Go templates name them), `info`, and state files for
+    compose ps / exec (containers cannot run in this lab)."""
+    default_min_api = DEFAULT_MIN_API[version.split(".")[0]]
+    return _script(f"""
+        #!/usr/bin/python3
+        # {STANDIN_MARK} for the docker CLI {version}
+        import json, os, subprocess, sys
+        args = sys.argv[1:]
+        state = "{STATE_DIR}"
+        def running():
+            return subprocess.run(["systemctl", "is-active", "--quiet", "docker"]).returncode == 0
+        if args[:1] in (["--version"], ["version"]) and "--format" not in args:
+            print("Docker version {version}, build {STANDIN_MARK}"); sys.exit(0)
+        if args[:1] == ["version"]:
+            if not running():
+                sys.exit("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
+            config = json.load(open("/etc/docker/daemon.json")) if os.path.exists("/etc/docker/daemon.json") else {{}}
+            fields = {{"{{{{.Server.Version}}}}": "{version}",
+                      "{{{{.Server.MinAPIVersion}}}}": config.get("min-api-version", "{default_min_api}")}}
+            template = args[args.index("--format") + 1]
+            for key, value in fields.items():
+                template = template.replace(key, value)
+            print(template); sys.exit(0)
+        if args[:1] == ["info"]:
+            if running():
+                print("Server Version: {version} ({STANDIN_MARK})"); sys.exit(0)
+            sys.exit("Cannot connect to the Docker daemon")
+        if args[:1] == ["compose"] and "ps" in args and os.path.exists(state + "/compose-ps.json"):
+            sys.stdout.write(open(state + "/compose-ps.json").read()); sys.exit(0)
+        if args[:1] == ["exec"] and os.path.exists(state + "/cvat-superusers"):
+            sys.stdout.write(open(state + "/cvat-superusers").read()); sys.exit(0)
+        sys.exit(f"{STANDIN_MARK}: 'docker {{' '.join(args)}}' cannot run in the test lab")
+    """)
+
+
 DOCKER_UNIT = (textwrap.dedent(f"""
     [Unit]
     Description=Docker Application Container Engine ({STANDIN_MARK})
@@ -257,6 +300,44 @@ def _write_index(repo_dir: Path, debs_dir: Path, index_dir: Path, signer: Signin
     signer.sign_release(release)
 
 
+DOCKER_SUFFIX = f"~{DISTRO}.12~{CODENAME}"  # Docker's repo: ~<distro>.<release>~<codename>
+NEWER_DOCKER_DIR = "docker-newer"
+NEWER_DOCKER_VERSIONS = {"docker-ce": "5:29.1.3-1", "docker-ce-cli": "5:29.1.3-1", "containerd.io": "2.2.0-2",
+                         "docker-buildx-plugin": "0.30.1-1", "docker-compose-plugin": "2.40.3-1"}
+
+
+def docker_packages(versions: dict[str, str], suffix: str) -> list[StandinPackage]:
+    """Docker's five packages at these versions (plus suffix), with the engine and CLI stand-ins of that release."""
+    engine = versions["docker-ce"].split(":", 1)[-1].split("-", 1)[0]
+    v = {name: version + suffix for name, version in versions.items()}
+    return [
+        StandinPackage("docker-ce", v["docker-ce"], depends="docker-ce-cli, containerd.io",
+                       files={"/usr/bin/dockerd": _dockerd(engine), "/lib/systemd/system/docker.service": DOCKER_UNIT},
+                       postinst="getent group docker >/dev/null || groupadd --system docker"),
+        StandinPackage("docker-ce-cli", v["docker-ce-cli"], files={"/usr/bin/docker": _docker_cli(engine)}),
+        StandinPackage("containerd.io", v["containerd.io"]),
+        StandinPackage("docker-buildx-plugin", v["docker-buildx-plugin"]),
+        StandinPackage("docker-compose-plugin", v["docker-compose-plugin"]),
+    ]
+
+
+# NVIDIA's CUDA repository for debian12 carries cuda-drivers-<branch> metapackages whose dependencies are
+# open-ended ("Depends: nvidia-driver (>= 580.65.06), ..." pulled 590: NVIDIA developer forums, "Debian
+# cuda-drivers-580 package 580.105.08-1 improperly pulls in v590 components"), next to newer branches.
+DRIVER_550 = "550.163.01-1"
+DRIVER_NEWER = "580.105.08-1"
+
+
+def driver_packages() -> list[StandinPackage]:
+    floor = DRIVER_550.split("-")[0]
+    packages = [StandinPackage("cuda-drivers-550", DRIVER_550,
+                               depends=f"nvidia-driver (>= {floor}), nvidia-kernel-dkms (>= {floor})")]
+    for version in (DRIVER_550, DRIVER_NEWER):
+        packages += [StandinPackage("nvidia-driver", version, depends=f"nvidia-kernel-dkms (= {version})"),
+                     StandinPackage("nvidia-kernel-dkms", version)]
+    return packages
+
+
 def build_mirror(root: Path, base_url: str) -> dict:
     """Build every stand-in under root (served at base_url); return the data that points the deploy at it."""
     if root.exists():
@@ -266,23 +347,20 @@ def build_mirror(root: Path, base_url: str) -> dict:
     signer = SigningKey(root.parent / (root.name + "-gnupg"))
     armored = signer.export(armor=True)
 
-    # Docker: https://download.docker.com/linux/debian  (dists/bookworm/stable + pool, key at /gpg)
+    # Docker: https://download.docker.com/linux/debian  (dists/bookworm/stable + pool, key at /gpg), every package at
+    # the pinned version with Docker's per-distro suffix. A newer engine (29.x) is built too, outside the index,
+    # for tests of a host that already runs a newer Docker (NEWER_DOCKER_DIR; install it with dpkg -i).
     docker_root = root / "docker/linux" / DISTRO
     pool = docker_root / "pool/stable"
     pool.mkdir(parents=True)
     (docker_root / "gpg").write_bytes(armored)
-    suffix = f"~{DISTRO}.12~{CODENAME}"
-    for pkg in (
-        StandinPackage("docker-ce", f"5:27.5.1-1{suffix}", depends="docker-ce-cli, containerd.io",
-                       files={"/usr/bin/dockerd": DOCKERD, "/lib/systemd/system/docker.service": DOCKER_UNIT},
-                       postinst="getent group docker >/dev/null || groupadd --system docker"),
-        StandinPackage("docker-ce-cli", f"5:27.5.1-1{suffix}", files={"/usr/bin/docker": DOCKER_CLI}),
-        StandinPackage("containerd.io", "1.7.25-1"),
-        StandinPackage("docker-buildx-plugin", f"0.20.0-1{suffix}"),
-        StandinPackage("docker-compose-plugin", f"2.32.4-1{suffix}"),
-    ):
+    for pkg in docker_packages(p["docker_package_versions"], DOCKER_SUFFIX):
         pkg.build(pool)
     _write_index(docker_root, pool, docker_root / f"dists/{CODENAME}/stable/binary-{DEB_ARCH}", signer, CODENAME)
+    newer = root / NEWER_DOCKER_DIR
+    newer.mkdir(parents=True)
+    for pkg in docker_packages(NEWER_DOCKER_VERSIONS, DOCKER_SUFFIX):
+        pkg.build(newer)
 
     # NVIDIA container toolkit: https://nvidia.github.io/libnvidia-container/stable/deb/amd64 (flat), key at /gpgkey
     ctk_root = root / "libnvidia-container"
@@ -319,7 +397,8 @@ def build_mirror(root: Path, base_url: str) -> dict:
         f"/usr/local/cuda-{cuda_v}/bin/nvcc": _nvcc(cuda_v),
         f"/usr/local/cuda-{cuda_v}/lib64/{STANDIN_MARK.replace(' ', '-')}": ("", 0o644),
     }).build(cuda_repo)
-    StandinPackage(p["nvidia_driver_packages"]["debian"], "550.163.01-1").build(cuda_repo)
+    for pkg in driver_packages():
+        pkg.build(cuda_repo)
     _write_index(cuda_repo, cuda_repo, cuda_repo, signer, None)
 
     # nuctl: https://github.com/nuclio/nuclio/releases/download/<v>/nuctl-<v>-linux-amd64
@@ -336,5 +415,4 @@ def build_mirror(root: Path, base_url: str) -> dict:
         "cuda_repo_url": f"{base_url}/cuda/repos",
         "cuda_keyring_sha256": {f"{CUDA_DISTRO}/{CUDA_ARCH}": _sha256(keyring_deb)},
         "nuctl_url": f"{base_url}/nuclio/releases/download/{{version}}/nuctl-{{version}}-linux-{{arch}}",
-        "nuctl_sha256": {DEB_ARCH: _sha256(nuctl)},
     }

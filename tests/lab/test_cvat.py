@@ -29,6 +29,8 @@ def host(boot_host, mirror):
     lab_host = boot_host("citest-cvat", "127.0.0.14")
     first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "cvat.yml"))
     assert first.returncode == 0, first.stderr[-3000:]
+    lab_host.stop()  # the reboot the new NVIDIA driver asks for: GPU functions may deploy from now on
+    lab_host.boot()
     return lab_host
 
 
@@ -107,8 +109,17 @@ def test_missing_or_weak_admin_password_refused_before_change(host, mirror, pass
     assert snapshot(host.root) == before
 
 
-def test_release_with_mismatched_dashboard_refused_and_checkout_kept(host, mirror):
+def test_release_outside_the_table_refused_while_planning(host, mirror):
     run = runner.deploy(labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "v252.yml", cvat_version="v2.52.0"))
+    assert run.returncode != 0
+    assert "CVAT v2.52.0 is not in cvat_stack_compat" in run.stderr
+
+
+def test_a_wrong_table_row_is_caught_by_the_tags_own_files_and_checkout_kept(host, mirror):
+    """cvat_stack_compat claims v2.52.0 runs dashboard 1.13.0; the fetched tag's serverless file says 1.15.9."""
+    wrong = {**standins.pins()["cvat_stack_compat"], "v2.52.0": {"nuclio_dashboard": "1.13.0", "docker_api": "1.42"}}
+    run = runner.deploy(labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "v252.yml", cvat_version="v2.52.0",
+                                            cvat_stack_compat=wrong))
     assert run.returncode != 0
     assert "CVAT v2.52.0 runs Nuclio dashboard 1.15.x but nuctl is 1.13.23" in run.stderr
     assert "v2.51.0" in (host.ssh("git -C /opt/cvat tag --points-at HEAD").stdout.split())
