@@ -1,22 +1,20 @@
 """Inventory: groups gpu_servers and cpu_servers.
 
-With LAB_HOSTS=<hosts file> the hosts come from that YAML file (format: hosts.example.yml).
-Without it, the target is the local Vagrant VM (`@vagrant`), a CPU host.
+The hosts come from the YAML file named by LAB_HOSTS, else from hosts.yml beside this file (format:
+hosts.example.yml); with neither, the target is the local Vagrant VM (`@vagrant`, a CPU host) when
+Vagrant is installed, and otherwise the run stops with one line saying how to name the hosts.
 """
 
-import os
 import sys
 
-from labforge.hostsfile import HostsFileError, load
+from labforge import report
+from labforge.hostsfile import HostsFileError, load, resolve
 
-_hosts_file = os.environ.get("LAB_HOSTS")
-if _hosts_file:
-    try:
-        _groups = load(_hosts_file)
-    except HostsFileError as _error:
-        sys.exit(f"labforge: {_error}")
-    gpu_servers = _groups["gpu_servers"]
-    cpu_servers = _groups["cpu_servers"]
-else:
-    gpu_servers = []
-    cpu_servers = ["@vagrant"]
+report.install()  # the run summary, before hosts connect (so an unreachable host gets its line too)
+try:
+    _hosts_file = resolve()
+    _groups = load(_hosts_file) if _hosts_file else {"gpu_servers": [], "cpu_servers": ["@vagrant"]}
+except HostsFileError as _error:
+    sys.exit(f"labforge: {_error}")
+gpu_servers = _groups["gpu_servers"]
+cpu_servers = _groups["cpu_servers"]

@@ -2,8 +2,8 @@
 
 This is the one place versions, URLs and checksums live. Every URL is a plain
 variable so an air-gapped lab can point it at its own mirror (hosts file `vars:`
-or `pyinfra --data key=value`). Behaviour knobs with safe defaults live in each
-layer's `data_defaults` (tasks/*.py).
+or `pyinfra --data key=value`). Every setting the deploy knows is defined here or in a group's file;
+any other name in a hosts file or on --data is refused (labforge/settings.py).
 """
 
 # --- GPU selection --------------------------------------------------------------------------
@@ -22,6 +22,8 @@ apt_cache_time = None
 # Seconds every apt/dpkg call waits for apt's locks (unattended-upgrades holds them for minutes after a
 # fresh server's first boot) before the run fails with one line naming the process that holds them.
 apt_lock_timeout = 600
+# What the base layer installs: tools the later layers (and an admin) use.
+base_packages = ["git", "curl", "ca-certificates", "gnupg", "gcc"]
 
 # --- Docker Engine (https://docs.docker.com/engine/install/ubuntu/) --------------------------
 # Docker's apt repository root; the distro id (ubuntu/debian) is appended.
@@ -52,6 +54,8 @@ docker_conflicting_packages = ["docker.io", "docker-doc", "docker-compose", "doc
 nvidia_driver_branch = "550"
 # Branches that get the end-of-life notice (NVIDIA/gpu-driver-container#381 for R550).
 nvidia_driver_eol_branches = ["550"]
+# Reboot the host when the driver (or the nouveau blacklist) changed; False: the run says "REBOOT REQUIRED".
+reboot_after_driver = False
 
 # --- NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/) -
 # NVIDIA's libnvidia-container repository root (stable/deb/<arch> is appended).

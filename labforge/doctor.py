@@ -3,7 +3,7 @@
     ./lab doctor [--hosts-file hosts.yml] [--min-free-gib 40] [--slow-seconds 2] [--connect-timeout 5]
     python -m labforge.doctor ...            (the same, from the repository root)
 
-For every host of the hosts file (LAB_HOSTS, default hosts.yml) it checks, over SSH with the host's
+For every host of the hosts file (the deploy's: LAB_HOSTS, else hosts.yml beside inventory.py) it checks, over SSH with the host's
 ssh_user / ssh_port / ssh_key from that file (plain `ssh`, BatchMode and ConnectTimeout; paramiko
 for entries with ssh_password):
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from labforge import groupdata
 from labforge.facts import NvidiaGpuDevices
-from labforge.hostsfile import GROUPS, HostsFileError, load
+from labforge.hostsfile import GROUPS, HostsFileError, load, resolve
 from labforge.platform import Platform, UnsupportedHost, detect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def check_sudo(section: str, user: str) -> tuple[bool, str]:
     if section == "root":
         return True, "root"
     if section == "yes":
-        return True, f"passwordless sudo ({user})"
+        return True, f"passwordless sudo ({user}): run pyinfra with --sudo"
     return False, f"user '{user}' is not root and `sudo -n true` fails (the deploy needs root or passwordless sudo)"
 
 
@@ -442,8 +442,8 @@ def check_all(hosts: list[Target], settings: Settings) -> list[Report]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab doctor", description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts-file", default=os.environ.get("LAB_HOSTS", "hosts.yml"),
-                        help="hosts file to check (default: $LAB_HOSTS, else hosts.yml)")
+    parser.add_argument("--hosts-file", default=None,
+                        help="hosts file to check (default: the deploy's: $LAB_HOSTS, else hosts.yml beside inventory.py)")
     parser.add_argument("--min-free-gib", type=float, default=DEFAULT_MIN_FREE_GIB,
                         help=f"free space needed where Docker keeps images (default {DEFAULT_MIN_FREE_GIB:g})")
     parser.add_argument("--slow-seconds", type=float, default=DEFAULT_SLOW_SECONDS,
@@ -454,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="check only this host (repeatable)")
     args = parser.parse_args(argv)
     try:
+        args.hosts_file = resolve(args.hosts_file)
+        if args.hosts_file is None:
+            raise HostsFileError("no hosts file (LAB_HOSTS is unset and there is no hosts.yml), so the deploy would target "
+                                 "the Vagrant VM; doctor checks hosts files: write one for the VM (README, 'CI with Vagrant')")
         hosts = targets(args.hosts_file)
     except HostsFileError as exc:
         print(f"doctor: {exc}", file=sys.stderr)

@@ -38,6 +38,17 @@ class InitProcess(FactBase[str]):
         return ""
 
 
+class Identity(FactBase[tuple[str, str]]):
+    """(uid, user name) the deploy's commands run as: root directly, or through --sudo."""
+
+    def command(self) -> str:
+        return "echo \"$(id -u) $(id -un)\""
+
+    def process(self, output: list[str]) -> tuple[str, str]:
+        uid, _, name = (output[0] if output else "").strip().partition(" ")
+        return uid, name
+
+
 class AptHeldPackages(FactBase[list[str]]):
     """Packages marked `apt-mark hold`, so the hold operation can be a no-op."""
 

@@ -12,13 +12,22 @@ Format (see hosts.example.yml):
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from labforge import settings
+
 GROUPS = ("gpu_servers", "cpu_servers")
 CONNECTION_KEYS = ("ssh_user", "ssh_port", "ssh_key", "ssh_password", "ssh_known_hosts_file", "ssh_strict_host_key_checking")
+HOST_KEYS = ("host", "name", "data", *CONNECTION_KEYS)
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "hosts.yml"  # beside inventory.py
+NO_HOSTS = ("no hosts to deploy to: copy hosts.example.yml to hosts.yml (beside inventory.py) and list your servers, "
+            "or set LAB_HOSTS=<hosts file>")
 
 HostEntry = tuple[str, dict[str, Any]]
 
@@ -33,15 +42,37 @@ def _entry(path: Path, group: str, index: int, raw: Any, shared: dict[str, Any])
         raw = {"host": raw}
     if not isinstance(raw, dict) or not raw.get("host"):
         raise HostsFileError(f"{where}: each host needs at least 'host: <address>'")
-    unknown = set(raw) - {"host", "name", "data", *CONNECTION_KEYS}
-    if unknown:
-        raise HostsFileError(f"{where}: unknown keys {sorted(unknown)}; put host settings under 'data:'")
+    for key in sorted(set(raw) - set(HOST_KEYS)):
+        if key in settings.known():
+            raise HostsFileError(f"{where}: '{key}' is a setting: put it under 'data:'")
+        hint = settings.suggestion(key, HOST_KEYS) or f"; a host entry takes {', '.join(HOST_KEYS)}"
+        raise HostsFileError(f"{where}: unknown key '{key}'{hint}")
     extra = raw.get("data") or {}
     if not isinstance(extra, dict):
         raise HostsFileError(f"{where}: 'data' must be a mapping")
+    check_settings(f"{where}: data", extra)
     data: dict[str, Any] = {**shared, **extra, "ssh_hostname": str(raw["host"])}
     data.update({key: raw[key] for key in CONNECTION_KEYS if key in raw})
     return str(raw.get("name") or raw["host"]), data
+
+
+def check_settings(where: str, values: dict[str, Any]) -> None:
+    problems = settings.unknown(values)
+    if problems:
+        raise HostsFileError(f"{where}: {problems[0]}")
+
+
+def resolve(lab_hosts: str | None = None) -> Path | None:
+    """Which hosts the deploy targets: the LAB_HOSTS file; else hosts.yml beside inventory.py; else None, meaning
+    the local Vagrant VM (@vagrant) when `vagrant` is installed. HostsFileError with one line when there are none."""
+    lab_hosts = os.environ.get("LAB_HOSTS") if lab_hosts is None else lab_hosts
+    if lab_hosts:
+        return Path(lab_hosts)
+    if DEFAULT.exists():
+        return DEFAULT
+    if shutil.which("vagrant"):
+        return None
+    raise HostsFileError(NO_HOSTS)
 
 
 def load(path: str | Path) -> dict[str, list[HostEntry]]:
@@ -61,6 +92,7 @@ def load(path: str | Path) -> dict[str, list[HostEntry]]:
     shared = doc.get("vars") or {}
     if not isinstance(shared, dict):
         raise HostsFileError(f"{path}: 'vars' must be a mapping")
+    check_settings(f"{path}: vars", shared)
     groups: dict[str, list[HostEntry]] = {}
     seen: set[str] = set()
     for group in GROUPS:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyinfra import host
-from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Arch, LinuxDistribution
+
+from labforge.report import Refused
 
 # (os-release ID, VERSION_ID) -> apt codename. Docker dropped Ubuntu 20.04; Debian 12 is the test lab's OS.
 SUPPORTED_RELEASES: dict[tuple[str, str], str] = {
@@ -21,7 +22,7 @@ SUPPORTED_MACHINES: dict[str, tuple[str, str]] = {
 }
 
 
-class UnsupportedHost(DeployError):
+class UnsupportedHost(Refused):
     """Raised while planning, so nothing on any host has been changed yet."""
 
 

@@ -1,14 +1,18 @@
-"""The short per-host summary printed when a run ends: which layers changed, and whether to reboot.
+"""The short per-host summary printed when a run ends, true in every case: refused while planning (and why),
+unreachable, the layers that changed or failed (and which op), the reboot state, where CVAT answers, and
+each function's state.
 
 It goes to stderr so `pyinfra --json` output on stdout stays machine-readable.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import defaultdict
 
 from pyinfra import host, state
+from pyinfra.api.exceptions import DeployError
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.files import File
 
@@ -18,6 +22,25 @@ _reboot_ops: dict[str, list] = defaultdict(list)
 _reboot_pending: set[str] = set()
 _functions: dict[str, list[tuple[str, str, object | None]]] = defaultdict(list)
 _notices: dict[str, list[str]] = defaultdict(list)
+_refusals: dict[str, str] = {}
+_cvat: dict[str, str] = {}
+
+
+class Refused(DeployError):
+    """A host refused while planning, before anything changed; the message (one line) goes into its summary."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        try:
+            name = host.name
+        except Exception:  # outside a host context (unit tests): nothing to record
+            return
+        _refusals[name] = message.removeprefix(f"{name}: ").removesuffix(" Nothing was changed.").rstrip(".")
+
+
+def cvat_at(url: str, admin: str) -> None:
+    """Where CVAT answers on this host, for the summary of a run that brought the stack up."""
+    _cvat[host.name] = f"CVAT at {url} (admin user '{admin}')"
 
 
 def notice(text: str) -> None:
@@ -77,6 +100,10 @@ def summarise(st, h) -> str:
         elif meta._maybe_is_change and not op.global_arguments.get("_if") and layer not in changed:
             changed.append(layer)  # planned for sure; `_if` ops only follow another op's change
     executed = any(op.operation_meta.is_complete() for op in st.ops[h].values())
+    if h.name in _refusals:
+        return f"[labforge] {h.name}: refused: {_refusals[h.name]}; nothing was changed"
+    if not executed and h in st.failed_hosts:
+        return f"[labforge] {h.name}: FAILED while planning (the error is above); nothing was changed"
     verb = "changed" if executed else "would change (plan)"
     parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
     if failed:
@@ -98,11 +125,17 @@ def summarise(st, h) -> str:
         elif op is not None and any(WAITS in line for line in op.stdout_lines):
             status = f"{WAITS} (NVIDIA driver not loaded yet)"
         parts.append(f"function {path}: {status}")
+    if executed and not failed and h.name in _cvat:
+        parts.append(_cvat[h.name])
     parts.extend(f"notice: {text}" for text in _notices.get(h.name, []))
     return f"[labforge] {h.name}: " + "; ".join(parts)
 
 
 class SummaryCallback(BaseStateCallback):
+    @staticmethod
+    def host_connect_error(state, host, error):
+        print(f"[labforge] {host.name}: unreachable: {error}; nothing was changed", file=sys.stderr, flush=True)
+
     @staticmethod
     def host_disconnect(state, host):
         try:
@@ -111,7 +144,32 @@ class SummaryCallback(BaseStateCallback):
             print(f"[labforge] {host.name}: summary unavailable ({exc})", file=sys.stderr)
 
 
+def needs_a_terminal(argv: list[str], yes: bool, stdin_is_tty: bool) -> bool:
+    """pyinfra without -y asks for confirmation with input() (pyinfra_cli/cli.py _do_confirm), which dies with
+    an EOFError traceback when there is no terminal; --dry and --json never ask."""
+    return not yes and not stdin_is_tty and not {"--dry", "--json"} & set(argv)
+
+
 def install() -> None:
-    """Register the summary once per run (deploy code runs once per host)."""
-    if not any(isinstance(cb, SummaryCallback) for cb in state.callback_handlers):
+    """Register the summary once per run, and stop at once, with one line, a run that would ask with no terminal.
+
+    Called from inventory.py while pyinfra loads it: the state is not initialised yet then (State.init, which
+    pyinfra_cli calls after loading the inventory and before connecting, creates the callback list), so the
+    summary is registered right after init, in time to report hosts that cannot be reached. Called again from
+    preflight, for `pyinfra @local deploy.py`, which loads no inventory.py.
+    """
+    if needs_a_terminal(sys.argv, yes=not state.check_for_changes, stdin_is_tty=os.isatty(0)):
+        print("labforge: pyinfra would ask for confirmation, but there is no terminal to answer it: add -y to apply "
+              "the changes, or --dry to only show them", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    if hasattr(state, "callback_handlers"):
+        if not any(isinstance(cb, SummaryCallback) for cb in state.callback_handlers):
+            state.add_callback_handler(SummaryCallback())
+        return
+    init = state.init
+
+    def init_then_register(*args, **kwargs):
+        init(*args, **kwargs)
         state.add_callback_handler(SummaryCallback())
+
+    state.init = init_then_register

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ENV_VAR = "LABFORGE_CVAT_ADMIN_PASSWORD"
 MIN_LENGTH = 12
-WEAK = {"admin", "administrator", "password", "changeme", "cvat", "secret", "letmein", "qwerty", "123456"}
+MIN_SCORE = 3  # zxcvbn's scale: 0 too guessable ... 4 very unguessable; 3 is "safely unguessable"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -16,15 +16,22 @@ class WeakSecret(ValueError):
 
 
 def policy_problem(password: str, username: str) -> str | None:
+    """Why this password is refused, or None.
+
+    Besides length and the user name, the judge is zxcvbn (PyPI zxcvbn 4.5.0, Dropbox's estimator):
+    it matches the password against its frequency lists of common passwords, words and names, and
+    against keyboard walks, repeats, sequences and dates, and says why a password is weak.
+    """
+    from zxcvbn import zxcvbn
+
     if len(password) < MIN_LENGTH:
         return f"is shorter than {MIN_LENGTH} characters"
-    lowered = password.lower()
-    if lowered in WEAK or any(lowered.startswith(w) and len(set(lowered[len(w):])) <= 2 for w in WEAK):
-        return "is a well-known default"
-    if len(set(password)) < 5:
-        return "uses fewer than 5 distinct characters"
-    if username.lower() in lowered:
+    if username.lower() in password.lower():
         return "contains the admin user name"
+    result = zxcvbn(password, user_inputs=[username, "cvat", "labforge"])
+    if result["score"] < MIN_SCORE:
+        why = (result["feedback"].get("warning") or "it is easy to guess").rstrip(".")
+        return f"is too easy to guess ({why}; zxcvbn score {result['score']} of 4, {MIN_SCORE} needed)"
     return None
 
 

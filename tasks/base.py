@@ -14,7 +14,7 @@ from labforge import apt, aptsource
 PROXY_FILE = "/etc/apt/apt.conf.d/01labforge-proxy"
 
 
-@deploy("Base", data_defaults={"base_packages": ["git", "curl", "ca-certificates", "gnupg", "gcc"]})
+@deploy("Base")
 def base() -> None:
     # First, before any apt call: apt-get install/remove wait for the dpkg lock (labforge/apt.py).
     timeout = int(host.data.get("apt_lock_timeout"))

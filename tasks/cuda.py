@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, server
 
 from labforge import apt, downloads, gpu, platform
+from labforge.report import Refused
 
 KEYRING_DEB_DIR = "/var/cache/labforge"
 
@@ -22,7 +22,7 @@ def keyring_sha256(repo_dir: str) -> str:
     pins = host.data.get("cuda_keyring_sha256") or {}
     sha = pins.get(repo_dir)
     if not sha:
-        raise DeployError(
+        raise Refused(
             f"{host.name}: no sha256 pinned for NVIDIA's cuda-keyring in '{repo_dir}'; add it to "
             "cuda_keyring_sha256 in group_data/all.py. Nothing was changed."
         )

@@ -10,13 +10,13 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.operations import files, server
 
-from labforge import compose, secrets
+from labforge import compose, report, secrets
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, WAIT_API, compose_args
 from labforge.facts import ComposeServiceStates, CvatSuperusers, GitTagsAtHead, PrimaryIpv4
+from labforge.report import Refused
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"
 
@@ -24,7 +24,7 @@ ADMIN_ENV = "/root/.labforge-cvat-admin.env"
 def cvat_host() -> str:
     address = host.data.get("cvat_host") or host.get_fact(PrimaryIpv4)
     if not address:
-        raise DeployError(f"{host.name}: no default-route IPv4 address found; set cvat_host to the name or address "
+        raise Refused(f"{host.name}: no default-route IPv4 address found; set cvat_host to the name or address "
                           "users type to reach CVAT. Nothing was changed.")
     return address
 
@@ -43,7 +43,7 @@ def checkout(cvat_dir: str, version: str, tags: list[str] | None, checks: str) -
     switch = f"git -C {cvat_dir} checkout --quiet --detach {version}"
     if tags is None:
         if host.get_fact(Directory, path=cvat_dir):
-            raise DeployError(f"{host.name}: {cvat_dir} exists but is not a git checkout; move it away or set "
+            raise Refused(f"{host.name}: {cvat_dir} exists but is not a git checkout; move it away or set "
                               "cvat_dir. Nothing was changed.")
         command = (f"git clone --quiet --depth 1 --branch {version} --no-checkout {url} {cvat_dir} && "
                    f"{{ {checks} || {{ rm -rf {cvat_dir}; exit 1; }}; }} && {switch}")
@@ -74,7 +74,7 @@ def cvat() -> None:
         problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "",
                                            data.get("nuctl_version"), version)
         if problem:
-            raise DeployError(f"{host.name}: {problem}. Nothing was changed.")
+            raise Refused(f"{host.name}: {problem}. Nothing was changed.")
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
     else:  # the tag's files are only on the host once fetched: the checkout op checks them before switching
         services = compose.share_services(wanted, None)
@@ -90,6 +90,7 @@ def cvat() -> None:
     if not data.get("cvat_start"):
         return
 
+    report.cvat_at(f"http://{address}:8080", data.get("cvat_admin_user"))
     digest = compose.inputs_digest(version, override, env_text)
     states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
     all_running = bool(states) and all(state == "running" for state in states.values())
@@ -106,7 +107,7 @@ def admin_password() -> str:
     try:
         return secrets.admin_password(host.data.get("cvat_admin_user"), host.data.get("cvat_admin_password_file"))
     except secrets.WeakSecret as exc:
-        raise DeployError(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
 
 
 def create_admin(user: str, email: str, password: str) -> None:

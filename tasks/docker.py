@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import server, systemd
 
 from labforge import apt, aptsource, compat, daemon_json, platform, report
 from labforge.facts import AptHeldPackages, DockerDaemonConfig
+from labforge.report import Refused
 
 
 @deploy("Docker")
@@ -31,7 +31,7 @@ def docker() -> None:
         stack = compat.stack(data)
         setting = compat.min_api_setting(data, engine, stack)
     except compat.Incompatible as exc:
-        raise DeployError(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
 
     pyinfra_apt.packages(
         name="Remove distro packages that conflict with Docker's",

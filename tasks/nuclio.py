@@ -11,10 +11,10 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python, server
 
 from labforge import downloads, pins, platform, report
+from labforge.report import Refused
 
 NUCTL = "/usr/local/bin/nuctl"
 STAGED = "/usr/local/bin/.nuctl-first-use"
@@ -51,7 +51,7 @@ def nuclio() -> None:
     try:
         sha = explicit or pins.pinned(lock, "nuctl", version, p.deb_arch)
     except pins.PinMismatch as exc:
-        raise DeployError(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
     if sha:
         fetched = downloads.verified(name=f"nuctl {version} (sha256 from {'nuctl_sha256' if explicit else lock.name})",
                                      src=src, dest=NUCTL, sha256=sha, mode="0755")

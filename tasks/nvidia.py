@@ -23,7 +23,6 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, server, systemd
@@ -32,6 +31,7 @@ from pyinfra.operations.util import any_changed
 from labforge import apt, aptsource, gpu, platform, report
 from labforge.daemon_json import has_nvidia_runtime
 from labforge.facts import AptHeldPackages, DockerDaemonConfig, NvidiaDriverPackages
+from labforge.report import Refused
 
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
 BRANCH_PIN = "/etc/apt/preferences.d/labforge-nvidia-driver-branch"
@@ -55,7 +55,7 @@ def off_branch_command(branch: str) -> str:
             f"purge them (apt-get purge) and run again\" >&2; exit 1; }}")
 
 
-@deploy("NVIDIA driver", data_defaults={"reboot_after_driver": False})
+@deploy("NVIDIA driver")
 def driver() -> None:
     if not gpu.enabled():
         return
@@ -65,7 +65,7 @@ def driver() -> None:
     off_branch = {name: version for name, version in installed.items() if not version.startswith(branch + ".")}
     if off_branch:
         listed = ", ".join(f"{name} {version}" for name, version in sorted(off_branch.items()))
-        raise DeployError(f"{host.name}: NVIDIA driver packages not on branch {branch}: {listed}; purge them "
+        raise Refused(f"{host.name}: NVIDIA driver packages not on branch {branch}: {listed}; purge them "
                           "(apt-get purge) and run again, or set nvidia_driver_branch. Nothing was changed.")
     if branch in [str(b) for b in data.get("nvidia_driver_eol_branches") or []]:
         report.notice(f"NVIDIA driver branch {branch} is end-of-life (no more fixes); move to a supported branch by "

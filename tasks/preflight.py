@@ -1,34 +1,42 @@
-"""Refuse, while planning and before any layer has changed anything: unsupported hosts, a GPU host without a GPU,
-pins the rest of the stack does not work with, and apt locked by another process for longer than apt_lock_timeout."""
+"""Refuse, while planning and before any layer has changed anything: unknown setting names, a host we do not act on
+as root, unsupported hosts, a GPU host without a GPU, pins the rest of the stack does not work with, and apt locked by
+another process for longer than apt_lock_timeout."""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 
-from labforge import apt, compat, gpu, platform, report
-from labforge.facts import InitProcess
+from labforge import apt, compat, gpu, platform, report, settings
+from labforge.facts import Identity, InitProcess
+from labforge.report import Refused
 
 
 @deploy("Preflight")
 def preflight() -> None:
     report.install()
+    problems = settings.unknown(host.data.dict())  # the hosts file's vars/data and --data, all of them
+    if problems:
+        raise Refused(f"{host.name}: {problems[0]} (hosts file or --data). Nothing was changed.")
+    uid, user = host.get_fact(Identity)
+    if uid != "0":
+        raise Refused(f"{host.name}: connected as '{user}', not root: add --sudo to the pyinfra command (the user needs "
+                      "passwordless sudo), or connect as root. Nothing was changed.")
     platform.current()
     init = host.get_fact(InitProcess)
     if init != "systemd":
-        raise DeployError(f"{host.name}: PID 1 is {init or 'unknown'}, not systemd; labforge manages Docker through systemd, "
+        raise Refused(f"{host.name}: PID 1 is {init or 'unknown'}, not systemd; labforge manages Docker through systemd, "
                           "so it needs a host booted with systemd (a server or VM, not a plain container). Nothing was changed.")
     gpu.check()
     pinned_engine = compat.upstream_version(host.data.get("docker_package_versions")["docker-ce"])
     try:
         compat.check(host.data, pinned_engine)
     except compat.Incompatible as exc:
-        raise DeployError(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
     timeout = int(host.data.get("apt_lock_timeout"))
     holders = host.get_fact(apt.AptLockHolders, timeout=timeout)
     if holders:
         lock, pid, name = [*holders[0].split(), "?", "?"][:3]
-        raise DeployError(f"{host.name}: apt is locked: {lock} is held by process {pid} ({name}) for more than {timeout}s "
+        raise Refused(f"{host.name}: apt is locked: {lock} is held by process {pid} ({name}) for more than {timeout}s "
                           "(apt_lock_timeout); wait for it to finish, or stop it, then run again. Nothing was changed.")
     report.note_pending_reboot()

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from tests.conftest import cannot_run
 from tests.lab import labhosts
 
 # apart from a person's ./lab hosts, and from other test runs on the same machine
@@ -21,7 +22,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def mirror():
-    labhosts.require_tools()
+    try:
+        labhosts.require_tools()
+    except labhosts.LabError as exc:
+        cannot_run(f"the test lab cannot run here: {exc} (./install.sh as root installs the tools)")
     TEST_LAB_DIR.mkdir(parents=True, exist_ok=True)
     served = labhosts.Mirror.start(TEST_LAB_DIR)
     yield served

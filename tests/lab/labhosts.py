@@ -303,6 +303,7 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
     doc[group] = [{"host": h.address, "name": h.name, "ssh_user": "root", "ssh_port": SSH_PORT,
                    "ssh_key": str(ssh_key())} for h in hosts]
     path.write_text("# labforge test lab hosts (generated)\n" + yaml.safe_dump(doc, sort_keys=False))
+    (path.parent / "known_hosts").touch()
     return path
 
 

@@ -99,7 +99,7 @@ def test_nothing_planned_when_guards_say_done_and_stale_function_redeployed(host
 
 @pytest.mark.parametrize(("password", "reason"), [("", "no CVAT admin password"),
                                                   ("short1!", "shorter than 12 characters"),
-                                                  ("changeme1111", "well-known default"),
+                                                  ("password1234", "This is a very common password"),
                                                   ("my-admin-pass-2026", "contains the admin user name")])
 def test_missing_or_weak_admin_password_refused_before_change(host, mirror, password, reason):
     (host.root / standins.STATE_DIR.lstrip("/") / "cvat-superusers").unlink(missing_ok=True)  # admin to create

@@ -151,7 +151,16 @@ def test_non_root_user_needs_passwordless_sudo(ok_host, mirror):
     rc, lines, _ = doctor(path, "--min-free-gib", "1")
     status, _, detail = lines["doctor-ok"]
     assert (rc, status) == (0, "OK"), detail
-    assert detail.startswith("ssh ok, passwordless sudo (labops), Debian 12 amd64"), detail
+    assert detail.startswith("ssh ok, passwordless sudo (labops): run pyinfra with --sudo, Debian 12 amd64"), detail
+
+    # the deploy agrees: without --sudo it refuses with one line naming --sudo; with it, it plans
+    refused = runner.deploy(path, dry=True)
+    assert refused.returncode != 0
+    assert [line for line in refused.summary_lines()] == [
+        "[labforge] doctor-ok: refused: connected as 'labops', not root: add --sudo to the pyinfra command (the user needs "
+        "passwordless sudo), or connect as root; nothing was changed"]
+    planned = runner.deploy(path, "--sudo", dry=True)
+    assert planned.returncode == 0, planned.stderr[-2000:]
 
 
 def test_password_entry_goes_through_paramiko(focal_host, mirror):

@@ -69,7 +69,7 @@ def test_disk_threshold_is_inclusive_and_rounds_down():
 
 def test_sudo():
     assert doctor.check_sudo("root", "root") == (True, "root")
-    assert doctor.check_sudo("yes", "ubuntu") == (True, "passwordless sudo (ubuntu)")
+    assert doctor.check_sudo("yes", "ubuntu") == (True, "passwordless sudo (ubuntu): run pyinfra with --sudo")
     ok, text = doctor.check_sudo("no", "ubuntu")
     assert not ok and "'ubuntu'" in text and "sudo -n true" in text
 

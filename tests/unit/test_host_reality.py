@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import multiprocessing
+import shutil
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from labforge import apt, compat, downloads, pins
 from labforge.groupdata import load
+from tests.conftest import cannot_run
 
 DATA = load("gpu_servers")
 
@@ -197,7 +199,9 @@ def test_lock_path_is_relative_to_the_repository():
 
 @pytest.fixture
 def served(tmp_path):
-    """A directory served over HTTP on 127.0.0.1."""
+    """A directory served over HTTP on 127.0.0.1 (fetched with curl, as on a host)."""
+    if not shutil.which("curl"):
+        cannot_run("curl is not installed (./install.sh as root installs it)")
     root = tmp_path / "www"
     root.mkdir()
 

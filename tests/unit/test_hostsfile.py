@@ -41,10 +41,17 @@ cpu_servers:
     ("text", "error"),
     [
         ("gpu_servers:\n  - {hots: 1.2.3.4}\n", "gpu_servers[0]: each host needs at least 'host: <address>'"),
-        ("gpu_servers:\n  - {host: a, cvat_host: x}\n", "unknown keys ['cvat_host']; put host settings under 'data:'"),
+        ("gpu_servers:\n  - {host: a, cvat_host: x}\n", "gpu_servers[0]: 'cvat_host' is a setting: put it under 'data:'"),
+        ("gpu_servers:\n  - {host: a, ssh_usr: ubuntu}\n", "gpu_servers[0]: unknown key 'ssh_usr'; did you mean 'ssh_user'?"),
+        ("gpu_servers:\n  - {host: a, data: {ssh_usr: ubuntu}}\n",
+         "gpu_servers[0]: data: unknown setting 'ssh_usr'; did you mean 'ssh_user'?"),
+        ("vars: {cvat_hots: x}\ncpu_servers: [a]\n", "vars: unknown setting 'cvat_hots'; did you mean 'cvat_host'?"),
+        ("vars: {reboot_after_drivers: true}\ncpu_servers: [a]\n",
+         "vars: unknown setting 'reboot_after_drivers'; did you mean 'reboot_after_driver'?"),
+        ("vars: {zzz_qqq: 1}\ncpu_servers: [a]\n", "unknown setting 'zzz_qqq'; see group_data/all.py for the settings"),
         ("gpu_server:\n  - a\n", "unknown top-level keys ['gpu_server']"),
         ("cpu_servers: [a]\ngpu_servers: [a]\n", "host 'a' is listed twice"),
-        ("vars: {x: 1}\n", "no hosts in gpu_servers or cpu_servers"),
+        ("vars: {apt_proxy: x}\n", "no hosts in gpu_servers or cpu_servers"),
         ("cpu_servers: a\n", "'cpu_servers' must be a list of hosts"),
         ("cpu_servers: [a\n", "not valid YAML"),
         ("- a\n", "expected a mapping"),
@@ -59,3 +66,19 @@ def test_bad_files_name_the_problem(tmp_path, text, error):
 def test_missing_file(tmp_path):
     with pytest.raises(HostsFileError, match="cannot read hosts file"):
         load(tmp_path / "nope.yml")
+
+
+def test_resolve_prefers_lab_hosts_then_hosts_yml_then_vagrant(tmp_path, monkeypatch):
+    from labforge import hostsfile
+
+    monkeypatch.setattr(hostsfile, "DEFAULT", tmp_path / "hosts.yml")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no vagrant
+    assert hostsfile.resolve("elsewhere.yml") == Path("elsewhere.yml")
+    with pytest.raises(HostsFileError, match=r"copy hosts\.example\.yml to hosts\.yml"):
+        hostsfile.resolve("")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/vagrant").write_text("#!/bin/sh\n")
+    (tmp_path / "bin/vagrant").chmod(0o755)
+    assert hostsfile.resolve("") is None  # the Vagrant VM
+    (tmp_path / "hosts.yml").write_text("cpu_servers: [a]\n")
+    assert hostsfile.resolve("") == tmp_path / "hosts.yml"
