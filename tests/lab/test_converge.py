@@ -96,6 +96,8 @@ def test_unsupported_distro_is_refused_before_any_change(boot_host, mirror):
     before = _snapshot(focal.root)
     run = runner.deploy(hosts_yml)
     assert run.returncode != 0
-    errors = [line for line in run.stderr.splitlines() if "unsupported distro" in line]
+    errors = [line for line in run.stderr.splitlines() if "unsupported distro" in line and not line.startswith("[labforge]")]
     assert errors and "Ubuntu 20.04.6 LTS" in errors[0] and "Nothing was changed" in errors[0]
+    assert run.summary_lines() == ["[labforge] citest-focal: refused: unsupported distro 'Ubuntu 20.04.6 LTS'; labforge supports "
+                                   "Ubuntu 22.04, Ubuntu 24.04, Debian 12 on x86_64/aarch64; nothing was changed"]
     assert _snapshot(focal.root) == before

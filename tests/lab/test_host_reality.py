@@ -197,7 +197,7 @@ def test_a_lock_held_past_the_timeout_gets_one_line_naming_the_process(fresh, mi
     before = _snapshot(lab_host.root)
     run = runner.deploy(hosts_yml([lab_host], mirror, "reality1-locked", download_lock_file=str(lock), apt_lock_timeout=6))
     assert run.returncode != 0
-    lines = [line for line in run.stderr.splitlines() if "apt is locked" in line]
+    lines = [line for line in run.stderr.splitlines() if "apt is locked" in line and not line.startswith("[labforge]")]
     assert len(lines) == 1
     assert "/var/lib/apt/lists/lock is held by process" in lines[0] and "(python3) for more than 6s" in lines[0]
     assert _snapshot(lab_host.root) == before
@@ -220,7 +220,7 @@ def test_a_driver_of_another_branch_is_refused_with_one_line(boot_host, mirror):
     before = _snapshot(lab_host.root)
     run = runner.deploy(hosts_yml([lab_host], mirror, "reality-580"))
     assert run.returncode != 0
-    lines = [line for line in run.stderr.splitlines() if "not on branch 550" in line]
+    lines = [line for line in run.stderr.splitlines() if "not on branch 550" in line and not line.startswith("[labforge]")]
     assert len(lines) == 1 and f"nvidia-driver {v}, nvidia-kernel-dkms {v}" in lines[0]
     assert _snapshot(lab_host.root) == before
 
@@ -257,5 +257,7 @@ def test_raising_one_pin_alone_is_refused_before_anything_changes(pins_host, mir
     before = _snapshot(pins_host.root)
     run = runner.deploy(hosts_yml([pins_host], mirror, "reality-pins", "cpu_servers", **pins))
     assert run.returncode != 0
-    assert len([x for x in run.stderr.splitlines() if line in x]) == 1, run.stderr[-2000:]
+    assert len([x for x in run.stderr.splitlines() if line in x and not x.startswith("[labforge]")]) == 1, run.stderr[-2000:]
+    (summary,) = run.summary_lines()
+    assert summary.startswith(f"[labforge] reality-pins: refused: {line}") and summary.endswith("; nothing was changed")
     assert _snapshot(pins_host.root) == before
