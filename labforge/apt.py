@@ -23,6 +23,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Date
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")
@@ -94,6 +95,40 @@ class AptMissing(FactBase[list[str]]):
         return []
 
 
+DPKG_JOURNAL = "/var/lib/dpkg/updates"
+
+
+class DpkgInterrupted(FactBase[bool]):
+    """dpkg died mid-run (killed, power lost): its journal holds an entry, and apt refuses every install.
+
+    apt's check is debSystem::CheckUpdates in apt-pkg/deb/debsystem.cc (Debian/apt): a file in
+    /var/lib/dpkg/updates whose name is all digits makes debSystem::Lock fail with "dpkg was interrupted, you
+    must manually run 'dpkg --configure -a' to correct the problem." Seen with apt 2.6.1 in the test lab
+    (tests/lab/test_faults.py) after dpkg was killed while unpacking docker-ce.
+    """
+
+    def command(self) -> str:
+        return f"ls -1 {DPKG_JOURNAL} 2>/dev/null | grep -qx '[0-9][0-9]*' && echo interrupted || true"
+
+    def process(self, output: list[str]) -> bool:
+        return "interrupted" in output
+
+    @staticmethod
+    def default() -> bool:
+        return False
+
+
+def finish_interrupted(lock_timeout: int) -> None:
+    """Replay dpkg's journal (``dpkg --configure -a``) when a killed run left it dirty; nothing otherwise.
+
+    Packages it left half-installed are not "ii" for pyinfra's DebPackages fact, so the layers install them again.
+    """
+    if host.get_fact(DpkgInterrupted):
+        server.shell(name="dpkg was interrupted: dpkg --configure -a",
+                     commands=[f"{wait_command(lock_timeout)}; DEBIAN_FRONTEND=noninteractive dpkg --configure -a "
+                               "--force-confdef --force-confold"])
+
+
 def missing(specs: list[str]) -> list[str]:
     """Package specs the host's apt cache lacks (so an update must come first)."""
     return host.get_fact(AptMissing, specs=tuple(specs)) if specs else []
@@ -108,7 +143,7 @@ def stale(cache_time: int | None) -> bool:
         return True
     # As pyinfra's apt.update: File's mtime is naive UTC, so the host's Date is taken as UTC too.
     now = datetime.fromtimestamp(host.get_fact(Date).timestamp(), timezone.utc).replace(tzinfo=None)
-    return (now - info["mtime"]).total_seconds() > cache_time
+    return (now - info["mtime"]).total_seconds() > int(cache_time)  # --data gives a string
 
 
 @operation(is_idempotent=False)

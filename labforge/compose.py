@@ -18,6 +18,9 @@ ENV_FILE = "/etc/labforge/cvat.env"
 DIGEST_FILE = "/etc/labforge/cvat-compose.digest"
 WAIT_API = "/usr/local/lib/labforge/wait-cvat-api"
 PROJECT = "cvat"
+# The share's named volume (templates/docker-compose.custom.override.yml.j2), as Compose names it: <project>_<key>.
+SHARE_VOLUME_KEY = "cvat_share"
+SHARE_VOLUME = f"{PROJECT}_{SHARE_VOLUME_KEY}"
 
 
 def compose_args() -> str:
@@ -45,7 +48,7 @@ def render_override(services: list[str], share_path: str) -> str:
         raise ValueError("no CVAT service to mount the share into")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    return env.get_template(OVERRIDE + ".j2").render(services=services, share_path=share_path)
+    return env.get_template(OVERRIDE + ".j2").render(services=services, share_path=share_path, volume=SHARE_VOLUME_KEY)
 
 
 def dashboard_version(serverless_text: str) -> str | None:

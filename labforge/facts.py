@@ -161,6 +161,22 @@ class ComposeServiceStates(FactBase[dict[str, str] | None]):
         return {str(c.get("Service")): str(c.get("State", "")).lower() for c in _json_documents("\n".join(output))}
 
 
+class DockerVolumeDevice(FactBase[str | None]):
+    """The `device` option a named volume was created with (None when the volume does not exist).
+
+    Docker never changes a named volume's options after it was created, and Compose reuses an existing
+    volume as it is (seen with Docker Compose 2.40.3 on a real engine in the test lab): a bind volume keeps
+    pointing at its old directory until it is removed and created again.
+    """
+
+    def command(self, volume: str) -> str:
+        return f"docker volume inspect {volume} --format '{{{{index .Options \"device\"}}}}' 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        text = "\n".join(output).strip()
+        return text or None
+
+
 class CvatSuperusers(FactBase[list[str] | None]):
     """Superuser names in the running CVAT (None when cvat_server cannot be asked)."""
 

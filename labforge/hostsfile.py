@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,34 @@ def load(path: str | Path) -> dict[str, list[HostEntry]]:
     if not seen:
         raise HostsFileError(f"{path}: no hosts in gpu_servers or cpu_servers")
     return groups
+
+
+def ssh_config(groups: dict[str, list[HostEntry]]) -> str:
+    """An OpenSSH client config naming each host of the file, for testinfra (`--ssh-config F --hosts ssh://NAME`)."""
+    options = (("HostName", "ssh_hostname"), ("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
+               ("UserKnownHostsFile", "ssh_known_hosts_file"), ("StrictHostKeyChecking", "ssh_strict_host_key_checking"))
+    blocks = []
+    for entries in groups.values():
+        for name, data in entries:
+            lines = [f"Host {name}"] + [f"    {option} {data[key]}" for option, key in options if data.get(key) not in (None, "")]
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _main(argv: list[str]) -> int:
+    """python -m labforge.hostsfile ssh-config HOSTS_FILE OUT: write OUT and print the testinfra --hosts value."""
+    if len(argv) != 3 or argv[0] != "ssh-config":
+        print("usage: python -m labforge.hostsfile ssh-config HOSTS_FILE OUT", file=sys.stderr)
+        return 2
+    try:
+        groups = load(argv[1])
+    except HostsFileError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    Path(argv[2]).write_text(ssh_config(groups))
+    print(",".join(f"ssh://{name}" for entries in groups.values() for name, _ in entries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -20,6 +20,7 @@ def base() -> None:
     timeout = int(host.data.get("apt_lock_timeout"))
     files.put(name="apt waits for its lock (DPkg::Lock::Timeout)", src=StringIO(apt.lock_timeout_conf(timeout)),
               dest=apt.LOCK_TIMEOUT_CONF, mode="0644")
+    apt.finish_interrupted(timeout)  # else apt refuses every install below
     proxy = host.data.get("apt_proxy")
     if proxy:
         proxy_op = files.put(

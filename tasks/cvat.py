@@ -15,7 +15,7 @@ from pyinfra.operations import files, server
 
 from labforge import compose, report, secrets
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, WAIT_API, compose_args
-from labforge.facts import ComposeServiceStates, CvatSuperusers, GitTagsAtHead, PrimaryIpv4
+from labforge.facts import ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.report import Refused
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"
@@ -94,13 +94,23 @@ def cvat() -> None:
     digest = compose.inputs_digest(version, override, env_text)
     states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
     all_running = bool(states) and all(state == "running" for state in states.values())
-    if (read(DIGEST_FILE) or "").strip() != digest or not all_running:
+    device = host.get_fact(DockerVolumeDevice, volume=compose.SHARE_VOLUME)
+    if device is not None and device != share_path:
+        # The share moved: the services must let go of the old volume before it can be made again (the files of
+        # both directories stay where they are: the volume is only a bind of the directory).
+        server.shell(name=f"Recreate the share volume ({device} -> {share_path})", commands=[
+            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} rm --stop --force {' '.join(services)}",
+            f"docker volume rm {compose.SHARE_VOLUME}",
+        ])
+    if (read(DIGEST_FILE) or "").strip() != digest or not all_running or (device is not None and device != share_path):
         server.shell(name="docker compose up -d (CVAT + serverless)", commands=[
             f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} up -d",
             f"echo {digest} > {DIGEST_FILE}",
         ])
     if password is not None:
         create_admin(data.get("cvat_admin_user"), data.get("cvat_admin_email"), password)
+    else:  # a run killed between writing the credentials and using them left them behind: never keep them
+        files.file(name="No CVAT admin credentials left behind", path=ADMIN_ENV, present=False)
 
 
 def admin_password() -> str:

@@ -43,7 +43,7 @@ def boot_host(mirror):
     booted: list[labhosts.LabHost] = []
 
     def boot(name: str, address: str, os_release: str | None = None) -> labhosts.LabHost:
-        lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR))
+        lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR), ports=mirror.ports)
         booted.append(lab_host)
         lab_host.create(os_release=os_release)
         lab_host.boot()

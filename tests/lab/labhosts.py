@@ -1,9 +1,15 @@
-"""The local test lab: real Debian 12 hosts booted with systemd-nspawn (systemd as PID 1), reached by SSH.
+"""The local test lab: real Debian 12 hosts booted with systemd-nspawn (systemd as PID 1), reached by SSH, each
+able to run a real Docker Engine.
 
-Recipe (design.md section 5): debootstrap a bookworm root once and cache it as a tarball; per
-host, unpack it, authorise the lab's SSH key, make sshd listen on 127.0.0.N:2222, and boot it
-with `systemd-nspawn -b`. Hosts share the machine's network, so apt reaches Debian's mirror and
-the stand-in mirror on 127.0.0.1; nothing else is contacted.
+Recipe (design.md section 5): debootstrap a bookworm root once and cache it as a tarball; per host, unpack it,
+authorise the lab's SSH key, make sshd listen on 127.0.0.N:2222, and boot it with `systemd-nspawn -b` in its
+own network namespace (--private-network) with writable API file systems and all capabilities, so that
+dockerd runs containers there and its bridge networks exist only inside the host (section 5b).
+
+Traffic stays on loopback: socat bridges the machine's 127.0.0.N:2222 to sshd in the host's namespace, and
+the host's 127.0.0.1:<port> to the machine's 127.0.0.1:<port> (through systemd-nspawn's own namespace) for
+the stand-in mirror, the git daemon and the lab's apt proxy (tests/lab/aptproxy.py, set as the hosts'
+apt_proxy), through which apt reaches Debian's archive.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -43,9 +49,11 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def require_tools() -> None:
-    missing = [t for t in ("debootstrap", "systemd-nspawn", "ssh", "ssh-keygen", "gpg", "dpkg-deb") if not shutil.which(t)]
+    missing = [t for t in ("debootstrap", "systemd-nspawn", "ssh", "ssh-keygen", "gpg", "dpkg-deb", "socat", "nsenter", "curl")
+               if not shutil.which(t)]
     if missing:
-        raise LabError(f"missing tools {missing}: apt-get install debootstrap systemd-container openssh-client gnupg dpkg-dev")
+        raise LabError(f"missing tools {missing}: run ./install.sh as root (debootstrap systemd-container openssh-client "
+                       "gnupg dpkg-dev socat curl)")
     if os.geteuid() != 0:
         raise LabError("the test lab needs root (debootstrap and systemd-nspawn)")
 
@@ -88,12 +96,43 @@ def _ensure_nspawn_runtime_dir() -> None:
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], check=False)
 
 
+# Lab only (not part of any package): before dockerd starts, make the cgroup v1 controller hierarchies that
+# systemd-nspawn mounts read-only writable, so that runc can create the containers' cgroups. systemd's own
+# hierarchy is left alone (over-mounting it stops systemd from creating any unit's cgroup).
+DOCKER_DROPIN = "etc/systemd/system/docker.service.d/labforge-lab-cgroups.conf"
+DOCKER_DROPIN_TEXT = ("# labforge test lab: writable cgroup controllers for runc inside systemd-nspawn\n[Service]\n"
+                      "ExecStartPre=/bin/sh -c 'for c in memory pids cpu cpuacct cpuset devices freezer blkio; do "
+                      "mountpoint -q /sys/fs/cgroup/$c && mount -o remount,rw,bind /sys/fs/cgroup/$c; done; true'\n")
+NSPAWN_ENV = {"SYSTEMD_SECCOMP": "0", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
+
+
+def _leader(nspawn_pid: int, timeout: float = 20) -> int:
+    """The container's PID 1 (systemd), the child systemd-nspawn forks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        time.sleep(0.2)
+    raise LabError(f"systemd-nspawn {nspawn_pid} started no container")
+
+
+def _bridge(argv: list[str]) -> int:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True).pid
+
+
 @dataclass
 class LabHost:
     name: str
     address: str
     pid: int | None = None
     lab_dir: str = str(LAB_DIR)
+    ports: list[int] = field(default_factory=list)  # the machine's loopback ports the host reaches (mirror, git, apt proxy)
+    bridges: list[int] = field(default_factory=list)
 
     @property
     def root(self) -> Path:
@@ -116,6 +155,9 @@ class LabHost:
         conf.write_text(f"Port {SSH_PORT}\nListenAddress {self.address}\nPermitRootLogin prohibit-password\n"
                         "PasswordAuthentication no\n")
         (self.root / "etc/hostname").write_text(self.name + "\n")
+        dropin = self.root / DOCKER_DROPIN
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(DOCKER_DROPIN_TEXT)
         if os_release is not None:
             target = self.root / "etc/os-release"
             if target.is_symlink():
@@ -130,9 +172,18 @@ class LabHost:
                            "stop it (or ./lab down) first")
         with self.log.open("w") as out:
             proc = subprocess.Popen(["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit",
-                                     "-M", self.name, "-b"], stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                     "-M", self.name, "--private-network", "--capability=all", "-b"],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, **NSPAWN_ENV})
         self.pid = proc.pid
+        leader = _leader(proc.pid)
+        into = ["nsenter", "-t", str(leader), "-n"]
+        self.bridges = [_bridge(["socat", f"TCP-LISTEN:{SSH_PORT},bind={self.address},reuseaddr,fork",
+                                 f"EXEC:{' '.join(into)} socat STDIO TCP\\:{self.address}\\:{SSH_PORT}"])]
+        for port in self.ports:
+            self.bridges.append(_bridge([*into, "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                                         # systemd-nspawn itself stays in the machine's namespace while the host runs
+                                         f"EXEC:nsenter --net=/proc/{proc.pid}/ns/net socat STDIO TCP\\:127.0.0.1\\:{port}"]))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -142,11 +193,15 @@ class LabHost:
             time.sleep(1)
         raise LabError(f"{self.name}: no SSH on {self.address}:{SSH_PORT} after {timeout:.0f}s; see {self.log}")
 
-    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", *SSH_OPTS, "-i", str(ssh_key()), "-p", str(SSH_PORT), f"root@{self.address}",
-                               command], capture_output=True, text=True, check=check, timeout=120)
+                               command], capture_output=True, text=True, check=check, timeout=timeout)
 
     def stop(self, timeout: float = 30) -> None:
+        for pid in self.bridges:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self.bridges = []
         if self.pid and _alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
             deadline = time.monotonic() + timeout
@@ -157,6 +212,19 @@ class LabHost:
         self.pid = None
         # whatever happened to nspawn (gone early, or killed above), nothing may keep running in this root
         kill_processes_under(self.root)
+
+    def processes(self) -> list[tuple[int, str]]:
+        """(pid, command line) of every process running in this host itself (not in its Docker containers)."""
+        try:
+            target = os.stat(self.root)
+        except OSError:
+            return []
+        found = []
+        for pid, _, st in _process_roots():
+            if st and (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                with contextlib.suppress(OSError):
+                    found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()))
+        return found
 
     def destroy(self) -> None:
         self.stop()
@@ -233,17 +301,26 @@ def free_port() -> int:
 
 @dataclass
 class Mirror:
-    """The stand-in mirror (tests/lab/standins.py) served by Python's http.server on 127.0.0.1."""
+    """The stand-in mirror (tests/lab/standins.py) served by Python's http.server on 127.0.0.1, CVAT's stand-in repo
+    served by git's daemon, and the lab's apt proxy (tests/lab/aptproxy.py) to Debian's archive and the mirror."""
 
     port: int
     data: dict
     pid: int | None = None
     git_pid: int | None = None
     lab_dir: str = str(LAB_DIR)
+    git_port: int = 0
+    proxy_port: int = 0
+    proxy_pid: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        """What lab hosts reach on the machine's loopback (bridged into their network namespace)."""
+        return [self.port, self.git_port, self.proxy_port]
 
     @classmethod
     def start(cls, lab_dir: Path = LAB_DIR) -> Mirror:
@@ -261,8 +338,14 @@ class Mirror:
                                      "--listen=127.0.0.1", f"--port={git_port}", str(lab_dir / "git")],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         data["cvat_repo_url"] = f"git://127.0.0.1:{git_port}/cvat.git"
-        mirror = cls(port, data, proc.pid, git_proc.pid, str(lab_dir))
-        for listen_port in (port, git_port):
+        proxy_port = free_port()
+        debian_host = DEBIAN_MIRROR.split("://", 1)[-1].split("/", 1)[0]
+        proxy = subprocess.Popen([sys.executable, "-m", "tests.lab.aptproxy", str(proxy_port), str(CACHE_DIR / "apt-proxy"),
+                                  f"{debian_host},127.0.0.1"], cwd=Path(__file__).resolve().parents[2], stdout=log,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        data["apt_proxy"] = f"http://127.0.0.1:{proxy_port}"
+        mirror = cls(port, data, proc.pid, git_proc.pid, str(lab_dir), git_port, proxy_port, proxy.pid)
+        for listen_port in (port, git_port, proxy_port):
             for _ in range(50):
                 try:
                     socket.create_connection(("127.0.0.1", listen_port), timeout=0.2).close()
@@ -275,10 +358,10 @@ class Mirror:
         return mirror
 
     def stop(self) -> None:
-        for pid in (self.pid, self.git_pid):
+        for pid in (self.pid, self.git_pid, self.proxy_pid):
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
-        self.pid = self.git_pid = None
+        self.pid = self.git_pid = self.proxy_pid = None
         gnupg = Path(self.lab_dir) / "mirror-gnupg"  # standins.build_mirror's signing key: stop its gpg-agent
         if gnupg.is_dir():
             subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
@@ -290,7 +373,7 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
         "vars": {
             **mirror.data,
             "gpu_require_pci_device": False,  # no NVIDIA card in a container: force the GPU layers on
-            "cvat_start": False,  # containers cannot start in the lab: CVAT's files only (see README)
+            "cvat_start": False,  # CVAT's files only, unless a test brings the stack up (it loads the stand-in images first)
             "ssh_known_hosts_file": str(path.parent / "known_hosts"),
             "ssh_strict_host_key_checking": "off",
             # nuctl is pinned on first use (labforge/pins.py): the lab's own lock file, never the repository's
@@ -300,8 +383,9 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
         "gpu_servers": [],
         "cpu_servers": [],
     }
+    # a host in its own network namespace has no default route, so CVAT's name is given (users would type it)
     doc[group] = [{"host": h.address, "name": h.name, "ssh_user": "root", "ssh_port": SSH_PORT,
-                   "ssh_key": str(ssh_key())} for h in hosts]
+                   "ssh_key": str(ssh_key()), "data": {"cvat_host": f"{h.name}.lab"}} for h in hosts]
     path.write_text("# labforge test lab hosts (generated)\n" + yaml.safe_dump(doc, sort_keys=False))
     (path.parent / "known_hosts").touch()
     return path

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,3 +44,35 @@ def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 90
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {}), "LAB_HOSTS": str(hosts_file)}, capture_output=True,
                           text=True, timeout=timeout)
     return DeployRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+def deploy_interrupted(hosts_file: Path, when: Callable[[], str | None], then: Callable[[subprocess.Popen], None],
+                       env: dict | None = None, timeout: float = 900) -> tuple[str | None, DeployRun]:
+    """Start the deploy; the moment ``when()`` names what it saw (a process, a file), call ``then(pyinfra)`` and wait
+    for pyinfra to end. Returns what was seen (None: the run ended before that point) and the run."""
+    cmd = [PYINFRA, "--json", "-y", "inventory.py", "deploy.py"]
+    start = time.monotonic()
+    seen = None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {}), "LAB_HOSTS": str(hosts_file)},
+                                stdout=out, stderr=err, text=True)
+        try:
+            while proc.poll() is None and time.monotonic() - start < timeout:
+                seen = when()
+                if seen:
+                    then(proc)
+                    break
+                time.sleep(0.02)
+            proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return seen, DeployRun(proc.returncode, out.read(), err.read(), time.monotonic() - start)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """As an admin's lost SSH session or a `kill -9` would end it: no chance to clean up."""
+    os.kill(proc.pid, signal.SIGKILL)

@@ -58,6 +58,20 @@ def test_second_converge_changes_nothing(hosts_yml):
     assert any("REBOOT REQUIRED (NVIDIA driver installed by an earlier run" in line for line in run.summary_lines())
 
 
+def test_a_converge_days_later_still_changes_nothing(host, hosts_yml):
+    """No timing hole in idempotency (the Vagrant CI's second converge, an admin's daily re-run): apt's lists
+    aged by two days do not make the base layer refresh them; only an explicit apt_cache_time does."""
+    aged = "touch -d '2 days ago' /var/lib/apt/lists/* /var/lib/apt/periodic/update-success-stamp 2>/dev/null; true"
+    host.ssh(aged)
+    run, result = converge(hosts_yml, "converge two days later")
+    assert (result.changed, result.errors) == (0, 0), result.changed_ops
+    # the same aged host with the opt-in freshness rule plans the refresh: the check above can fail
+    plan = runner.deploy(hosts_yml, "--data", "apt_cache_time=3600", dry=True)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    changed = [op["name"] for op in plan.plan if op["hosts_with_change"]]
+    assert changed and all("apt update (apt_cache_time)" in name for name in changed), changed
+
+
 def test_testinfra_suite_passes_on_converged_host(host, hosts_yml):
     ssh_config = labhosts.ssh_config([host], TEST_LAB_DIR / "citest1.ssh_config")
     proc = subprocess.run(

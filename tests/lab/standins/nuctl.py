@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""TEST STAND-IN (labforge test stand-in) for nuctl __VERSION__ with `--platform local`: it runs one labelled container per
+function on the host's real Docker Engine, as Nuclio's local platform does, and answers for them. It builds no
+processor image (the function runs the stand-in image's `function` role).
+
+What it reproduces, from nuclio's 1.13.x branch:
+- the container: named nuclio-<namespace>-<name> (pkg/platform/local/platform.go GetFunctionContainerName; the
+  namespace is nuctl's --namespace, "nuclio" by default, so CVAT's functions run as nuclio-nuclio-<name>),
+  labelled nuclio.io/platform=local, nuclio.io/namespace, nuclio.io/function-name, nuclio.io/function-spec plus
+  the function's own labels (compileDeployFunctionLabels; --labels and the project name, which nuctl keeps as
+  nuclio.io/project-name), on the network of --platform-config's attributes.network, its HTTP port 8080
+  published on a free host port, and `--gpus all` when the spec has an nvidia.com/gpu limit (platform.go,
+  "gpus = all" for PositiveGPUResourceLimit): that fails on a host whose NVIDIA driver is not loaded;
+- `get functions -o json` (pkg/nuctl/command/get.go renderFunctionConfigWithStatus): one JSON object with
+  metadata, spec and status for one function, a list for several, and "No functions found" for none;
+- projects: `get project NAME` fails when it does not exist, `create project NAME` creates it.
+Function YAML is read for metadata.name and the GPU limit only (no YAML parser on a bare host).
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+VERSION = "__VERSION__"
+STATE = Path("/var/lib/labforge-standin/nuclio")
+IMAGE = "labforge-standin/function:latest"
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if check and proc.returncode:
+        sys.exit(f"Error - {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def option(args: list[str], name: str, default: str = "") -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
+def options(args: list[str], name: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == name]
+
+
+def read_spec(path: Path) -> tuple[str, bool]:
+    """metadata.name (the key one level under `metadata:`) and whether resources.limits has nvidia.com/gpu > 0."""
+    lines = path.read_text().splitlines()
+    name = None
+    if "metadata:" in lines:
+        for line in lines[lines.index("metadata:") + 1:]:
+            if line and not line.startswith(" "):
+                break
+            match = re.match(r"^ {2}name:\s*(\S+)", line)
+            if match:
+                name = match.group(1).strip("'\"")
+                break
+    if not name:
+        sys.exit(f"Error - {path}: no metadata.name")
+    gpu = any(re.match(r"^\s+nvidia\.com/gpu:\s*['\"]?[1-9]", line) for line in lines)
+    return name, gpu
+
+
+def deploy(args: list[str]) -> int:
+    namespace = option(args, "--namespace", "nuclio")
+    path = Path(option(args, "--path"))
+    spec_file = Path(option(args, "--file") or path / "function.yaml")
+    name, gpu = read_spec(spec_file)
+    labels = {"nuclio.io/platform": "local", "nuclio.io/namespace": namespace, "nuclio.io/function-name": name,
+              "nuclio.io/function-spec": json.dumps({"file": str(spec_file), "gpu": gpu}),
+              "nuclio.io/project-name": option(args, "--project-name", "default")}
+    for item in option(args, "--labels").split(","):
+        if "=" in item:
+            key, value = item.split("=", 1)
+            labels[key] = value
+    network = json.loads(option(args, "--platform-config", "{}") or "{}").get("attributes", {}).get("network", "")
+    container = f"nuclio-{namespace}-{name}"
+    print(f"Deploying function {name} ({container})")
+    docker("rm", "-f", container, check=False)
+    run = ["run", "-d", "--name", container, "--restart", "always", "-p", "127.0.0.1::8080"]
+    run += [f"--network={network}"] if network else []
+    run += ["--gpus", "all"] if gpu else []
+    for env in options(args, "--env"):
+        run += ["-e", env]
+    for key, value in labels.items():
+        run += ["--label", f"{key}={value}"]
+    docker(*run, IMAGE)
+    print(f"Function deploy complete: {name}")
+    return 0
+
+
+def functions() -> list[dict]:
+    names = docker("ps", "-a", "--filter", "label=nuclio.io/function-name", "--format", "{{.Names}}").stdout.split()
+    if not names:
+        return []
+    found = []
+    for c in json.loads(docker("inspect", *names).stdout):
+        labels = c["Config"]["Labels"]
+        ports = (c["NetworkSettings"].get("Ports") or {}).get("8080/tcp") or []
+        found.append({
+            "metadata": {"name": labels["nuclio.io/function-name"], "namespace": labels["nuclio.io/namespace"],
+                         "labels": {k: v for k, v in labels.items() if k not in ("nuclio.io/function-spec",)}},
+            "spec": json.loads(labels.get("nuclio.io/function-spec", "{}")),
+            "status": {"state": "ready" if c["State"]["Running"] else "error",
+                       "httpPort": int(ports[0]["HostPort"]) if ports else 0},
+        })
+    return found
+
+
+def main(args: list[str]) -> int:
+    if args[:1] == ["version"]:
+        print(f'Client version:\n"Label: {VERSION}, Git commit: labforge test stand-in, OS: linux, Arch: amd64"')
+        return 0
+    if args[:2] == ["get", "functions"]:
+        found = functions()
+        if not found:
+            print("No functions found")
+        elif option(args, "-o", option(args, "--output")) == "json":
+            print(json.dumps(found[0] if len(found) == 1 else found, indent=4))
+        else:
+            for f in found:
+                print(f["metadata"]["namespace"], f["metadata"]["name"], f["status"]["state"])
+        return 0
+    if args[:2] == ["get", "project"]:
+        return 0 if (STATE / "projects" / args[2]).exists() else 1
+    if args[:2] == ["create", "project"]:
+        (STATE / "projects").mkdir(parents=True, exist_ok=True)
+        (STATE / "projects" / args[2]).touch()
+        return 0
+    if args[:1] == ["deploy"]:
+        return deploy(args[1:])
+    print(f"labforge test stand-in: 'nuctl {' '.join(args)}' is not implemented", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
