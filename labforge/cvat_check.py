@@ -17,12 +17,14 @@ commit dfd505e7):
    detections converted to CVAT shapes (DetectionResultConverter.convert); at least one shape, of the
    expected label when one is given. With an interactor, the same task and one click in the middle of the
    frame (``pos_points``, ``neg_points`` [], ``obj_bbox`` [] as the v2.51.0 UI sends it); CVAT passes the
-   function's answer through, which must hold a mask (or points). The task is deleted afterwards, whatever
-   happened.
+   function's answer through, which must hold a mask (or points). With a tracker, the image three times as
+   a 3-frame task, a rectangle sent on frame 0 and only CVAT's signed states on frames 1 and 2; a rectangle
+   must come back on each. The task is deleted afterwards, whatever happened.
 
 The admin password comes from $LABFORGE_CVAT_ADMIN_PASSWORD (never a command-line argument).
 Usage: python -m labforge.cvat_check --url http://HOST:8080 --expect ID [--expect ID ...]
-                                     [--detector ID [--expect-label NAME]] [--interactor ID] [--image FILE]
+                                     [--detector ID [--expect-label NAME]] [--interactor ID] [--tracker ID]
+                                     [--image FILE]
 Exit 0 when everything holds; otherwise one line saying what is missing, exit 1.
 """
 
@@ -84,14 +86,14 @@ class CvatApi:
         self.token = reply["key"]
 
 
-def multipart(fields: dict[str, str], files: dict[str, Path]) -> tuple[bytes, str]:
-    """A multipart/form-data body (the browser's encoding of CVAT's "Data request")."""
+def multipart(fields: dict[str, str], files: dict[str, tuple[Path, str]]) -> tuple[bytes, str]:
+    """A multipart/form-data body (the browser's encoding of CVAT's "Data request"); files: field -> (path, name)."""
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []
     for name, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, path in files.items():
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{path.name}"\r\n'
+    for name, (path, filename) in files.items():
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n")
         parts.append(head.encode() + path.read_bytes() + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
@@ -127,11 +129,12 @@ def wait_for_request(api: CvatApi, rq_id: str, deadline: float) -> None:
         time.sleep(2)
 
 
-def on_a_task(api: CvatApi, labels: list[dict], image: Path, deadline: float, call) -> object:
-    """call(task, frame_meta) on a task holding only image, deleted afterwards whatever happened."""
+def on_a_task(api: CvatApi, labels: list[dict], image: Path, deadline: float, call, frames: int = 1) -> object:
+    """call(task, frame_meta) on a task holding image (as `frames` frames), deleted afterwards whatever happened."""
     task = api.request("POST", "/api/tasks", {"name": "labforge-check", "labels": labels})
     try:
-        body, ctype = multipart({"image_quality": "95"}, {"client_files[0]": image})
+        copies = {f"client_files[{i}]": (image, f"{i:03d}-{image.name}") for i in range(frames)}
+        body, ctype = multipart({"image_quality": "95"}, copies)
         started = api.request("POST", f"/api/tasks/{task['id']}/data", data=body, content_type=ctype)
         wait_for_request(api, started["rq_id"], deadline)
         meta = api.request("GET", f"/api/tasks/{task['id']}/data/meta")
@@ -182,6 +185,33 @@ def interact(api: CvatApi, function: dict, image: Path, deadline: float) -> str:
     return what + (f" within {bounds}" if bounds else " (whole frame)")
 
 
+def track(api: CvatApi, function: dict, image: Path, deadline: float, frames: int = 3) -> str:
+    """A rectangle followed over `frames` frames through CVAT: the first call carries the shape, each next one only
+    the states CVAT signed and returned (LambdaFunction.invoke, FunctionKind.TRACKER, at dfd505e7)."""
+    if function.get("kind") != "tracker":
+        raise CheckFailed(f"{function.get('id')} is a {function.get('kind')}, not a tracker")
+
+    def call(task: dict, frame: dict) -> str:
+        w, h = frame["width"], frame["height"]
+        shape = {"type": "rectangle", "points": [w / 4, h / 4, 3 * w / 4, 3 * h / 4]}
+        url = f"/api/lambda/functions/{function['id']}"
+        answer = api.request("POST", url, {"task": task["id"], "frame": 0, "shapes": [shape]})
+        boxes = []
+        for number in range(frames):
+            shapes, states = (answer or {}).get("shapes"), (answer or {}).get("states")
+            if not (isinstance(shapes, list) and len(shapes) == 1 and isinstance(shapes[0], dict)
+                    and shapes[0].get("type") == "rectangle" and len(shapes[0].get("points") or []) == 4):
+                raise CheckFailed(f"{function['id']} answered no rectangle on frame {number} through CVAT: {str(answer)[:200]}")
+            if not (isinstance(states, list) and len(states) == 1 and isinstance(states[0], str)):
+                raise CheckFailed(f"CVAT returned no signed state for frame {number}: {str(states)[:200]}")
+            boxes.append(shapes[0]["points"])
+            if number + 1 < frames:
+                answer = api.request("POST", url, {"task": task["id"], "frame": number + 1, "states": states})
+        return f"a rectangle on each of {frames} frames, the last {[round(v, 1) for v in boxes[-1]]}"
+
+    return on_a_task(api, [{"name": "object", "type": "any"}], image, deadline, call, frames=frames)
+
+
 def run(args: argparse.Namespace) -> list[str]:
     password = os.environ.get(PASSWORD_ENV)
     if not password:
@@ -190,7 +220,7 @@ def run(args: argparse.Namespace) -> list[str]:
     api = CvatApi(args.url)
     api.login(args.user, password)
     report = [f"logged in to {api.url} as {args.user}"]
-    expected = list(dict.fromkeys([*args.expect, *(f for f in (args.detector, args.interactor) if f)]))
+    expected = list(dict.fromkeys([*args.expect, *(f for f in (args.detector, args.interactor, args.tracker) if f)]))
     functions = wait_for_functions(api, expected, deadline)
     report.append(f"CVAT lists {len(functions)} functions, including every expected one: {', '.join(expected) or '-'}")
     if args.detector:
@@ -200,6 +230,9 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.interactor:
         function = next(f for f in functions if f.get("id") == args.interactor)
         report.append(f"{args.interactor} through CVAT, one click on {args.image.name}: {interact(api, function, args.image, deadline)}")
+    if args.tracker:
+        function = next(f for f in functions if f.get("id") == args.tracker)
+        report.append(f"{args.tracker} through CVAT on {args.image.name} as a 3-frame video: {track(api, function, args.image, deadline)}")
     return report
 
 
@@ -210,12 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", action="append", default=[], metavar="ID", help="a function id CVAT must list (repeat)")
     parser.add_argument("--detector", metavar="ID", help="run this detector through CVAT on --image")
     parser.add_argument("--interactor", metavar="ID", help="click once on --image with this interactor through CVAT")
-    parser.add_argument("--image", type=Path, help="the image for --detector / --interactor")
+    parser.add_argument("--tracker", metavar="ID", help="follow a rectangle over --image repeated as 3 frames with this tracker")
+    parser.add_argument("--image", type=Path, help="the image for --detector / --interactor / --tracker")
     parser.add_argument("--expect-label", help="a label the detector must find in --image")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for functions to appear and the task to be made")
     args = parser.parse_args(argv)
-    if (args.detector or args.interactor) and not (args.image and args.image.is_file()):
-        parser.error("--detector and --interactor need --image, an existing image file")
+    if (args.detector or args.interactor or args.tracker) and not (args.image and args.image.is_file()):
+        parser.error("--detector, --interactor and --tracker need --image, an existing image file")
     try:
         for line in run(args):
             print(f"[cvat-check] {line}")

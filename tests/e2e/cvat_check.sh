@@ -5,10 +5,13 @@
 #                                              login, function list, task + data + request polling, lambda call, labels
 #   tests/e2e/cvat_check.sh interactor IMAGE   our real SAM 2 (files/nuclio/sam2) with a random-weight tiny checkpoint:
 #                                              the same, then one click through CVAT's lambda API
+#   tests/e2e/cvat_check.sh tracker IMAGE      our SAM 2 tracker (files/nuclio/sam2-tracker), same checkpoint: a
+#                                              rectangle followed over 3 frames with CVAT's signed states
 # Run from the project root after ./install.sh. Last lines: the checker's report.
 set -uo pipefail
 mode=${1:-}; image=$(readlink -f "${2:-/nonexistent}")
-[[ ($mode == detector || $mode == interactor) && -f $image ]] || { echo "usage: tests/e2e/cvat_check.sh detector|interactor IMAGE"; exit 2; }
+[[ ($mode == detector || $mode == interactor || $mode == tracker) && -f $image ]] \
+  || { echo "usage: tests/e2e/cvat_check.sh detector|interactor|tracker IMAGE"; exit 2; }
 harness=${CVAT_E2E:-../shared/cvat-e2e}
 cache=${CVAT_E2E_CACHE:-/tmp/cvat-e2e-cache}
 work=$(mktemp -d /tmp/cvat-check.XXXXXX)
@@ -16,11 +19,17 @@ if [[ $mode == detector ]]; then
   fdir=tests/e2e/yolo_v3_standin
   args=(--expect openvino-omz-public-yolo-v3-tf --detector openvino-omz-public-yolo-v3-tf --expect-label person)
 else
-  fdir=files/nuclio/sam2
-  args=(--interactor pth-labforge-sam2-cpu)  # function.yaml (CPU); function-gpu.yaml is pth-labforge-sam2
+  if [[ $mode == interactor ]]; then
+    fdir=files/nuclio/sam2 seed=29
+    args=(--interactor pth-labforge-sam2-cpu)  # function.yaml (CPU); function-gpu.yaml is pth-labforge-sam2
+  else
+    # seed 0: random weights whose tracked mask on the photo stays non-empty (seed 29's is empty from frame 1)
+    fdir=files/nuclio/sam2-tracker seed=0
+    args=(--tracker pth-labforge-sam2-tracker-cpu)
+  fi
   # the function host runs on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint, and torchvision's import
   # made possible beside the CPU torch (tests/sam2/torchvision_cpu.py), only for this project's venv
-  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from tests.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=29)" "$work/sam2_tiny.pt"
+  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from tests.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$work/sam2_tiny.pt" "$seed"
   mkdir -p "$work/site"
   .venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
 import sys

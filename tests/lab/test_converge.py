@@ -63,7 +63,7 @@ def test_a_converge_days_later_still_changes_nothing(host, hosts_yml):
     aged by two days do not make the base layer refresh them; only an explicit apt_cache_time does."""
     aged = "touch -d '2 days ago' /var/lib/apt/lists/* /var/lib/apt/periodic/update-success-stamp 2>/dev/null; true"
     host.ssh(aged)
-    run, result = converge(hosts_yml, "converge two days later")
+    _, result = converge(hosts_yml, "converge two days later")
     assert (result.changed, result.errors) == (0, 0), result.changed_ops
     # the same aged host with the opt-in freshness rule plans the refresh: the check above can fail
     plan = runner.deploy(hosts_yml, "--data", "apt_cache_time=3600", dry=True)

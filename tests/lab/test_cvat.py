@@ -220,9 +220,9 @@ def test_a_current_function_is_skipped_and_a_stale_one_redeployed(host, mirror, 
 
 
 def test_gpu_functions_wait_for_the_reboot_and_would_fail_before_it(host, stack):
-    """The driver awaits its reboot: SAM and SAM 2 are not deployed. Deployed anyway, Nuclio's `--gpus all` fails."""
+    """The driver awaits its reboot: SAM, SAM 2 and the SAM 2 tracker are not deployed. Deployed anyway, Nuclio's `--gpus all` fails."""
     (line,) = stack.summary_lines()
-    for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2"):
+    for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2", "files/nuclio/sam2-tracker"):
         assert f"function {path}: waits for the reboot (NVIDIA driver not loaded yet)" in line
     assert "nuclio-nuclio-pth-facebookresearch-sam-vit-h" not in containers(host)
     sam = source("serverless/pytorch/facebookresearch/sam", "/opt/cvat", "v2.51.0", True)

@@ -164,13 +164,13 @@ def test_gpu_functions_wait_for_the_reboot_then_deploy(fresh, mirror):
     names, summary = planned_functions()
     assert names == {"Functions | Deploy function serverless/openvino/omz/public/yolo-v3-tf",
                      "Functions | Deploy function serverless/openvino/dextr"}
-    for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2"):
+    for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2", "files/nuclio/sam2-tracker"):
         assert any(f"function {path}: waits for the reboot (NVIDIA driver not loaded yet)" in line for line in summary)
     lab_host.stop()  # a real restart of the host: /run (and the reboot marker in it) starts empty
     lab_host.boot()
     names, summary = planned_functions()
     assert {"Functions | Deploy function serverless/pytorch/facebookresearch/sam",
-            "Functions | Deploy function files/nuclio/sam2"} <= names
+            "Functions | Deploy function files/nuclio/sam2", "Functions | Deploy function files/nuclio/sam2-tracker"} <= names
     assert not any("waits for the reboot" in line for line in summary)
 
 

@@ -13,13 +13,17 @@ tests/e2e/cvat_check.sh (the workplace's cvat-e2e harness runs CVAT v2.51.0's ow
   ``GET /api/tasks/<id>/data/meta`` -> {"frames": [{"width", "height", "name"}]};
 - ``POST /api/lambda/functions/<id>`` {"task", "frame", ...}: a detector's answer is filtered by the default
   label mapping (same names) and converted to {"tags", "shapes": [{"label_id", "points", "type", ...}]}
-  (LambdaFunction.invoke, DetectionResultConverter.convert); an interactor's answer is passed through; a missing
-  mandatory argument is 400 (mandatory_arg);
+  (LambdaFunction.invoke, DetectionResultConverter.convert); an interactor's answer is passed through; a tracker
+  gets {"shapes", "states": []} on the first call and, when the request has only "states", those states unsigned
+  with "shapes" padded with null; the states it answers are JSON-encoded and signed (TimestampSigner: a bad
+  signature is 400 "Invalid or expired tracker state"); a missing mandatory argument is 400 (mandatory_arg);
 - ``GET /api/labels?task_id=<id>`` -> {"results": [{"id", "name"}]}; ``DELETE /api/tasks/<id>`` -> 204.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import struct
 import threading
@@ -30,6 +34,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 MEDIA_TYPE = "application/vnd.cvat+json"
+
+
+SECRET = b"standin-secret"
+
+
+def sign(value: str) -> str:
+    return value + ":" + hmac.new(SECRET, value.encode(), hashlib.sha256).hexdigest()
+
+
+def unsign(signed: str) -> str:
+    value, _, mac = signed.rpartition(":")
+    if not hmac.compare_digest(mac, hmac.new(SECRET, value.encode(), hashlib.sha256).hexdigest()):
+        raise ValueError("bad signature")
+    return value
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -132,12 +150,29 @@ class CvatStandin:
                 missing = [name for name in mandatory if name not in data]
                 if missing:
                     return self.reply(400, f"`{fid}` lambda function was called without mandatory argument: {missing[0]}")
+                if data["frame"] >= len(task["frames"]):
+                    return self.reply(400, "The frame is outside the task range")
+                if fields["kind"] == "tracker":
+                    return self.track(handler, data)
                 answer = handler(data)
                 if fields["kind"] == "detector":
                     ids = {lab["name"]: lab["id"] for lab in task["labels"]}
                     shapes = [{"label_id": ids[item["label"]], "points": item["points"], "type": item["type"], "frame": data["frame"]}
                               for item in answer if item["label"] in ids]
                     answer = {"version": 0, "tags": [], "shapes": shapes, "tracks": []}
+                return self.reply(200, answer)
+
+            def track(self, handler, data: dict) -> None:
+                if "states" not in data:
+                    payload = {"shapes": data["shapes"], "states": []}
+                else:
+                    try:
+                        states = [json.loads(unsign(state)) for state in data["states"]]
+                    except ValueError:
+                        return self.reply(400, "Invalid or expired tracker state")
+                    payload = {"shapes": [None] * len(states), "states": states}
+                answer = handler(payload)
+                answer["states"] = [sign(json.dumps(state, separators=(",", ":"))) for state in answer["states"]]
                 return self.reply(200, answer)
 
             def do_GET(self):

@@ -36,6 +36,20 @@ def interactor(answer: dict):
     return {"kind": "interactor", "name": "SAM 2", "labels_v2": []}, lambda _payload: answer
 
 
+def tracker(lose_on: int | None = None):
+    """A tracker that moves the rectangle right by 2 px a frame, keeping its own count in the state."""
+    def handle(payload: dict) -> dict:
+        if payload["states"]:
+            counts = [state["n"] + 1 for state in payload["states"]]
+            shapes = [{"type": "rectangle", "points": [10 + 2 * n, 10, 30 + 2 * n, 30]} for n in counts]
+            if lose_on in counts:
+                shapes = [None]
+        else:
+            counts, shapes = [0] * len(payload["shapes"]), payload["shapes"]
+        return {"shapes": shapes, "states": [{"n": n} for n in counts]}
+    return {"kind": "tracker", "name": "SAM 2 tracker", "labels_v2": [], "supported_shape_types": ["rectangle"]}, handle
+
+
 @pytest.fixture
 def image(tmp_path) -> Path:
     return write_png(tmp_path / "photo.png", 64, 48)
@@ -142,3 +156,25 @@ def test_a_client_without_cvats_media_type_gets_406():
         assert err.value.code == 406
     finally:
         standin.close()
+
+
+TRACKER = "pth-labforge-sam2-tracker"
+
+
+@pytest.mark.parametrize("cvat", [{TRACKER: tracker()}], indirect=True)
+def test_a_tracker_follows_a_rectangle_over_three_frames_with_cvats_signed_states(cvat, image, monkeypatch, capsys):
+    code, out, err = check(monkeypatch, capsys, cvat.url, "--tracker", TRACKER, "--image", str(image))
+    assert (code, err) == (0, [])
+    assert out[-1] == (f"[cvat-check] {TRACKER} through CVAT on photo.png as a 3-frame video: "
+                       "a rectangle on each of 3 frames, the last [14, 10, 34, 30]")
+    first, second, third = cvat.calls
+    assert first == {"function": TRACKER, "task": 1, "frame": 0, "shapes": [{"type": "rectangle", "points": [16.0, 12.0, 48.0, 36.0]}]}
+    assert set(second) == {"function", "task", "frame", "states"} and second["frame"] == 1 and third["frame"] == 2
+    assert second["states"][0].startswith('{"n":0}:')  # CVAT's signed state, passed back as CVAT gave it
+    assert cvat.deleted == [1]
+
+
+@pytest.mark.parametrize("cvat", [{TRACKER: tracker(lose_on=2)}], indirect=True)
+def test_a_tracker_that_stops_answering_a_rectangle_fails(cvat, image, monkeypatch, capsys):
+    code, _, err = check(monkeypatch, capsys, cvat.url, "--tracker", TRACKER, "--image", str(image))
+    assert code == 1 and err[0].startswith(f"[cvat-check] FAILED: {TRACKER} answered no rectangle on frame 2 through CVAT")

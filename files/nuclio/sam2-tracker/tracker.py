@@ -1,0 +1,248 @@
+"""SAM 2 video tracking one frame at a time, as CVAT's tracker protocol delivers frames.
+
+Why streaming: sam2's ``SAM2VideoPredictor`` expects the whole video up front (``init_state`` loads every
+frame), while CVAT sends one frame per call and expects the shape on it. A ``Track`` keeps one object's
+inference state and feeds it frames as they come, running the predictor's own code for each new frame
+(``propagate_in_video`` over exactly that frame), so the result is what the offline predictor gives
+for the same frames; ``tests/sam2/test_sam2_tracker.py`` checks that equivalence.
+
+Bounded memory: SAM 2 reads, for frame t, the conditioning frame (the prompt), the memories of frames
+t-1..t-(num_maskmem-1) and the object pointers of up to ``max_obj_ptrs_in_encoder`` earlier frames
+(sam2/modeling/sam2_base.py, ``_prepare_memory_conditioned_features``). A Track keeps exactly that window
+of per-frame outputs and only the newest frame's pixels; older ones are dropped. Sessions (one per
+tracked shape) live in a ``Sessions`` store bounded by count and age.
+
+Settings (environment, read by ``Tracker.from_env``): MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE as in the
+interactor (files/nuclio/sam2/model_handler.py), SAM2_TRACKER_MAX_SESSIONS (default 64) and
+SAM2_TRACKER_SESSION_TTL seconds (default 3600).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_MODEL, DEFAULT_MODEL_CFG = "sam2.1_hiera_large.pt", "configs/sam2.1/sam2.1_hiera_l.yaml"
+
+
+class TrackingError(ValueError):
+    """A request the annotator must act on (restart tracking); the handler answers it with a 4xx."""
+
+
+class SessionGone(TrackingError):
+    """The session is not (or no longer) held by this worker."""
+
+
+def config_name(name: str) -> str:
+    """MODEL_CFG as build_sam2 wants it: a path inside the installed sam2 package."""
+    if resources.files("sam2").joinpath(name).is_file():
+        return name
+    raise ValueError(f"MODEL_CFG {name!r} is not a config of the installed sam2 package (e.g. configs/sam2.1/sam2.1_hiera_t.yaml)")
+
+
+def checkpoint_path(model: str, model_dir: str | None) -> Path:
+    path = Path(model) if Path(model).is_absolute() else Path(model_dir or Path(__file__).parent) / model
+    if not path.is_file():
+        raise FileNotFoundError(f"SAM 2 checkpoint not found: {path} (MODEL={model!r}, MODEL_DIR={model_dir!r})")
+    return path
+
+
+def device_from(requested: str | None) -> torch.device:
+    if requested in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class Frames:
+    """The inference state's "images": frames appended as they arrive; only the newest one is kept.
+
+    sam2 reads ``images[frame_idx]`` for the frame being tracked only (``_get_image_feature``), so asking for
+    a dropped frame is a bug in this module, not the annotator's: it raises.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.newest: torch.Tensor | None = None
+
+    def append(self, image: torch.Tensor) -> int:
+        self.newest, self.count = image, self.count + 1
+        return self.count - 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index != self.count - 1 or self.newest is None:
+            raise IndexError(f"frame {index} is no longer held (newest is {self.count - 1})")
+        return self.newest
+
+
+def frame_tensor(encoded: bytes, image_size: int, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    """Decode and normalise a frame exactly as sam2's ``load_video_frames`` does for a JPEG folder
+    (sam2/utils/misc.py: ``_load_img_as_tensor`` then ImageNet mean/std)."""
+    from sam2.utils.misc import _load_img_as_tensor
+
+    image, height, width = _load_img_as_tensor(io.BytesIO(encoded), image_size)
+    mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+    std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+    return ((image - mean) / std).to(device), height, width
+
+
+@dataclass
+class Track:
+    """One object followed through a stream of frames."""
+
+    predictor: Any
+    state: dict
+    frames: Frames
+    width: int
+    height: int
+    touched: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def start(cls, predictor: Any, encoded: bytes, box: tuple[float, float, float, float]) -> tuple[Track, np.ndarray]:
+        """Prompt SAM 2 with a box on the first frame; the mask logits there (H x W, the frame's size)."""
+        frames = Frames()
+        image, height, width = frame_tensor(encoded, predictor.image_size, predictor.device)
+        frames.append(image)
+        state = init_state_from_frames(predictor, frames, height, width)
+        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.asarray(box, dtype=np.float32))
+        track = cls(predictor, state, frames, width, height)
+        return track, track._propagate(0)
+
+    def step(self, encoded: bytes) -> np.ndarray:
+        """The next frame: encode it once, memory attention, mask decoder; its mask logits (H x W)."""
+        image, height, width = frame_tensor(encoded, self.predictor.image_size, self.predictor.device)
+        if (width, height) != (self.width, self.height):
+            raise TrackingError(f"this frame is {width}x{height} but tracking started on a {self.width}x{self.height} frame")
+        index = self.frames.append(image)
+        self.state["num_frames"] = stream_length(self.predictor, len(self.frames))
+        logits = self._propagate(index)
+        self._forget_before(index)
+        self.touched = time.monotonic()
+        return logits
+
+    def _propagate(self, index: int) -> np.ndarray:
+        out = None
+        for _, _, video_res_masks in self.predictor.propagate_in_video(self.state, start_frame_idx=index, max_frame_num_to_track=0):
+            out = video_res_masks
+        return out[0, 0].float().cpu().numpy()
+
+    def _forget_before(self, index: int) -> None:
+        """Drop what SAM 2 never reads again: outputs older than its memory window, and feature caches."""
+        model = self.predictor
+        window = max(model.num_maskmem, model.max_obj_ptrs_in_encoder if model.use_obj_ptrs_in_encoder else 0)
+        for obj_output in self.state["output_dict_per_obj"].values():
+            old = [t for t in obj_output["non_cond_frame_outputs"] if t < index - window]
+            for t in old:
+                del obj_output["non_cond_frame_outputs"][t]
+        for tracked in self.state["frames_tracked_per_obj"].values():
+            for t in [t for t in tracked if t < index - window and t != 0]:
+                del tracked[t]
+        for t in [t for t in self.state["cached_features"] if t != index]:
+            del self.state["cached_features"][t]
+
+
+def stream_length(predictor: Any, frames_seen: int) -> int:
+    """The video length SAM 2 is told. Offline, track_step spaces the object pointers' temporal encoding over
+    min(num_frames, max_obj_ptrs_in_encoder) (sam2_base.py, _prepare_memory_conditioned_features); a stream
+    does not know its length, so it is taken as at least that window: identical to the offline predictor
+    for any video of 16 frames or more (the default window), the case tracking is for."""
+    return max(frames_seen, predictor.max_obj_ptrs_in_encoder)
+
+
+def init_state_from_frames(predictor: Any, frames: Frames, height: int, width: int) -> dict:
+    """``SAM2VideoPredictor.init_state`` without loading a video: the same keys, over a growing Frames.
+    (sam2/sam2_video_predictor.py, init_state, sam2 1.1.0)."""
+    device = predictor.device
+    state: dict[str, Any] = {
+        "images": frames, "num_frames": stream_length(predictor, len(frames)), "offload_video_to_cpu": False, "offload_state_to_cpu": False,
+        "video_height": height, "video_width": width, "device": device, "storage_device": device,
+        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {},
+        "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
+        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+    }
+    predictor._get_image_feature(state, frame_idx=0, batch_size=1)
+    return state
+
+
+class Sessions:
+    """Tracks by session id, bounded by count (least recently used out first) and by idle age."""
+
+    def __init__(self, max_sessions: int, ttl_seconds: float) -> None:
+        self.max_sessions, self.ttl = max_sessions, ttl_seconds
+        self._tracks: OrderedDict[str, Track] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, track: Track) -> str:
+        session = secrets.token_hex(16)
+        with self._lock:
+            self._expire()
+            self._tracks[session] = track
+            while len(self._tracks) > self.max_sessions:
+                self._tracks.popitem(last=False)
+        return session
+
+    def get(self, session: str) -> Track:
+        with self._lock:
+            self._expire()
+            track = self._tracks.get(session)
+            if track is None:
+                raise SessionGone("this tracking session is unknown or has expired: restart tracking from the current frame")
+            self._tracks.move_to_end(session)
+            return track
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for session in [s for s, t in self._tracks.items() if now - t.touched > self.ttl]:
+            del self._tracks[session]
+
+
+class Tracker:
+    """The model (loaded once per worker) and the sessions of the shapes it follows."""
+
+    def __init__(self, predictor: Any, sessions: Sessions) -> None:
+        self.predictor, self.sessions = predictor, sessions
+        self.lock = threading.Lock()  # one frame at a time through the model
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Tracker:
+        env = os.environ if environ is None else environ
+        from sam2.build_sam import build_sam2_video_predictor
+
+        checkpoint = checkpoint_path(env.get("MODEL", DEFAULT_MODEL), env.get("MODEL_DIR"))
+        predictor = build_sam2_video_predictor(config_name(env.get("MODEL_CFG", DEFAULT_MODEL_CFG)), str(checkpoint),
+                                               device=str(device_from(env.get("SAM2_DEVICE"))))
+        return cls(predictor, Sessions(int(env.get("SAM2_TRACKER_MAX_SESSIONS", "64")), float(env.get("SAM2_TRACKER_SESSION_TTL", "3600"))))
+
+    def start(self, encoded: bytes, box: tuple[float, float, float, float]) -> tuple[str, np.ndarray]:
+        with self.lock, torch.inference_mode(), autocast(self.predictor.device):
+            track, logits = Track.start(self.predictor, encoded, box)
+        return self.sessions.add(track), logits
+
+    def step(self, session: str, encoded: bytes) -> np.ndarray:
+        track = self.sessions.get(session)
+        with self.lock, torch.inference_mode(), autocast(self.predictor.device):
+            return track.step(encoded)
+
+
+def autocast(device: torch.device):
+    """bfloat16 on CUDA as sam2's own video notebook runs it; full precision on the CPU (what the tests compare)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
