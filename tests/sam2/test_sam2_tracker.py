@@ -147,14 +147,18 @@ def test_frame_by_frame_through_cvat_protocol_equals_sam2_video_predictor(main, 
         track.frames[FRAMES - 2]
 
 
-def test_several_shapes_are_separate_sessions(main):
+def test_several_shapes_are_separate_sessions_on_one_encoding_per_call(main, monkeypatch):
+    predictor = main.test_context.user_data.tracker.predictor
+    encodings = []
+    forward_image = predictor.forward_image
+    monkeypatch.setattr(predictor, "forward_image", lambda image: encodings.append(1) or forward_image(image))  # counts only
     frames = video(2)
     status, answer = call(main, first_call(frames[0], BOX, [100.0, 10.0, 150.0, 50.0]))
-    assert status == 200 and len(answer["states"]) == 2
+    assert status == 200 and len(answer["states"]) == 2 and len(encodings) == 1
     assert answer["states"][0]["session"] != answer["states"][1]["session"]
     status, answer = call(main, next_call(frames[1], answer["states"]))
     assert status == 200 and [s["type"] for s in answer["shapes"]] == ["rectangle", "rectangle"]
-    assert [s["frames"] for s in answer["states"]] == [2, 2]
+    assert [s["frames"] for s in answer["states"]] == [2, 2] and len(encodings) == 2
 
 
 def test_an_unknown_session_gets_410_with_one_line_to_restart(main):

@@ -67,22 +67,18 @@ def handler(context: Any, event: Any) -> Any:
     except Exception as exc:  # a bug in validation must not take the worker down
         return internal_error(context, exc)
     tracker: Tracker = context.user_data.tracker
-    shapes, out_states = [], []
     try:
-        for index, (box, state) in enumerate(zip(prompts, states, strict=True)):
-            if state is None:
-                session, _ = tracker.start(encoded, box)
+        results = tracker.track(encoded, [state["session"] if state else box for box, state in zip(prompts, states, strict=True)])
+        shapes, out_states = [], []
+        for number, ((session, logits), box, state) in enumerate(zip(results, prompts, states, strict=True), start=1):
+            if state is None:  # the first frame: the rectangle the annotator drew is the answer
                 shapes.append({"type": "rectangle", "points": list(box)})
                 out_states.append({"v": STATE_VERSION, "session": session, "type": "rectangle", "frames": 1})
                 continue
-            try:
-                logits = tracker.step(state["session"], encoded)
-            except TrackingError as exc:
-                raise type(exc)(f"shape {index + 1}: {exc}") from None
-            box = bounding_box(logits > 0)
-            if box is None:
-                raise TrackingError(f"shape {index + 1}: SAM 2 lost the object on this frame: {RESTART}")
-            shapes.append({"type": "rectangle", "points": box})
+            tracked = bounding_box(logits > 0)
+            if tracked is None:
+                raise TrackingError(f"shape {number}: SAM 2 lost the object on this frame: {RESTART}")
+            shapes.append({"type": "rectangle", "points": tracked})
             out_states.append({**state, "frames": state["frames"] + 1})
     except SessionGone as exc:
         return reply(context, 410, {"error": str(exc)})

@@ -88,15 +88,34 @@ class Frames:
         return self.newest
 
 
-def frame_tensor(encoded: bytes, image_size: int, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    """Decode and normalise a frame exactly as sam2's ``load_video_frames`` does for a JPEG folder
-    (sam2/utils/misc.py: ``_load_img_as_tensor`` then ImageNet mean/std)."""
-    from sam2.utils.misc import _load_img_as_tensor
+@dataclass
+class Frame:
+    """One call's frame, decoded and encoded once for every shape in the call."""
 
-    image, height, width = _load_img_as_tensor(io.BytesIO(encoded), image_size)
-    mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
-    std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
-    return ((image - mean) / std).to(device), height, width
+    image: torch.Tensor  # 3 x S x S, normalised, on the model's device
+    width: int
+    height: int
+    backbone: dict | None = None  # the image encoder's output, shared by every track stepping on this frame
+
+    @classmethod
+    def decode(cls, predictor: Any, encoded: bytes) -> Frame:
+        """Decode and normalise exactly as sam2's ``load_video_frames`` does for a JPEG folder
+        (sam2/utils/misc.py: ``_load_img_as_tensor`` then ImageNet mean/std)."""
+        from sam2.utils.misc import _load_img_as_tensor
+
+        image, height, width = _load_img_as_tensor(io.BytesIO(encoded), predictor.image_size)
+        mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+        std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+        return cls(((image - mean) / std).to(predictor.device), width, height)
+
+    def encode(self, predictor: Any) -> None:
+        """The image encoder, run once: what ``_get_image_feature`` would compute for this frame."""
+        if self.backbone is None:
+            self.backbone = predictor.forward_image(self.image.float().unsqueeze(0))
+
+    def feature_cache(self, index: int) -> dict:
+        """An inference state's ``cached_features`` holding this frame as frame ``index`` (sam2 then skips the encoder)."""
+        return {index: (self.image.float().unsqueeze(0), self.backbone)} if self.backbone is not None else {}
 
 
 @dataclass
@@ -111,23 +130,22 @@ class Track:
     touched: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def start(cls, predictor: Any, encoded: bytes, box: tuple[float, float, float, float]) -> tuple[Track, np.ndarray]:
+    def start(cls, predictor: Any, frame: Frame, box: tuple[float, float, float, float]) -> tuple[Track, np.ndarray]:
         """Prompt SAM 2 with a box on the first frame; the mask logits there (H x W, the frame's size)."""
         frames = Frames()
-        image, height, width = frame_tensor(encoded, predictor.image_size, predictor.device)
-        frames.append(image)
-        state = init_state_from_frames(predictor, frames, height, width)
+        frames.append(frame.image)
+        state = init_state_from_frames(predictor, frames, frame)
         predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.asarray(box, dtype=np.float32))
-        track = cls(predictor, state, frames, width, height)
+        track = cls(predictor, state, frames, frame.width, frame.height)
         return track, track._propagate(0)
 
-    def step(self, encoded: bytes) -> np.ndarray:
-        """The next frame: encode it once, memory attention, mask decoder; its mask logits (H x W)."""
-        image, height, width = frame_tensor(encoded, self.predictor.image_size, self.predictor.device)
-        if (width, height) != (self.width, self.height):
-            raise TrackingError(f"this frame is {width}x{height} but tracking started on a {self.width}x{self.height} frame")
-        index = self.frames.append(image)
+    def step(self, frame: Frame) -> np.ndarray:
+        """The next frame: memory attention and the mask decoder on its (shared) encoding; its mask logits (H x W)."""
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise TrackingError(f"this frame is {frame.width}x{frame.height} but tracking started on a {self.width}x{self.height} frame")
+        index = self.frames.append(frame.image)
         self.state["num_frames"] = stream_length(self.predictor, len(self.frames))
+        self.state["cached_features"] = frame.feature_cache(index)
         logits = self._propagate(index)
         self._forget_before(index)
         self.touched = time.monotonic()
@@ -162,16 +180,17 @@ def stream_length(predictor: Any, frames_seen: int) -> int:
     return max(frames_seen, predictor.max_obj_ptrs_in_encoder)
 
 
-def init_state_from_frames(predictor: Any, frames: Frames, height: int, width: int) -> dict:
-    """``SAM2VideoPredictor.init_state`` without loading a video: the same keys, over a growing Frames.
-    (sam2/sam2_video_predictor.py, init_state, sam2 1.1.0)."""
+def init_state_from_frames(predictor: Any, frames: Frames, frame: Frame) -> dict:
+    """``SAM2VideoPredictor.init_state`` without loading a video: the same keys, over a growing Frames
+    (sam2/sam2_video_predictor.py, init_state, sam2 1.1.0), with the first frame's encoding when it has one."""
     device = predictor.device
     state: dict[str, Any] = {
-        "images": frames, "num_frames": stream_length(predictor, len(frames)), "offload_video_to_cpu": False, "offload_state_to_cpu": False,
-        "video_height": height, "video_width": width, "device": device, "storage_device": device,
-        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {},
-        "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
-        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+        "images": frames, "num_frames": stream_length(predictor, len(frames)), "offload_video_to_cpu": False,
+        "offload_state_to_cpu": False, "video_height": frame.height, "video_width": frame.width, "device": device,
+        "storage_device": device, "point_inputs_per_obj": {}, "mask_inputs_per_obj": {},
+        "cached_features": frame.feature_cache(0), "constants": {}, "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(), "obj_ids": [], "output_dict_per_obj": {}, "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
     }
     predictor._get_image_feature(state, frame_idx=0, batch_size=1)
     return state
@@ -217,7 +236,7 @@ class Tracker:
 
     def __init__(self, predictor: Any, sessions: Sessions) -> None:
         self.predictor, self.sessions = predictor, sessions
-        self.lock = threading.Lock()  # one frame at a time through the model
+        self.lock = threading.Lock()  # one call at a time through the model
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Tracker:
@@ -229,15 +248,32 @@ class Tracker:
                                                device=str(device_from(env.get("SAM2_DEVICE"))))
         return cls(predictor, Sessions(int(env.get("SAM2_TRACKER_MAX_SESSIONS", "64")), float(env.get("SAM2_TRACKER_SESSION_TTL", "3600"))))
 
-    def start(self, encoded: bytes, box: tuple[float, float, float, float]) -> tuple[str, np.ndarray]:
+    def track(self, encoded: bytes, requests: list[tuple[float, float, float, float] | str]) -> list[tuple[str, np.ndarray]]:
+        """One call: per shape, a box to start from or the session of a track to step; (session, mask logits) each.
+        The frame is decoded and run through the image encoder once, whatever the number of shapes."""
+        tracks = []
+        for number, request in enumerate(requests, start=1):
+            if isinstance(request, str):
+                try:
+                    tracks.append(self.sessions.get(request))
+                except SessionGone as exc:
+                    raise SessionGone(f"shape {number}: {exc}") from None
+            else:
+                tracks.append(None)
+        results = []
         with self.lock, torch.inference_mode(), autocast(self.predictor.device):
-            track, logits = Track.start(self.predictor, encoded, box)
-        return self.sessions.add(track), logits
-
-    def step(self, session: str, encoded: bytes) -> np.ndarray:
-        track = self.sessions.get(session)
-        with self.lock, torch.inference_mode(), autocast(self.predictor.device):
-            return track.step(encoded)
+            frame = Frame.decode(self.predictor, encoded)
+            frame.encode(self.predictor)
+            for number, (request, track) in enumerate(zip(requests, tracks, strict=True), start=1):
+                if track is None:
+                    track, logits = Track.start(self.predictor, frame, request)
+                    results.append((self.sessions.add(track), logits))
+                    continue
+                try:
+                    results.append((request, track.step(frame)))
+                except TrackingError as exc:
+                    raise type(exc)(f"shape {number}: {exc}") from None
+        return results
 
 
 def autocast(device: torch.device):
