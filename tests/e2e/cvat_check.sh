@@ -7,11 +7,13 @@
 #                                              the same, then one click through CVAT's lambda API
 #   tests/e2e/cvat_check.sh tracker IMAGE      our SAM 2 tracker (files/nuclio/sam2-tracker), same checkpoint: a
 #                                              rectangle followed over 3 frames with CVAT's signed states
+#   tests/e2e/cvat_check.sh tracker-ui IMAGE   the same tracker in CVAT's web UI (tests/e2e/tracker_ui.js): AI Tools ->
+#                                              Trackers, a rectangle drawn, two frames forward
 # Run from the project root after ./install.sh. Last lines: the checker's report.
 set -uo pipefail
 mode=${1:-}; image=$(readlink -f "${2:-/nonexistent}")
-[[ ($mode == detector || $mode == interactor || $mode == tracker) && -f $image ]] \
-  || { echo "usage: tests/e2e/cvat_check.sh detector|interactor|tracker IMAGE"; exit 2; }
+[[ ($mode == detector || $mode == interactor || $mode == tracker || $mode == tracker-ui) && -f $image ]] \
+  || { echo "usage: tests/e2e/cvat_check.sh detector|interactor|tracker|tracker-ui IMAGE"; exit 2; }
 harness=${CVAT_E2E:-../shared/cvat-e2e}
 cache=${CVAT_E2E_CACHE:-/tmp/cvat-e2e-cache}
 work=$(mktemp -d /tmp/cvat-check.XXXXXX)
@@ -44,7 +46,12 @@ rm -f "$cache/serve.json"
 serve=$!
 for _ in $(seq 900); do [[ -s $cache/serve.json ]] && break; kill -0 $serve 2>/dev/null || { tail -5 "$work/serve.log"; exit 1; }; sleep 1; done
 read -r api password < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["api"], d["password"])' "$cache/serve.json")
-LABFORGE_CVAT_ADMIN_PASSWORD=$password .venv/bin/python -m labforge.cvat_check --url "$api" "${args[@]}" --image "$image" --timeout 120
+if [[ $mode == tracker-ui ]]; then
+  NODE_PATH=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["node_path"])' "$cache/serve.json") \
+    node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU)" "$image"
+else
+  LABFORGE_CVAT_ADMIN_PASSWORD=$password .venv/bin/python -m labforge.cvat_check --url "$api" "${args[@]}" --image "$image" --timeout 120
+fi
 rc=$?
 kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null
 [[ $rc == 0 ]] || tail -n 20 "$cache/last-run/function-calls.log" 2>/dev/null

@@ -1,0 +1,127 @@
+// Development check (not CI): the SAM 2 tracker in CVAT v2.51.0's real web UI, driven in chromium.
+// A task of N frames is made over the API; then, in the UI: AI Tools -> Trackers -> our tracker -> Track, a
+// rectangle drawn on frame 0, F (next frame) twice. The v2.51.0 UI (tools-control.tsx at dfd505e7,
+// checkTrackedStates) calls the tracker with "init_tracking" (shapes, frame - 1) and "track" (states) when the frame
+// advances, and moves the object to the shape each "track" answers. Passes when every lambda call answered 200, the
+// object's rectangle on frames 1 and 2 (saved, read back over the API) is what the function answered, and each
+// "track" call carried the state CVAT signed on the previous call.
+// Usage: NODE_PATH=<playwright-core's node_modules> node tests/e2e/tracker_ui.js SERVE.json FUNCTION_NAME IMAGE
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const [serveFile, fnName, imagePath] = process.argv.slice(2);
+const serve = JSON.parse(fs.readFileSync(serveFile, 'utf8'));
+const auth = 'Basic ' + Buffer.from(`${serve.user}:${serve.password}`).toString('base64');
+const FRAMES = 3;
+const t0 = Date.now();
+const log = (m) => console.log(`[tracker-ui ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+
+async function api(method, url, body, headers = {}) {
+  const init = { method, headers: { Authorization: auth, Accept: 'application/vnd.cvat+json', ...headers } };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) { init.body = JSON.stringify(body); init.headers['Content-Type'] = 'application/json'; }
+  const r = await fetch(serve.api + url, init);
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${url}: HTTP ${r.status} ${text.slice(0, 200)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function makeTask() {
+  const task = await api('POST', '/api/tasks', { name: 'labforge tracker ui', labels: [{ name: 'object' }] });
+  const form = new FormData();
+  form.append('image_quality', '95');
+  const bytes = fs.readFileSync(imagePath);
+  for (let i = 0; i < FRAMES; i++) form.append(`client_files[${i}]`, new Blob([bytes]), `${i}-${path.basename(imagePath)}`);
+  const { rq_id: rq } = await api('POST', `/api/tasks/${task.id}/data`, form);
+  for (let i = 0; i < 120; i++) {
+    const state = await api('GET', `/api/requests/${rq}`);
+    if (state.status === 'finished') break;
+    if (state.status === 'failed') throw new Error(`task data: ${state.message}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const jobs = await api('GET', `/api/jobs?task_id=${task.id}`);
+  const meta = await api('GET', `/api/tasks/${task.id}/data/meta`);
+  return { taskId: task.id, jobId: jobs.results[0].id, width: meta.frames[0].width, height: meta.frames[0].height };
+}
+
+(async () => {
+  const result = { ok: false, calls: [] };
+  const { taskId, jobId, width, height } = await makeTask();
+  log(`task ${taskId} (${FRAMES} frames ${width}x${height}), job ${jobId}`);
+  const browser = await chromium.launch({
+    executablePath: serve.chromium, headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
+  const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  page.on('response', async (r) => {
+    if (r.url().includes('/api/lambda/functions/') && r.request().method() === 'POST') {
+      const request = JSON.parse(r.request().postData() || '{}');
+      result.calls.push({ status: r.status(), request, answer: await r.text().catch(() => '') });
+    }
+  });
+  try {
+    await page.goto(`${serve.ui}/auth/login`);
+    await page.fill('input#credential', serve.user);
+    await page.fill('input#password', serve.password);
+    await page.click('.cvat-credentials-action-button');
+    await page.waitForURL(/\/(tasks|projects|jobs)/, { timeout: 90000 });
+    await page.goto(`${serve.ui}/tasks/${taskId}/jobs/${jobId}`);
+    await page.waitForSelector('#cvat_canvas_background', { timeout: 90000 });
+    await page.waitForTimeout(2000);
+
+    const popover = page.locator('.cvat-tools-control-popover-content');
+    for (let i = 0; i < 3 && !(await popover.isVisible()); i++) {
+      await page.locator('.cvat-tools-control').first().hover();
+      await page.waitForTimeout(800);
+      if (!(await popover.isVisible())) await page.locator('.cvat-tools-control').first().click();
+      await page.waitForTimeout(800);
+    }
+    await popover.getByRole('tab', { name: 'Trackers' }).click();
+    await page.waitForTimeout(500);
+    result.offered = (await popover.innerText()).includes(fnName);
+    if (!result.offered) throw new Error(`tracker "${fnName}" not offered in AI Tools -> Trackers`);
+    await popover.locator('.cvat-tools-track-button').click();
+    await page.waitForTimeout(1000);
+
+    const bg = await page.locator('#cvat_canvas_background').boundingBox();
+    const at = (x, y) => [bg.x + (x * bg.width) / width, bg.y + (y * bg.height) / height];
+    const [ax, ay] = at(width / 4, height / 4);
+    const [bx, by] = at((3 * width) / 4, (3 * height) / 4);
+    await page.mouse.click(ax, ay);
+    await page.mouse.move(bx, by, { steps: 8 });
+    await page.mouse.click(bx, by);
+    await page.waitForFunction(() => document.querySelectorAll('.cvat-objects-sidebar-state-item').length === 1, null, { timeout: 30000 });
+    log('rectangle drawn: a track object exists');
+
+    for (let frame = 1; frame < FRAMES; frame++) {
+      const before = result.calls.length;
+      await page.keyboard.press('f');
+      const expected = frame === 1 ? 2 : 1;  // init_tracking + track on the first step, track after
+      await page.waitForFunction(() => !document.querySelector('.cvat-tracking-notice'), null, { timeout: 240000 });
+      for (let i = 0; i < 240 && result.calls.length < before + expected; i++) await page.waitForTimeout(500);
+      await page.waitForTimeout(1500);
+      log(`frame ${frame}: ${result.calls.length - before} lambda calls`);
+    }
+    await page.keyboard.press('Control+s');
+    await page.waitForTimeout(3000);
+    const annotations = await api('GET', `/api/jobs/${jobId}/annotations`);
+    const shapes = (annotations.tracks[0] || { shapes: [] }).shapes;
+    result.trackFrames = shapes.map((s) => ({ frame: s.frame, points: s.points.map((v) => Math.round(v * 10) / 10) }));
+    const tracked = result.calls.filter((c) => c.request.states);
+    const answers = tracked.map((c) => JSON.parse(c.answer).shapes[0].points.map((v) => Math.round(v * 10) / 10));
+    const onFrame = (f) => (result.trackFrames.find((s) => s.frame === f) || {}).points;
+    result.statesRoundTrip = tracked.length === FRAMES - 1 && result.calls.every((c, i) => i === 0
+      || !c.request.states || c.request.states[0] === JSON.parse(result.calls[i - 1].answer).states[0]);
+    result.ok = result.calls.length === FRAMES && result.calls.every((c) => c.status === 200)
+      && result.calls[0].request.shapes && result.statesRoundTrip
+      && JSON.stringify(onFrame(1)) === JSON.stringify(answers[0]) && JSON.stringify(onFrame(2)) === JSON.stringify(answers[1]);
+  } catch (e) {
+    result.error = e.message.split('\n')[0];
+    await page.screenshot({ path: '/tmp/tracker-ui-failure.png' }).catch(() => {});
+  }
+  for (const c of result.calls) { c.request.image = undefined; c.answer = c.answer.slice(0, 300); }
+  console.log(`RESULT ${JSON.stringify(result)}`);
+  await browser.close();
+  process.exit(result.ok ? 0 : 1);
+})();
