@@ -116,8 +116,9 @@ def main() -> int:
     print(f"  first call (prompt):       {times[0]:.0f} ms")
     print(f"  tracked frame, median:     {statistics.median(tracked):.0f} ms (min {min(tracked):.0f}, max {max(tracked):.0f})")
     print(f"  answer bytes per frame:    {max(answers)} (max); state bytes: {len(json.dumps(states[0], separators=(',', ':')))}")
+    pixels = 0 if track.frames.newest is None else 1
     print(f"  session holds:             {len(held)} frame outputs (frames {held[0]}..{held[-1]} of {args.frames}), "
-          f"1 frame of pixels, {len(track.state['cached_features'])} cached feature set")
+          f"{pixels} frame of pixels, {len(track.state['cached_features'])} cached feature sets")
     print(f"  peak RSS:                  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -138,13 +138,13 @@ def test_frame_by_frame_through_cvat_protocol_equals_sam2_video_predictor(main, 
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0, err_msg=f"frame {index}")
         expected = main.bounding_box(theirs > 0)
         assert shapes[index - 1] == {"type": "rectangle", "points": expected}, f"frame {index}"
-    # bounded: only SAM 2's window of per-frame outputs, the newest frame's pixels and its features are held
+    # bounded: only SAM 2's window of per-frame outputs is held between calls, no pixels and no image features
     window = max(tracker.predictor.num_maskmem, tracker.predictor.max_obj_ptrs_in_encoder)
     held = track.state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert sorted(held) == list(range(FRAMES - 1 - window, FRAMES))
-    assert list(track.state["cached_features"]) == [FRAMES - 1] and track.frames.newest is not None
+    assert track.state["cached_features"] == {} and track.frames.newest is None and len(track.frames) == FRAMES
     with pytest.raises(IndexError):
-        track.frames[FRAMES - 2]
+        track.frames[FRAMES - 1]
 
 
 def test_several_shapes_are_separate_sessions_on_one_encoding_per_call(main, monkeypatch):

@@ -9,8 +9,8 @@ for the same frames; ``tests/sam2/test_sam2_tracker.py`` checks that equivalence
 Bounded memory: SAM 2 reads, for frame t, the conditioning frame (the prompt), the memories of frames
 t-1..t-(num_maskmem-1) and the object pointers of up to ``max_obj_ptrs_in_encoder`` earlier frames
 (sam2/modeling/sam2_base.py, ``_prepare_memory_conditioned_features``). A Track keeps exactly that window
-of per-frame outputs and only the newest frame's pixels; older ones are dropped. Sessions (one per
-tracked shape) live in a ``Sessions`` store bounded by count and age.
+of per-frame outputs; older ones, and the frame's pixels and image features once the call is answered, are
+dropped. Sessions (one per tracked shape) live in a ``Sessions`` store bounded by count and age.
 
 Settings (environment, read by ``Tracker.from_env``): MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE as in the
 interactor (files/nuclio/sam2/model_handler.py), SAM2_TRACKER_MAX_SESSIONS (default 64) and
@@ -65,10 +65,10 @@ def device_from(requested: str | None) -> torch.device:
 
 
 class Frames:
-    """The inference state's "images": frames appended as they arrive; only the newest one is kept.
+    """The inference state's "images": frames appended as they arrive; only the one being tracked is held.
 
-    sam2 reads ``images[frame_idx]`` for the frame being tracked only (``_get_image_feature``), so asking for
-    a dropped frame is a bug in this module, not the annotator's: it raises.
+    sam2 reads ``images[frame_idx]`` only for the frame being tracked, and only when its features are not cached
+    (``_get_image_feature``), so asking for any other frame is a bug in this module, not the annotator's: it raises.
     """
 
     def __init__(self) -> None:
@@ -137,7 +137,9 @@ class Track:
         state = init_state_from_frames(predictor, frames, frame)
         predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.asarray(box, dtype=np.float32))
         track = cls(predictor, state, frames, frame.width, frame.height)
-        return track, track._propagate(0)
+        logits = track._propagate(0)
+        track._release_frame()
+        return track, logits
 
     def step(self, frame: Frame) -> np.ndarray:
         """The next frame: memory attention and the mask decoder on its (shared) encoding; its mask logits (H x W)."""
@@ -148,6 +150,7 @@ class Track:
         self.state["cached_features"] = frame.feature_cache(index)
         logits = self._propagate(index)
         self._forget_before(index)
+        self._release_frame()
         self.touched = time.monotonic()
         return logits
 
@@ -168,8 +171,12 @@ class Track:
         for tracked in self.state["frames_tracked_per_obj"].values():
             for t in [t for t in tracked if t < index - window and t != 0]:
                 del tracked[t]
-        for t in [t for t in self.state["cached_features"] if t != index]:
-            del self.state["cached_features"][t]
+
+    def _release_frame(self) -> None:
+        """Between calls a session needs neither the frame's pixels nor its image features (the next call brings
+        its own frame): dropping them keeps an idle session to SAM 2's per-frame outputs."""
+        self.state["cached_features"] = {}
+        self.frames.newest = None
 
 
 def stream_length(predictor: Any, frames_seen: int) -> int:
