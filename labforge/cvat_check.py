@@ -106,7 +106,8 @@ def wait_for_functions(api: CvatApi, expected: list[str], deadline: float) -> li
         functions = api.request("GET", "/api/lambda/functions")
         if not isinstance(functions, list):
             raise CheckFailed(f"GET /api/lambda/functions gave {type(functions).__name__}, not a list")
-        missing = [name for name in expected if name not in {f.get("id") for f in functions}]
+        listed_ids = {f.get("id") for f in functions}
+        missing = [name for name in expected if name not in listed_ids]
         if not missing:
             return functions
         if time.monotonic() > deadline:
@@ -129,6 +130,15 @@ def wait_for_request(api: CvatApi, rq_id: str, deadline: float) -> None:
         time.sleep(2)
 
 
+def function_of_kind(functions: list[dict], function_id: str, kind: str) -> dict:
+    """The listed function with that id (wait_for_functions made sure it is there), refused unless of that kind."""
+    function = next(f for f in functions if f.get("id") == function_id)
+    if function.get("kind") != kind:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise CheckFailed(f"{function_id} is a {function.get('kind')}, not {article} {kind}")
+    return function
+
+
 def on_a_task(api: CvatApi, labels: list[dict], image: Path, deadline: float, call, frames: int = 1) -> object:
     """call(task, frame_meta) on a task holding image (as `frames` frames), deleted afterwards whatever happened."""
     task = api.request("POST", "/api/tasks", {"name": "labforge-check", "labels": labels})
@@ -145,8 +155,6 @@ def on_a_task(api: CvatApi, labels: list[dict], image: Path, deadline: float, ca
 
 def detect(api: CvatApi, function: dict, image: Path, expect_label: str | None, deadline: float) -> list[str]:
     """One real inference of a detector through CVAT; the labels of the shapes CVAT made of its answer."""
-    if function.get("kind") != "detector":
-        raise CheckFailed(f"{function.get('id')} is a {function.get('kind')}, not a detector")
     labels = [{"name": lab["name"], "type": "any"} for lab in function.get("labels_v2") or [] if lab.get("type") != "skeleton"]
     if not labels:
         raise CheckFailed(f"{function['id']} declares no labels")
@@ -167,8 +175,6 @@ def detect(api: CvatApi, function: dict, image: Path, expect_label: str | None, 
 def interact(api: CvatApi, function: dict, image: Path, deadline: float) -> str:
     """One click in the middle of the frame through CVAT, sent as the v2.51.0 UI sends it (obj_bbox [] when no
     box was drawn: cvat-ui tools-control.tsx at dfd505e7); CVAT passes the function's answer through."""
-    if function.get("kind") != "interactor":
-        raise CheckFailed(f"{function.get('id')} is a {function.get('kind')}, not an interactor")
 
     def call(task: dict, frame: dict) -> object:
         click = [[frame["width"] / 2, frame["height"] / 2]]
@@ -188,8 +194,6 @@ def interact(api: CvatApi, function: dict, image: Path, deadline: float) -> str:
 def track(api: CvatApi, function: dict, image: Path, deadline: float, frames: int = 3) -> str:
     """A rectangle followed over `frames` frames through CVAT: the first call carries the shape, each next one only
     the states CVAT signed and returned (LambdaFunction.invoke, FunctionKind.TRACKER, at dfd505e7)."""
-    if function.get("kind") != "tracker":
-        raise CheckFailed(f"{function.get('id')} is a {function.get('kind')}, not a tracker")
 
     def call(task: dict, frame: dict) -> str:
         w, h = frame["width"], frame["height"]
@@ -224,14 +228,14 @@ def run(args: argparse.Namespace) -> list[str]:
     functions = wait_for_functions(api, expected, deadline)
     report.append(f"CVAT lists {len(functions)} functions, including every expected one: {', '.join(expected) or '-'}")
     if args.detector:
-        function = next(f for f in functions if f.get("id") == args.detector)
+        function = function_of_kind(functions, args.detector, "detector")
         found = detect(api, function, args.image, args.expect_label, deadline)
         report.append(f"{args.detector} through CVAT on {args.image.name}: {len(found)} shapes ({', '.join(sorted(set(found)))})")
     if args.interactor:
-        function = next(f for f in functions if f.get("id") == args.interactor)
+        function = function_of_kind(functions, args.interactor, "interactor")
         report.append(f"{args.interactor} through CVAT, one click on {args.image.name}: {interact(api, function, args.image, deadline)}")
     if args.tracker:
-        function = next(f for f in functions if f.get("id") == args.tracker)
+        function = function_of_kind(functions, args.tracker, "tracker")
         report.append(f"{args.tracker} through CVAT on {args.image.name} as a 3-frame video: {track(api, function, args.image, deadline)}")
     return report
 

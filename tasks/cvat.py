@@ -95,14 +95,15 @@ def cvat() -> None:
     states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
     all_running = bool(states) and all(state == "running" for state in states.values())
     device = host.get_fact(DockerVolumeDevice, volume=compose.SHARE_VOLUME)
-    if device is not None and device != share_path:
+    share_moved = device is not None and device != share_path
+    if share_moved:
         # The share moved: the services must let go of the old volume before it can be made again (the files of
         # both directories stay where they are: the volume is only a bind of the directory).
         server.shell(name=f"Recreate the share volume ({device} -> {share_path})", commands=[
             f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} rm --stop --force {' '.join(services)}",
             f"docker volume rm {compose.SHARE_VOLUME}",
         ])
-    if (read(DIGEST_FILE) or "").strip() != digest or not all_running or (device is not None and device != share_path):
+    if (read(DIGEST_FILE) or "").strip() != digest or not all_running or share_moved:
         server.shell(name="docker compose up -d (CVAT + serverless)", commands=[
             f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} up -d",
             f"echo {digest} > {DIGEST_FILE}",
