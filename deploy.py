@@ -4,6 +4,7 @@ from tasks.base import base
 from tasks.cuda import cuda
 from tasks.cvat import cvat
 from tasks.docker import docker
+from tasks.exposure import exposure_layer
 from tasks.functions import functions
 from tasks.nuclio import nuclio
 from tasks.nvidia import container_toolkit, driver
@@ -16,5 +17,6 @@ cuda()  # GPU hosts only; before the driver: Debian's 550 driver comes from the 
 driver()  # GPU hosts only
 container_toolkit()  # GPU hosts only
 nuclio()
+exposure_layer()  # the firewall rules for what Docker publishes, before the stack starts
 cvat()  # checkout, share, override, compose up, admin
 functions()  # Nuclio functions for the host's group

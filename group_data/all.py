@@ -133,6 +133,25 @@ cvat_admin_user = "admin"
 cvat_admin_email = "admin@cvat.lab"
 cvat_admin_password_file = None
 
+# --- Exposure: what the host answers on its network (docs/security.md; labforge/exposure.py) ----------------------
+# Networks (CIDRs) allowed to reach CVAT's port(s): 8080, or 80 and 443 with TLS. Nothing else the stack or Nuclio
+# publishes answers the network: the Nuclio dashboard is not published and a DOCKER-USER rule set drops everything
+# else forwarded to Docker's networks from outside. Default: anyone who can reach the host.
+cvat_allowed_networks = ["0.0.0.0/0"]
+# The Nuclio dashboard (no authentication, holds the Docker socket: reaching it is root on the host) is not published.
+# "127.0.0.1" publishes it on the host's loopback only, for `ssh -L 8070:127.0.0.1:8070 <host>` while debugging.
+nuclio_dashboard_publish = None
+# TLS for CVAT: "off" (plain HTTP on 8080), "own" (cvat_tls_cert_file + cvat_tls_key_file, PEM files on the control
+# machine, outside this repository) or "lab-ca" (labforge keeps a lab CA in cvat_tls_lab_ca_dir on the control machine
+# and signs a certificate for cvat_host; users import <dir>/ca.crt once). With TLS, 443 serves CVAT and 80 redirects.
+cvat_tls = "off"
+cvat_tls_cert_file = None
+cvat_tls_key_file = None
+# The lab CA's directory on the control machine (relative paths: relative to this repository; it is git-ignored).
+cvat_tls_lab_ca_dir = "lab-ca"
+# lab-ca: a host certificate with fewer days left than this is issued anew (certificates are valid for 365 days).
+cvat_tls_renew_days = 30
+
 # --- Nuclio functions ------------------------------------------------------------------------
 # Functions deployed on every host: paths in the CVAT checkout (serverless/...) or in this repo (files/...).
 nuclio_functions = ["serverless/openvino/omz/public/yolo-v3-tf", "serverless/openvino/dextr"]

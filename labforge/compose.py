@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
-import jinja2
 import yaml
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+from labforge.templates import render
+
 SERVERLESS_COMPOSE = "components/serverless/docker-compose.serverless.yml"
 OVERRIDE = "docker-compose.custom.override.yml"
 DASHBOARD_IMAGE = re.compile(r"quay\.io/nuclio/dashboard:v?(\d+)\.(\d+)\.(\d+)")
@@ -17,6 +16,7 @@ DASHBOARD_IMAGE = re.compile(r"quay\.io/nuclio/dashboard:v?(\d+)\.(\d+)\.(\d+)")
 ENV_FILE = "/etc/labforge/cvat.env"
 DIGEST_FILE = "/etc/labforge/cvat-compose.digest"
 WAIT_API = "/usr/local/lib/labforge/wait-cvat-api"
+TLS_DIR = "/etc/labforge/tls"  # cert.pem, key.pem, tls.yml (mode 0700, root): mounted into traefik
 PROJECT = "cvat"
 # The share's named volume (templates/docker-compose.custom.override.yml.j2), as Compose names it: <project>_<key>.
 SHARE_VOLUME_KEY = "cvat_share"
@@ -43,12 +43,16 @@ def share_services(wanted: list[str], compose_text: str | None) -> list[str]:
     return [s for s in wanted if s in present]
 
 
-def render_override(services: list[str], share_path: str) -> str:
+def render_override(services: list[str], share_path: str, cvat_ports: list[int], dashboard_publish: str | None = None,
+                    tls: bool = False) -> str:
+    """The override: the share in `services`, what traefik and the Nuclio dashboard publish (CVAT's files publish
+    traefik's 8080 and 8090 and the dashboard's 8070 on every interface: replaced with `!override`/`!reset`,
+    Compose's merge tags, in Compose 2.40.3's compose-go v2.9.1 loader/reset.go), and with TLS traefik's
+    entrypoints and certificate as CVAT's docker-compose.https.yml and custom_certificates.md set them (dfd505e7)."""
     if not services:
         raise ValueError("no CVAT service to mount the share into")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
-    return env.get_template(OVERRIDE + ".j2").render(services=services, share_path=share_path, volume=SHARE_VOLUME_KEY)
+    return render(OVERRIDE + ".j2", services=services, share_path=share_path, volume=SHARE_VOLUME_KEY,
+                  cvat_ports=cvat_ports, dashboard_publish=dashboard_publish, tls=tls, tls_dir=TLS_DIR)
 
 
 def dashboard_version(serverless_text: str) -> str | None:

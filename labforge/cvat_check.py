@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -50,10 +51,12 @@ class CheckFailed(Exception):
 class CvatApi:
     """A small client for the endpoints above; every error becomes one CheckFailed line."""
 
-    def __init__(self, url: str, timeout: float = 120) -> None:
+    def __init__(self, url: str, timeout: float = 120, ca_file: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token: str | None = None
+        # https: the system's trust store, or only the given CA (a lab CA: cvat_tls = "lab-ca", its ca.crt)
+        self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
     def request(self, method: str, path: str, body: dict | None = None, *, data: bytes | None = None,
                 content_type: str = "application/json", ok: tuple[int, ...] = (200, 201, 202, 204)) -> object:
@@ -68,7 +71,7 @@ class CvatApi:
             headers["Content-Type"] = content_type
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as reply:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as reply:
                 status, raw = reply.status, reply.read()
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> list[str]:
     if not password:
         raise CheckFailed(f"set {PASSWORD_ENV} to the CVAT admin's password")
     deadline = time.monotonic() + args.timeout
-    api = CvatApi(args.url)
+    api = CvatApi(args.url, ca_file=args.ca_file)
     api.login(args.user, password)
     report = [f"logged in to {api.url} as {args.user}"]
     expected = list(dict.fromkeys([*args.expect, *(f for f in (args.detector, args.interactor, args.tracker) if f)]))
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labforge.cvat_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="CVAT's address, e.g. http://192.168.56.24:8080")
     parser.add_argument("--user", default="admin")
+    parser.add_argument("--ca-file", type=Path, help="trust only this CA for an https --url (the lab CA's ca.crt)")
     parser.add_argument("--expect", action="append", default=[], metavar="ID", help="a function id CVAT must list (repeat)")
     parser.add_argument("--detector", metavar="ID", help="run this detector through CVAT on --image")
     parser.add_argument("--interactor", metavar="ID", help="click once on --image with this interactor through CVAT")

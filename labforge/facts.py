@@ -216,3 +216,13 @@ class NuclioFunctions(FactBase[list[dict]]):
             return []
         return [{"name": d.get("metadata", {}).get("name"), "state": d.get("status", {}).get("state"),
                  "labels": d.get("metadata", {}).get("labels") or {}} for d in docs if isinstance(d, dict)]
+
+
+class LoginUser(FactBase[str]):
+    """The user the SSH connection logged in as, also under --sudo (sudo sets SUDO_USER)."""
+
+    def command(self) -> str:
+        return 'echo "${SUDO_USER:-$(id -un)}"'
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from io import StringIO
 from pathlib import Path
 
 ENV_VAR = "LABFORGE_CVAT_ADMIN_PASSWORD"
@@ -56,3 +57,32 @@ def admin_password(username: str, password_file: str | None, environ: dict[str, 
     if problem:
         raise WeakSecret(f"the CVAT admin password from {source} {problem}; choose a stronger one")
     return password
+
+
+# Where pyinfra stages our secret uploads on the host: a directory only the SSH user can enter. pyinfra 3.10 uploads a
+# file under --sudo by SFTP to <TmpDir>/pyinfra-<sha1 of dest> with the SFTP server's default mode (paramiko's putfo
+# sends no mode; 0666 & ~umask), then `cp`s it into place as root and chmods it afterwards (pyinfra/connectors/ssh.py
+# put_file, lines 593-636; operations/files.py put, lines 1148-1178): in /tmp any local user can read it meanwhile, and
+# the name is predictable. files.put honours the `_temp_dir` argument for that staging file (files.py line 1151).
+UPLOAD_DIR = "/var/lib/labforge/upload"
+
+
+def private_upload_dir() -> str:
+    """Make UPLOAD_DIR (0700, owned by the SSH user) and return it; before any secret is uploaded."""
+    from pyinfra import host
+    from pyinfra.operations import files
+
+    from labforge.facts import LoginUser
+
+    files.directory(name="/var/lib/labforge", path="/var/lib/labforge", user="root", group="root", mode="0755")
+    files.directory(name=f"{UPLOAD_DIR} (staging for secrets, the SSH user only)", path=UPLOAD_DIR,
+                    user=host.get_fact(LoginUser), mode="0700")
+    return UPLOAD_DIR
+
+
+def put_secret(name: str, text: str, dest: str):
+    """Upload `text` to `dest` (mode 0600, root) so that no other user can read it at any moment: staged in
+    UPLOAD_DIR, and `dest` must lie in a directory only root can enter (cp creates it 0644 before the chmod)."""
+    from pyinfra.operations import files
+
+    return files.put(name=name, src=StringIO(text), dest=dest, user="root", group="root", mode="0600", _temp_dir=UPLOAD_DIR)

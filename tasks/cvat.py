@@ -1,7 +1,7 @@
-"""CVAT layer: pinned checkout, read-only lab share, LAN exposure, stack up, admin account.
+"""CVAT layer: pinned checkout, read-only lab share, what the stack publishes, TLS, stack up, admin account.
 
-CVAT's own files are never edited: the share lives in docker-compose.custom.override.yml and
-CVAT_HOST in /etc/labforge/cvat.env, both passed to `docker compose` explicitly.
+CVAT's own files are never edited: the share, the published ports and TLS live in docker-compose.custom.override.yml
+and CVAT_HOST in /etc/labforge/cvat.env, both passed to `docker compose` explicitly.
 """
 
 from __future__ import annotations
@@ -10,15 +10,19 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import Directory, FileContents
+from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.operations import files, server
+from pyinfra.operations.util import any_changed
 
-from labforge import compose, report, secrets
-from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, WAIT_API, compose_args
+from labforge import compose, exposure, report, secrets, tls
+from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
 from labforge.facts import ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
+from labforge.paths import REPO, in_repo
 from labforge.report import Refused
+from labforge.templates import render
 
-ADMIN_ENV = "/root/.labforge-cvat-admin.env"
+ADMIN_ENV = "/root/.labforge-cvat-admin.env"  # /root is root-only: the file is never readable by others, even before its chmod
+LAB_CA_CERT = "/etc/labforge/lab-ca.crt"
 
 
 def cvat_host() -> str:
@@ -58,6 +62,8 @@ def cvat() -> None:
     cvat_dir, version = data.get("cvat_dir"), data.get("cvat_version")
     share_path, share_group = data.get("share_path"), data.get("share_group")
     address = cvat_host()
+    mode = tls_mode()
+    material = tls_material(mode, address) if data.get("cvat_start") else None  # refused here, before any change
     password = None  # needed only when the admin must be created; refused while planning if missing or weak
     if data.get("cvat_start"):
         superusers = host.get_fact(CvatSuperusers)
@@ -80,17 +86,20 @@ def cvat() -> None:
         services = compose.share_services(wanted, None)
         checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, data.get("nuctl_version"), services))
 
-    override = compose.render_override(services, share_path)
+    override = compose.render_override(services, share_path, exposure.cvat_ports(mode),
+                                       data.get("nuclio_dashboard_publish"), tls=mode != "off")
     env_text = f"# Managed by labforge: passed to docker compose with --env-file\nCVAT_HOST={address}\n"
     files.put(name=compose.OVERRIDE, src=StringIO(override), dest=f"{cvat_dir}/{compose.OVERRIDE}", mode="0644")
     files.directory(name="/etc/labforge", path="/etc/labforge", mode="0755")
     files.put(name=f"{ENV_FILE} (CVAT_HOST={address})", src=StringIO(env_text), dest=ENV_FILE, mode="0644")
     files.template(name="CVAT API wait script", src="templates/wait-cvat-api.sh.j2", dest=WAIT_API, mode="0755",
-                   cvat_host=address, timeout=int(data.get("cvat_api_timeout")), create_remote_dir=True)
+                   cvat_host=address, timeout=int(data.get("cvat_api_timeout")), tls=mode != "off", create_remote_dir=True)
     if not data.get("cvat_start"):
         return
 
-    report.cvat_at(f"http://{address}:8080", data.get("cvat_admin_user"))
+    secrets.private_upload_dir()
+    certificate = tls_files(material, address)
+    report.cvat_at(f"https://{address}" if mode != "off" else f"http://{address}:8080", data.get("cvat_admin_user"))
     digest = compose.inputs_digest(version, override, env_text)
     states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
     all_running = bool(states) and all(state == "running" for state in states.values())
@@ -108,10 +117,62 @@ def cvat() -> None:
             f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} up -d",
             f"echo {digest} > {DIGEST_FILE}",
         ])
+    elif certificate is not None:  # traefik reads its certificate when it starts (the file provider watches tls.yml only)
+        server.shell(name="Restart traefik for its new certificate", commands=["docker restart traefik"],
+                     _if=certificate)
     if password is not None:
         create_admin(data.get("cvat_admin_user"), data.get("cvat_admin_email"), password)
     else:  # a run killed between writing the credentials and using them left them behind: never keep them
         files.file(name="No CVAT admin credentials left behind", path=ADMIN_ENV, present=False)
+
+
+def tls_mode() -> str:
+    mode = host.data.get("cvat_tls")
+    if mode not in tls.MODES:
+        raise Refused(f"{host.name}: cvat_tls must be one of {', '.join(tls.MODES)}, not {mode!r}. Nothing was changed.")
+    return mode
+
+
+def tls_material(mode: str, address: str) -> tuple[str | None, str | None, str | None] | None:
+    """(certificate, key, lab CA certificate) to put on the host, None for each that stays as it is; None when TLS
+    is off. Checked while planning: an admin's own files must fit cvat_host, and lab-ca issues a certificate only
+    when the host's is missing, foreign, not for cvat_host or near expiry."""
+    if mode == "off":
+        return None
+    data = host.data
+    try:
+        if mode == "own":
+            return (*tls.own_files(data.get("cvat_tls_cert_file"), data.get("cvat_tls_key_file"), address, REPO), None)
+        ca = tls.lab_ca(in_repo(data.get("cvat_tls_lab_ca_dir") or "lab-ca"))
+    except tls.TlsProblem as exc:
+        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+    reason = tls.renewal_reason(read(f"{TLS_DIR}/cert.pem"), ca, address, int(data.get("cvat_tls_renew_days")))
+    if reason is None and not host.get_fact(File, path=f"{TLS_DIR}/key.pem"):
+        reason = "its key is missing"
+    if reason is None:
+        return None, None, ca.cert_pem
+    report.notice(f"TLS certificate for {address} issued by the lab CA ({reason})")
+    return (*tls.issue(ca, address), ca.cert_pem)
+
+
+def tls_files(material: tuple[str | None, str | None, str | None] | None, address: str):
+    """The certificate, key and traefik's tls.yml in TLS_DIR (root only), or no TLS files at all when TLS is off;
+    a callable telling whether the certificate changed (for _if), or None."""
+    if material is None:
+        files.directory(name=f"No TLS files ({TLS_DIR})", path=TLS_DIR, present=False)
+        files.file(name=f"No lab CA certificate ({LAB_CA_CERT})", path=LAB_CA_CERT, present=False)
+        return None
+    cert_pem, key_pem, ca_pem = material
+    files.directory(name=f"{TLS_DIR} (root only)", path=TLS_DIR, user="root", group="root", mode="0700")
+    files.put(name="traefik's tls.yml (the default certificate)", src=StringIO(render("tls.yml.j2")),
+              dest=f"{TLS_DIR}/tls.yml", mode="0644")
+    if ca_pem is not None:  # what users import; the CA's key stays on the control machine
+        files.put(name="Lab CA certificate for users to import", src=StringIO(ca_pem), dest=LAB_CA_CERT, mode="0644")
+    if cert_pem is None:
+        return None
+    key = secrets.put_secret(f"TLS key for {address}", key_pem, f"{TLS_DIR}/key.pem")
+    cert = files.put(name=f"TLS certificate for {address}", src=StringIO(cert_pem), dest=f"{TLS_DIR}/cert.pem", mode="0644")
+    return any_changed(key, cert)
 
 
 def admin_password() -> str:
@@ -124,7 +185,7 @@ def admin_password() -> str:
 def create_admin(user: str, email: str, password: str) -> None:
     """createsuperuser --noinput with the secret in a root-only env file (never on a command line), then removed."""
     env = f"DJANGO_SUPERUSER_USERNAME={user}\nDJANGO_SUPERUSER_EMAIL={email}\nDJANGO_SUPERUSER_PASSWORD={password}\n"
-    files.put(name="CVAT admin credentials (root-only, removed after use)", src=StringIO(env), dest=ADMIN_ENV, mode="0600")
+    secrets.put_secret("CVAT admin credentials (root-only, removed after use)", env, ADMIN_ENV)
     manage = "docker exec {opts} cvat_server python3 /home/django/manage.py"
     exists = (f"{manage.format(opts='')} shell -c 'from django.contrib.auth import get_user_model as m; "
               f"print(m().objects.filter(username=\"{user}\").exists())' | grep -qx True")

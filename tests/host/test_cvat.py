@@ -1,15 +1,25 @@
-"""testinfra checks for the CVAT and functions layers. The live checks skip where the stack cannot run."""
+"""testinfra checks for the CVAT and functions layers. The live checks skip where the stack cannot run.
+
+The exposure checks probe the host from where pytest runs (the SSH target's address): run them from a machine on
+the lab's network to see what that network sees.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
+import ssl
+import subprocess
 
 import pytest
+from cryptography import x509
 
-from labforge import compose, report
+from labforge import compose, exposure, report, tls
 from labforge.compose import compose_args
 from labforge.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
 from labforge.nuclio_functions import SLUG_LABEL, is_current, source
+from labforge.paths import in_repo
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +72,17 @@ def test_share_mounted_read_only_in_each_service(host, pins, running):
         assert share and share[0]["RW"] is False, service
 
 
-def test_api_answers_on_8080(host, running):
-    address = host.file("/etc/labforge/cvat.env").content_string.split("CVAT_HOST=")[1].split()[0]
-    about = json.loads(host.check_output(f"curl -fsS -H 'Host: {address}' http://127.0.0.1:8080/api/server/about"))
-    assert about["version"]
+@pytest.fixture(scope="module")
+def cvat_name(host) -> str:
+    return host.file("/etc/labforge/cvat.env").content_string.split("CVAT_HOST=")[1].split()[0]
+
+
+def test_api_answers(host, pins, running, cvat_name):
+    if pins["cvat_tls"] == "off":
+        about = host.check_output(f"curl -fsS -H 'Host: {cvat_name}' http://127.0.0.1:8080/api/server/about")
+    else:
+        about = host.check_output(f"curl -fsS -k --resolve {cvat_name}:443:127.0.0.1 https://{cvat_name}/api/server/about")
+    assert json.loads(about)["version"]
 
 
 def test_admin_exists(host, pins, running):
@@ -85,3 +102,78 @@ def test_enabled_functions_ready(host, pins, running, gpu_role):
             assert not any((f["labels"] or {}).get(SLUG_LABEL) == fn.slug for f in deployed), f"{path} deployed before the reboot"
             continue
         assert is_current(fn, deployed), path
+
+
+# --- exposure, from outside -------------------------------------------------------------------------------------
+
+
+def test_nuclio_dashboard_not_published(host, pins, running):
+    """The dashboard has no authentication and holds the Docker socket: not on any host address but, when
+    nuclio_dashboard_publish says so, the host's loopback."""
+    bindings = json.loads(host.check_output("docker inspect nuclio"))[0]["HostConfig"].get("PortBindings") or {}
+    addresses = {b.get("HostIp") for port in bindings.values() for b in port or []}
+    if pins.get("nuclio_dashboard_publish") is None:
+        assert bindings == {}, bindings
+    else:
+        assert addresses == {pins["nuclio_dashboard_publish"]}, bindings
+
+
+@pytest.fixture(scope="module")
+def outside_address(host) -> str:
+    """The host's address as this machine reaches it (the SSH target, resolved as ssh itself resolves it)."""
+    backend = host.backend
+    name = getattr(getattr(backend, "host", None), "name", None)
+    if not name or backend.get_connection_type() not in ("ssh", "paramiko"):
+        pytest.skip("exposure checks need an SSH target (--hosts=ssh://...)")
+    config = getattr(backend, "ssh_config", None)
+    resolved = subprocess.run(["ssh", "-G", *(["-F", config] if config else []), name], capture_output=True, text=True)
+    hostname = next((line.split(None, 1)[1] for line in resolved.stdout.splitlines() if line.startswith("hostname ")), name)
+    address = socket.gethostbyname(hostname)
+    if address.startswith("127."):
+        pytest.skip(f"the SSH target {hostname} is a loopback address: run these checks from a machine on the lab's network")
+    return address
+
+
+def answers(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def published_ports(host) -> dict[int, str]:
+    found = {}
+    for line in host.check_output("docker ps --format '{{.Names}} {{.Ports}}'").splitlines():
+        name, _, ports = line.partition(" ")
+        for item in ports.split(", "):
+            if "->" in item:
+                found[int(item.split("->")[0].rsplit(":", 1)[1])] = name
+    return found
+
+
+def test_published_ports_closed_from_outside_but_cvat(host, pins, running, outside_address):
+    """Every port Docker publishes (the functions' included) is closed from here, except CVAT's."""
+    cvat_ports = exposure.cvat_ports(pins["cvat_tls"])
+    if not all(answers(outside_address, port) for port in cvat_ports):
+        pytest.skip(f"CVAT itself does not answer {outside_address}:{cvat_ports} from here (outside cvat_allowed_networks?)")
+    published = published_ports(host)
+    assert any(name.startswith("nuclio-") for name in published.values()), "no function port published: nothing to check"
+    reachable = {port: name for port, name in published.items() if port not in cvat_ports and answers(outside_address, port)}
+    assert reachable == {}, f"reachable from here: {reachable}"
+
+
+def test_tls_certificate_valid_for_cvat_host_and_not_near_expiry(host, pins, running, outside_address, cvat_name):
+    if pins["cvat_tls"] == "off":
+        pytest.skip("cvat_tls is off")
+    context = ssl.create_default_context()
+    if pins["cvat_tls"] == "lab-ca":
+        context = ssl.create_default_context(cafile=str(in_repo(pins["cvat_tls_lab_ca_dir"]) / tls.CA_CERT))
+    else:  # an admin's own certificate may come from a CA this machine does not trust: check name and dates only
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((outside_address, 443), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=cvat_name) as conn:
+        cert = x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))
+    assert tls.covers(cert, cvat_name), cert.extensions
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    assert left > datetime.timedelta(days=14), f"the certificate expires in {left.days} days"

@@ -42,10 +42,13 @@ def boot_host(mirror):
     """
     booted: list[labhosts.LabHost] = []
 
-    def boot(name: str, address: str, os_release: str | None = None) -> labhosts.LabHost:
+    def boot(name: str, address: str, os_release: str | None = None, prepare=None) -> labhosts.LabHost:
+        """prepare(lab_host), when given, edits the fresh root before it boots."""
         lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR), ports=mirror.ports)
         booted.append(lab_host)
         lab_host.create(os_release=os_release)
+        if prepare is not None:
+            prepare(lab_host)
         lab_host.boot()
         return lab_host
 

@@ -367,7 +367,8 @@ class Mirror:
             subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 
 
-def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", **extra_vars) -> Path:
+def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", ssh_user: str = "root",
+               **extra_vars) -> Path:
     """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror."""
     doc = {
         "vars": {
@@ -384,7 +385,7 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
         "cpu_servers": [],
     }
     # a host in its own network namespace has no default route, so CVAT's name is given (users would type it)
-    doc[group] = [{"host": h.address, "name": h.name, "ssh_user": "root", "ssh_port": SSH_PORT,
+    doc[group] = [{"host": h.address, "name": h.name, "ssh_user": ssh_user, "ssh_port": SSH_PORT,
                    "ssh_key": str(ssh_key()), "data": {"cvat_host": f"{h.name}.lab"}} for h in hosts]
     path.write_text("# labforge test lab hosts (generated)\n" + yaml.safe_dump(doc, sort_keys=False))
     (path.parent / "known_hosts").touch()

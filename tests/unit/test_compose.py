@@ -24,17 +24,27 @@ def test_share_services_only_those_in_the_compose_file():
     assert compose.share_services(WANTED, None) == WANTED
 
 
+class ComposeTags(yaml.SafeLoader):
+    """Compose's merge tags (!reset, !override) read as plain values, to look at the override's own structure."""
+
+
+ComposeTags.add_constructor("!reset", lambda loader, node: ("!reset", loader.construct_sequence(node)))
+ComposeTags.add_constructor("!override", lambda loader, node: ("!override", loader.construct_sequence(node)))
+
+
 def test_override_is_valid_compose_mounting_the_share_read_only():
-    doc = yaml.safe_load(compose.render_override(WANTED, "/mnt/share"))
-    assert list(doc["services"]) == WANTED
+    doc = yaml.load(compose.render_override(WANTED, "/mnt/share", [8080]), Loader=ComposeTags)
+    assert list(doc["services"]) == [*WANTED, "nuclio", "traefik"]
     for service in WANTED:
         assert doc["services"][service] == {"volumes": ["cvat_share:/home/django/share:ro"]}
+    assert doc["services"]["nuclio"] == {"ports": ("!reset", [])}
+    assert doc["services"]["traefik"] == {"ports": ("!override", ["8080:8080"])}
     assert doc["volumes"]["cvat_share"]["driver_opts"] == {"type": "none", "device": "/mnt/share", "o": "bind"}
 
 
 def test_override_refuses_no_services():
     with pytest.raises(ValueError):
-        compose.render_override([], "/mnt/share")
+        compose.render_override([], "/mnt/share", [8080])
 
 
 @pytest.mark.parametrize(("image", "nuctl", "ok"), [

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 import struct
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labforge import cvat_check
+from labforge import cvat_check, tls
 from tests.unit.cvat_api_standin import CvatStandin
 
 PASSWORD = "correct horse battery staple 42"
@@ -178,3 +179,21 @@ def test_a_tracker_follows_a_rectangle_over_three_frames_with_cvats_signed_state
 def test_a_tracker_that_stops_answering_a_rectangle_fails(cvat, image, monkeypatch, capsys):
     code, _, err = check(monkeypatch, capsys, cvat.url, "--tracker", TRACKER, "--image", str(image))
     assert code == 1 and err[0].startswith(f"[cvat-check] FAILED: {TRACKER} answered no rectangle on frame 2 through CVAT")
+
+
+@pytest.mark.parametrize("cvat", [FUNCTIONS], indirect=True)
+def test_https_with_the_lab_ca_and_refused_without_it(cvat, tmp_path, monkeypatch, capsys):
+    """CVAT over TLS with a lab CA's certificate (cvat_tls = "lab-ca"): --ca-file trusts it, the system's store does not."""
+    ca = tls.lab_ca(tmp_path / "lab-ca")
+    cert_pem, key_pem = tls.issue(ca, "127.0.0.1")
+    (tmp_path / "cert.pem").write_text(cert_pem)
+    (tmp_path / "key.pem").write_text(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    cvat.server.socket = context.wrap_socket(cvat.server.socket, server_side=True)
+    url = cvat.url.replace("http://", "https://")
+    code, out, err = check(monkeypatch, capsys, url, "--ca-file", str(tmp_path / "lab-ca" / tls.CA_CERT), "--expect", YOLO)
+    assert (code, err) == (0, []), err
+    assert out[0] == f"[cvat-check] logged in to {url} as admin"
+    code, _, err = check(monkeypatch, capsys, url, "--expect", YOLO)
+    assert code == 1 and len(err) == 1 and "CERTIFICATE_VERIFY_FAILED" in err[0], err

@@ -246,7 +246,7 @@ IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefi
                "postgres:15-alpine": "sleeper", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
                "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
                "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
-               "quay.io/nuclio/dashboard:1.13.0-amd64": "sleeper", "labforge-standin/function:latest": "function"}
+               "quay.io/nuclio/dashboard:1.13.0-amd64": "dashboard", "labforge-standin/function:latest": "function"}
 
 
 def cvat_compose() -> dict:
@@ -351,6 +351,9 @@ def load_images(lab_host, base_tarball: Path) -> None:
     work = lab_host.root / "var/tmp/labforge-standin"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(Path(__file__).parent / "image", work / "context")
+    import yaml  # traefik's stand-in reads the file provider's YAML: the same PyYAML as the control machine (CPython 3.11)
+
+    shutil.copytree(Path(yaml.__file__).parent, work / "context/pylib/yaml", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(base_tarball, work / "base.tar")
     builds = " && ".join(f"docker build -q --build-arg ROLE={role} -t {image} /var/tmp/labforge-standin/context >/dev/null"
                          for image, role in IMAGE_ROLES.items())

@@ -8,9 +8,14 @@ What it reproduces, from nuclio's 1.13.x branch:
   namespace is nuctl's --namespace, "nuclio" by default, so CVAT's functions run as nuclio-nuclio-<name>),
   labelled nuclio.io/platform=local, nuclio.io/namespace, nuclio.io/function-name, nuclio.io/function-spec plus
   the function's own labels (compileDeployFunctionLabels; --labels and the project name, which nuctl keeps as
-  nuclio.io/project-name), on the network of --platform-config's attributes.network, its HTTP port 8080
-  published on a free host port, and `--gpus all` when the spec has an nvidia.com/gpu limit (platform.go,
-  "gpus = all" for PositiveGPUResourceLimit): that fails on a host whose NVIDIA driver is not loaded;
+  nuclio.io/project-name), on the network of --platform-config's attributes.network, and `--gpus all` when the
+  spec has an nvidia.com/gpu limit (platform.go, "gpus = all" for PositiveGPUResourceLimit): that fails on a host
+  whose NVIDIA driver is not loaded;
+- the HTTP port, published on EVERY interface as Nuclio does (branch 1.13.x, commit 59fa1656): platform.go
+  getFunctionHTTPPort (lines 1102-1127) takes the port the spec configures, else the previous deployment's, else
+  RunOptionsRandomPort, and pkg/dockerclient/shell.go RunContainer (lines 217-226) turns that into
+  `--publish '<port>:8080'` or `--publish '8080'`: no host address, so Docker binds 0.0.0.0 (and [::]). (Until
+  this round this stand-in published on 127.0.0.1 only, which hid that every function answered the LAN.)
 - `get functions -o json` (pkg/nuctl/command/get.go renderFunctionConfigWithStatus): one JSON object with
   metadata, spec and status for one function, a list for several, and "No functions found" for none;
 - projects: `get project NAME` fails when it does not exist, `create project NAME` creates it.
@@ -76,8 +81,12 @@ def deploy(args: list[str]) -> int:
     network = json.loads(option(args, "--platform-config", "{}") or "{}").get("attributes", {}).get("network", "")
     container = f"nuclio-{namespace}-{name}"
     print(f"Deploying function {name} ({container})")
+    previous = docker("port", container, "8080/tcp", check=False).stdout.split()
+    previous_port = previous[0].rsplit(":", 1)[1] if previous else ""
     docker("rm", "-f", container, check=False)
-    run = ["run", "-d", "--name", container, "--restart", "always", "-p", "127.0.0.1::8080"]
+    publish = f"{previous_port}:8080" if previous_port else "8080"  # shell.go: --publish '<port>:8080' / '8080'
+    run = ["run", "-d", "--name", container, "--restart", "always", "--publish", publish,
+           "-e", f"LABFORGE_STANDIN_FUNCTION={name}"]
     run += [f"--network={network}"] if network else []
     run += ["--gpus", "all"] if gpu else []
     for env in options(args, "--env"):

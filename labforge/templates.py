@@ -1,0 +1,15 @@
+"""Rendering of the repository's templates/ (strict: a missing variable is an error, never an empty string)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                          keep_trailing_newline=True)
+
+
+def render(name: str, **values) -> str:
+    return _ENV.get_template(name).render(**values)

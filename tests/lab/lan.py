@@ -1,0 +1,114 @@
+"""A "LAN" for a lab host: a network namespace the test makes, joined to the host's own namespace by a veth pair,
+so that the host can be tried as a person on its network would try it: from outside, not by reading its config.
+
+Addresses: the host is 192.0.2.1 and the LAN client 192.0.2.2 (TEST-NET-1, RFC 5737, reserved for documentation),
+and both exist only inside the two namespaces (the lab host's, made by systemd-nspawn --private-network, and the
+one made here), so no packet of a probe leaves them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import textwrap
+from dataclasses import dataclass
+
+from tests.lab import labhosts
+
+HOST_ADDRESS = "192.0.2.1"
+CLIENT_ADDRESS = "192.0.2.2"
+PREFIX = 24
+
+# connect() to each port from the LAN side, concurrently; "open" (accepted), "refused" (RST) or "filtered" (no answer)
+PROBE = textwrap.dedent("""
+    import concurrent.futures, errno, json, socket, sys
+    address, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+    def probe(port):
+        s = socket.socket(); s.settimeout(2.0)
+        try:
+            s.connect((address, port)); return port, "open"
+        except ConnectionRefusedError:
+            return port, "refused"
+        except OSError:
+            return port, "filtered"
+        finally:
+            s.close()
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        print(json.dumps(dict(pool.map(probe, ports))))
+""")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Lan:
+    host: labhosts.LabHost
+    index: int = 0  # keeps the names of two LANs on one machine apart
+
+    @property
+    def namespace(self) -> str:
+        return f"labforge-lan{self.index}"
+
+    @property
+    def _host_end(self) -> str:
+        return f"lfl{self.index}-h"
+
+    @property
+    def _lan_end(self) -> str:
+        return f"lfl{self.index}-l"
+
+    def attach(self) -> Lan:
+        """Join the (booted) host: its end of the pair is 192.0.2.1, the LAN's 192.0.2.2. Again after a reboot."""
+        self.detach()
+        leader = labhosts._leader(self.host.pid)
+        _ip("netns", "add", self.namespace)
+        _ip("link", "add", self._host_end, "type", "veth", "peer", "name", self._lan_end)
+        _ip("link", "set", self._host_end, "netns", str(leader))
+        _ip("link", "set", self._lan_end, "netns", self.namespace)
+        into = ["nsenter", "-t", str(leader), "-n", "ip"]
+        for args in (["addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", self._host_end], ["link", "set", self._host_end, "up"]):
+            subprocess.run([*into, *args], check=True, capture_output=True)
+        _ip("-n", self.namespace, "addr", "add", f"{CLIENT_ADDRESS}/{PREFIX}", "dev", self._lan_end)
+        _ip("-n", self.namespace, "link", "set", self._lan_end, "up")
+        _ip("-n", self.namespace, "link", "set", "lo", "up")
+        return self
+
+    def detach(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)  # takes its end of the pair along
+
+    def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """A command on the LAN (a person's laptop on the lab's network)."""
+        return subprocess.run(["ip", "netns", "exec", self.namespace, *argv], capture_output=True, text=True, timeout=timeout)
+
+    def probe(self, ports: set[int]) -> dict[int, str]:
+        proc = self.run("python3", "-c", PROBE, HOST_ADDRESS, *map(str, sorted(ports)))
+        if proc.returncode:
+            raise RuntimeError(f"probe failed: {proc.stderr}")
+        return {int(port): state for port, state in json.loads(proc.stdout).items()}
+
+    def curl(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("curl", "-sS", "--max-time", "10", *args)
+
+
+PORT = re.compile(r":(\d+)$")
+PUBLISHED = re.compile(r":(\d+)->")
+
+
+def listening_ports(host: labhosts.LabHost) -> dict[int, str]:
+    """Every TCP port something listens on in the host's namespace (sshd, docker-proxy, ...) and every port Docker
+    publishes (its NAT rules answer for them before any listener), each with what it is."""
+    found: dict[int, str] = {}
+    for line in host.ssh("ss -Htlnp").stdout.splitlines():
+        fields = line.split()
+        match = PORT.search(fields[3]) if len(fields) > 3 else None
+        if match:
+            process = re.search(r'users:\(\("([^"]+)"', line)
+            found.setdefault(int(match.group(1)), f"listener {process.group(1) if process else '?'} on {fields[3]}")
+    for line in host.ssh("docker ps --format '{{.Names}} {{.Ports}}'").stdout.splitlines():
+        name, _, ports = line.partition(" ")
+        for port in PUBLISHED.findall(ports):
+            found[int(port)] = f"published by container {name}"
+    return found

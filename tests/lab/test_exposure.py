@@ -1,0 +1,320 @@
+"""Closed by default, tried from outside: a lab host converged with the stack and its functions, probed from a "LAN"
+namespace joined to it by a veth pair (tests/lab/lan.py), as a person on the lab's network would try it.
+
+The stand-ins publish what the upstreams publish (CVAT v2.51.0's compose files: traefik 8080 and 8090, the
+Nuclio dashboard 8070 with no authentication and the Docker socket; every function's port on all interfaces, as
+Nuclio 1.13's local platform does): on the code before this round, the probe finds all of them open.
+
+The converge runs as a non-root user with --sudo while a local user (`nobody`) watches the host's temporary
+directories (tests/lab/spy.py): no secret (the CVAT admin's password, the TLS key) is ever readable by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import labhosts, lan, runner, standins
+from tests.lab.conftest import TEST_LAB_DIR
+
+PASSWORD = "x7!Qm2#pLw9$Tz-exposure"
+ENV = {"LABFORGE_CVAT_ADMIN_PASSWORD": PASSWORD}
+NAME = "citest-expose.lab"
+ADMIN = "labadmin"
+SPY_DIRS = "/tmp /var/tmp /etc/labforge /var/lib/labforge /opt/cvat"
+
+
+def hosts(host, mirror, name: str = "expose.yml", **extra) -> Path:
+    return labhosts.hosts_file([host], mirror, TEST_LAB_DIR / name, group="cpu_servers", ssh_user=ADMIN,
+                               cvat_start=True, **extra)
+
+
+def converge(host, mirror, name: str = "expose.yml", **extra) -> runner.DeployRun:
+    run = runner.deploy(hosts(host, mirror, name, **extra), "--sudo", env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def add_sudo_admin(host) -> None:
+    key = Path(f"{labhosts.ssh_key()}.pub").read_text().strip()
+    host.ssh(f"id {ADMIN} >/dev/null 2>&1 || useradd -m -s /bin/sh {ADMIN}; install -d -m 700 -o {ADMIN} -g {ADMIN} "
+             f"/home/{ADMIN}/.ssh; echo '{key}' > /home/{ADMIN}/.ssh/authorized_keys; chown {ADMIN}:{ADMIN} "
+             f"/home/{ADMIN}/.ssh/authorized_keys; echo '{ADMIN} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{ADMIN}; "
+             f"chmod 440 /etc/sudoers.d/{ADMIN}")
+
+
+def start_spy(host) -> None:
+    (host.root / "usr/local/bin/labforge-spy").write_text((Path(__file__).parent / "spy.py").read_text())
+    host.ssh("chmod 755 /usr/local/bin/labforge-spy; mkdir -p /var/lib/labforge /run/spy; chown nobody /run/spy; "
+             "rm -f /run/spy/stop /run/spy/out; setsid setpriv --reuid=nobody --regid=nogroup --clear-groups "
+             f"python3 /usr/local/bin/labforge-spy /run/spy/out /run/spy/stop {SPY_DIRS} >/dev/null 2>&1 < /dev/null &")
+    time.sleep(1)
+
+
+def spy_report(host) -> dict:
+    host.ssh("touch /run/spy/stop")
+    for _ in range(20):
+        if not (host.root / "proc").exists() or host.ssh("pgrep -f labforge-spy", check=False).returncode:
+            break
+        time.sleep(0.5)
+    return json.loads((host.root / "run/spy/out").read_text()) if (host.root / "run/spy/out").exists() else \
+        json.loads(host.ssh("cat /run/spy/out").stdout)
+
+
+@pytest.fixture(scope="module")
+def host(boot_host, mirror):
+    """A CPU host with SSH on every address (so the LAN can reach it, as a real server's), the engine installed
+    by a first converge (CVAT's files only), the stand-in images loaded, and a sudo-capable non-root admin."""
+    def ssh_on_every_address(lab_host):
+        conf = lab_host.root / "etc/ssh/sshd_config.d/labforge-lab.conf"
+        conf.write_text(conf.read_text().replace(f"ListenAddress {lab_host.address}", "ListenAddress 0.0.0.0"))
+
+    lab_host = boot_host("citest-expose", "127.0.0.16", prepare=ssh_on_every_address)
+    first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "expose-files.yml", group="cpu_servers"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    standins.load_images(lab_host, labhosts.base_tarball())
+    add_sudo_admin(lab_host)
+    return lab_host
+
+
+@pytest.fixture(scope="module")
+def stack(host, mirror):
+    """The first converge with the stack and functions, as the non-root admin with --sudo, watched by the spy."""
+    start_spy(host)
+    run = converge(host, mirror)
+    print(f"first converge (as {ADMIN}, --sudo): {run.totals.operations} ops, changed={run.totals.changed}, {run.seconds:.1f}s")
+    return run, spy_report(host)
+
+
+@pytest.fixture(scope="module")
+def network(host, stack):
+    joined = lan.Lan(host).attach()
+    yield joined
+    joined.detach()
+
+
+# What CVAT v2.51.0's compose files publish (traefik 8080, 8090; the dashboard 8070) and CVAT's TLS ports: probed
+# whether or not anything is published there now.
+UPSTREAM_PORTS = {8070: "the Nuclio dashboard's port upstream", 8080: "CVAT (traefik)", 8090: "traefik's 8090 upstream",
+                  80: "CVAT's http (TLS)", 443: "CVAT's https (TLS)"}
+
+
+def probe_all(host, network) -> dict[int, tuple[str, str]]:
+    ports = {**UPSTREAM_PORTS, **lan.listening_ports(host)}
+    states = network.probe(set(ports))
+    for port in sorted(ports):
+        print(f"  {port:>5}  {states[port]:<8}  {ports[port]}")
+    return {port: (states[port], ports[port]) for port in ports}
+
+
+def open_ports(found: dict[int, tuple[str, str]]) -> set[int]:
+    return {port for port, (state, _) in found.items() if state == "open"}
+
+
+def lambda_functions(network, scheme: str = "http", port: int = 8080, *curl) -> list[dict]:
+    url = f"{scheme}://{NAME}:{port}/api/lambda/functions"
+    proc = network.curl("-f", "--resolve", f"{NAME}:{port}:{lan.HOST_ADDRESS}", *curl, url)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def call_function(network, name: str, scheme: str = "http", port: int = 8080, *curl) -> dict:
+    url = f"{scheme}://{NAME}:{port}/api/lambda/functions/{name}"
+    proc = network.curl("-f", "--resolve", f"{NAME}:{port}:{lan.HOST_ADDRESS}", "-X", "POST", "-H",
+                        "Content-Type: application/json", "-d", '{"frame": 0}', *curl, url)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+FUNCTIONS = {"openvino-omz-public-yolo-v3-tf", "openvino-dextr"}
+
+
+def assert_cvat_calls_its_functions(network, *how) -> None:
+    listed = {f["id"]: f for f in lambda_functions(network, *how)}
+    assert set(listed) >= FUNCTIONS, listed
+    assert all(listed[name]["state"] == "ready" for name in FUNCTIONS), listed
+    for name in FUNCTIONS:
+        assert call_function(network, name, *how)["function"] == name
+
+
+# --- from the LAN -------------------------------------------------------------------------------------------------
+
+
+def test_from_the_lan_only_cvat_and_ssh_answer(host, network):
+    print("\nports probed from the LAN (192.0.2.2 -> 192.0.2.1):")
+    found = probe_all(host, network)
+    assert any("nuclio-nuclio-" in what for _, what in found.values()), "the probe must see the functions' ports"
+    assert open_ports(found) == {8080, 2222}, found
+
+
+def test_a_deploy_through_the_dashboard_from_the_lan_fails(host, network):
+    attempt = network.curl("-X", "POST", "-d", '{"metadata": {"name": "lan-miner"}}', f"http://{lan.HOST_ADDRESS}:8070/api/functions")
+    assert attempt.returncode != 0, attempt.stdout
+    assert "nuclio-nuclio-lan-miner" not in host.ssh("docker ps -a --format '{{.Names}}'").stdout
+
+
+def test_cvat_still_lists_and_calls_the_functions_from_the_lan(network):
+    assert_cvat_calls_its_functions(network)
+
+
+def test_the_second_converge_changes_nothing(host, mirror, network):
+    again = converge(host, mirror)
+    assert (again.totals.changed, again.totals.errors) == (0, 0), again.totals.changed_ops
+    print(f"second converge: {again.totals.operations} ops, changed=0, {again.seconds:.1f}s")
+
+
+def test_closed_after_a_docker_restart_and_a_function_redeploy(host, network):
+    host.ssh("systemctl restart docker")
+    assert wait_for_cvat(network)
+    assert open_ports(probe_all(host, network)) == {8080, 2222}
+    host.ssh("nuctl deploy --project-name cvat --path /opt/cvat/serverless/openvino/dextr/nuclio --platform local "
+             "--platform-config '{\"attributes\": {\"network\": \"cvat_cvat\"}}' --labels labforge-function=x,labforge-src-hash=0")
+    assert open_ports(probe_all(host, network)) == {8080, 2222}
+    assert_cvat_calls_its_functions(network)
+
+
+def wait_for_cvat(network, scheme: str = "http", port: int = 8080, *curl, timeout: float = 180) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = network.curl("-f", "-o", "/dev/null", "--resolve", f"{NAME}:{port}:{lan.HOST_ADDRESS}", *curl,
+                            f"{scheme}://{NAME}:{port}/api/lambda/functions")
+        if proc.returncode == 0:
+            return True
+        time.sleep(2)
+    return False
+
+
+def test_closed_after_a_reboot(host, mirror, network):
+    host.stop()
+    host.boot()
+    network.attach()
+    assert wait_for_cvat(network), "CVAT did not come back after the reboot"
+    assert open_ports(probe_all(host, network)) == {8080, 2222}
+    assert_cvat_calls_its_functions(network)
+    again = converge(host, mirror)  # repairs the redeploy above (stale hash) and nothing else
+    assert [op.split(" on ")[0] for op in again.totals.changed_ops] == ["Functions | Deploy function serverless/openvino/dextr"]
+
+
+# --- settings that open a little ----------------------------------------------------------------------------------
+
+
+def test_the_dashboard_on_loopback_for_ssh_tunnels_and_then_closed_again(host, mirror, network):
+    converge(host, mirror, nuclio_dashboard_publish="127.0.0.1")
+    inside = host.ssh("curl -fsS -H 'x-nuclio-project-name: cvat' http://127.0.0.1:8070/api/functions", check=False)
+    assert inside.returncode == 0 and set(json.loads(inside.stdout)) >= FUNCTIONS, inside.stderr
+    assert network.probe({8070}) != {8070: "open"}
+    converge(host, mirror)
+    assert host.ssh("curl -fsS http://127.0.0.1:8070/api/functions", check=False).returncode != 0
+    assert json.loads(host.ssh("docker inspect nuclio").stdout)[0]["HostConfig"]["PortBindings"] in ({}, None)
+
+
+def test_cvat_allowed_networks_limits_who_reaches_cvat(host, mirror, network):
+    converge(host, mirror, cvat_allowed_networks=["198.51.100.0/24"])
+    assert network.probe({8080}) == {8080: "filtered"}
+    converge(host, mirror, cvat_allowed_networks=["192.0.2.0/24", "198.51.100.0/24"])
+    assert network.probe({8080}) == {8080: "open"}
+    converge(host, mirror)
+
+
+def test_a_bad_allowed_network_is_refused_before_anything_changes(host, mirror, stack):
+    watched = ["/usr/local/lib/labforge/firewall", "/opt/cvat/docker-compose.custom.override.yml", "/etc/labforge/cvat.env"]
+    before = {path: (host.root / path.lstrip("/")).read_bytes() for path in watched}
+    run = runner.deploy(hosts(host, mirror, cvat_allowed_networks=["192.0.2.0/33"]), "--sudo", env=ENV)
+    assert run.returncode != 0
+    assert "cvat_allowed_networks: '192.0.2.0/33' is not a network" in run.stderr, run.stderr[-2000:]
+    assert {path: (host.root / path.lstrip("/")).read_bytes() for path in watched} == before
+
+
+# --- TLS --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab_ca(host, mirror, network):
+    """cvat_tls=lab-ca: the lab CA made beside the (test) inventory, the converge again watched by the spy."""
+    ca_dir = TEST_LAB_DIR / "lab-ca"
+    start_spy(host)
+    run = converge(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir))
+    print(f"converge with cvat_tls=lab-ca: {run.totals.operations} ops, changed={run.totals.changed}, {run.seconds:.1f}s")
+    return ca_dir, run, spy_report(host)
+
+
+def test_lab_ca_serves_cvat_over_tls_to_clients_that_trust_it(host, network, lab_ca):
+    ca_dir, run, _ = lab_ca
+    cacert = str(ca_dir / "ca.crt")
+    assert wait_for_cvat(network, "https", 443, "--cacert", cacert)
+    assert_cvat_calls_its_functions(network, "https", 443, "--cacert", cacert)
+    untrusting = network.curl("--resolve", f"{NAME}:443:{lan.HOST_ADDRESS}", f"https://{NAME}/api/server/about")  # system CAs
+    assert untrusting.returncode == 60, (untrusting.returncode, untrusting.stderr)  # curl: peer certificate not trusted
+    plain = network.curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{NAME}:80:{lan.HOST_ADDRESS}",
+                         f"http://{NAME}/api/server/about")
+    assert plain.stdout == f"301 https://{NAME}/api/server/about", plain.stdout
+    (line,) = run.summary_lines()
+    assert f"CVAT at https://{NAME} (admin user 'admin')" in line, line
+    print("\nports probed from the LAN with cvat_tls=lab-ca:")
+    assert open_ports(probe_all(host, network)) == {80, 443, 2222}
+
+
+def test_the_lab_ca_key_stays_on_the_control_machine_and_the_host_key_is_root_only(host, lab_ca):
+    ca_dir, _, _ = lab_ca
+    assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (ca_dir.stat().st_mode & 0o777) == 0o700
+    assert host.ssh("stat -c '%a %U' /etc/labforge/tls /etc/labforge/tls/key.pem").stdout.split() == ["700", "root", "600", "root"]
+    assert not list(host.root.glob("etc/labforge/**/ca.key"))
+    assert host.ssh("stat -c '%a' /etc/labforge/lab-ca.crt").stdout.strip() == "644"  # for users to import
+    assert host.ssh("cat /etc/labforge/lab-ca.crt").stdout == (ca_dir / "ca.crt").read_text()
+
+
+def test_tls_second_converge_changes_nothing_and_renewal_reissues(host, mirror, lab_ca):
+    ca_dir, _, _ = lab_ca
+    again = converge(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir))
+    assert (again.totals.changed, again.totals.errors) == (0, 0), again.totals.changed_ops
+    before = host.ssh("openssl x509 -noout -serial -in /etc/labforge/tls/cert.pem").stdout
+    renewed = converge(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir), cvat_tls_renew_days=400)
+    assert renewed.totals.changed > 0
+    assert host.ssh("openssl x509 -noout -serial -in /etc/labforge/tls/cert.pem").stdout != before
+    san = host.ssh("openssl x509 -noout -ext subjectAltName -in /etc/labforge/tls/cert.pem").stdout
+    assert f"DNS:{NAME}" in san, san
+
+
+def assert_spy_read_no_secret(report: dict) -> None:
+    readable = {path: text for path, text in report["read"].items() if text != "<not readable>"}
+    assert any("/pyinfra-" in path for path in readable), report  # the spy did see pyinfra's (other) uploads
+    leaked = [path for path, text in readable.items() if PASSWORD in text or "PRIVATE KEY" in text]
+    assert leaked == [], leaked
+
+
+def test_the_admin_password_was_never_readable_by_another_user(stack):
+    """The spy ran through the admin's creation (a non-root SSH user with --sudo): it read pyinfra's other uploads
+    (so it was watching), never the password. Before the fix it read it from /tmp/pyinfra-<sha1>."""
+    assert_spy_read_no_secret(stack[1])
+
+
+def test_the_tls_key_was_never_readable_by_another_user(host, lab_ca):
+    assert_spy_read_no_secret(lab_ca[2])
+    assert "PRIVATE KEY" in host.ssh("cat /etc/labforge/tls/key.pem").stdout
+
+
+def test_the_testinfra_checks_pass_from_the_lan(host, mirror, network, lab_ca):
+    """tests/host run as a user would run them, from a machine on the lab's network: the exposure checks probe
+    from where pytest runs."""
+    ca_dir, _, _ = lab_ca
+    path = hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir))
+    ssh_config = TEST_LAB_DIR / "expose.ssh_config"
+    ssh_config.write_text(f"Host {host.name}\n  HostName {lan.HOST_ADDRESS}\n  Port {labhosts.SSH_PORT}\n  User root\n"
+                          f"  IdentityFile {labhosts.ssh_key()}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+                          "  LogLevel ERROR\n")
+    proc = subprocess.run(
+        ["ip", "netns", "exec", network.namespace, sys.executable, "-m", "pytest", "tests/host", f"--hosts=ssh://{host.name}",
+         f"--ssh-config={ssh_config}", "--role=cpu", "-q", "-rA"], cwd=runner.REPO,
+        env={**os.environ, "LAB_HOSTS": str(path)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    passed = {line.split("::")[-1].split("[")[0] for line in proc.stdout.splitlines() if line.startswith("PASSED ")}
+    wanted = {"test_nuclio_dashboard_not_published", "test_published_ports_closed_from_outside_but_cvat",
+              "test_tls_certificate_valid_for_cvat_host_and_not_near_expiry"}
+    assert wanted <= passed, f"not passed: {sorted(wanted - passed)}\n{proc.stdout[-3000:]}"
