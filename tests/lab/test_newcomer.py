@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -63,14 +62,3 @@ def test_an_unreachable_host_gets_its_summary_line(mirror):
     assert len(lines) == 1 and lines[0].startswith("[labforge] newcomer-gone: unreachable: ")
     assert "127.0.0.58" in lines[0] and lines[0].endswith("; nothing was changed")
 
-
-def test_no_hosts_file_and_no_vagrant_says_how_to_name_hosts(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "LAB_HOSTS"}
-    env["PATH"] = str(Path(runner.PYINFRA).parent)  # no vagrant on this PATH (./install.sh puts one in /usr/bin)
-    if (runner.REPO / "hosts.yml").exists():
-        pytest.skip("this checkout has a hosts.yml, which the deploy would use")
-    proc = subprocess.run([runner.PYINFRA, "--dry", "inventory.py", "deploy.py"], cwd=runner.REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == ("labforge: no hosts to deploy to: copy hosts.example.yml to hosts.yml "
-                                                    "(beside inventory.py) and list your servers, or set LAB_HOSTS=<hosts file>")

@@ -68,17 +68,67 @@ def test_missing_file(tmp_path):
         load(tmp_path / "nope.yml")
 
 
-def test_resolve_prefers_lab_hosts_then_hosts_yml_then_vagrant(tmp_path, monkeypatch):
+def fake_vagrant(bin_dir: Path, stdout: str, rc: int = 0) -> Path:
+    """A `vagrant` on PATH that logs each call (its directory and arguments) and prints ``stdout``."""
+    bin_dir.mkdir(exist_ok=True)
+    log = bin_dir / "calls"
+    script = bin_dir / "vagrant"
+    script.write_text(f"#!/bin/sh\necho \"$PWD $*\" >> {log}\nprintf '%s' '{stdout}'\nexit {rc}\n")  # builtins only: PATH has no cat
+    script.chmod(0o755)
+    return log
+
+
+STATUS = "1796118481,{name},metadata,provider,libvirt\n1796118481,{name},state,{state}\n1796118481,{name},state-human-short,x\n"
+
+
+def test_resolve_prefers_lab_hosts_then_hosts_yml_then_a_running_vagrant_vm(tmp_path, monkeypatch):
     from labforge import hostsfile
 
     monkeypatch.setattr(hostsfile, "DEFAULT", tmp_path / "hosts.yml")
+    monkeypatch.setattr(hostsfile, "REPO", tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no vagrant
+    monkeypatch.delenv("VAGRANT_DOTFILE_PATH", raising=False)
     assert hostsfile.resolve("elsewhere.yml") == Path("elsewhere.yml")
-    with pytest.raises(HostsFileError, match=r"copy hosts\.example\.yml to hosts\.yml"):
+    with pytest.raises(HostsFileError) as err:
         hostsfile.resolve("")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin/vagrant").write_text("#!/bin/sh\n")
-    (tmp_path / "bin/vagrant").chmod(0o755)
-    assert hostsfile.resolve("") is None  # the Vagrant VM
+    assert str(err.value) == hostsfile.NO_HOSTS
+    assert "copy hosts.example.yml to hosts.yml" in str(err.value) and "LAB_HOSTS=" in str(err.value)
+    assert "`vagrant up`" in str(err.value)
+
+    # Vagrant installed (./install.sh installs it for the lint), no VM created: not the target, and not even asked
+    calls = fake_vagrant(tmp_path / "bin", STATUS.format(name="noble", state="running"))
+    with pytest.raises(HostsFileError, match="`vagrant up`"):
+        hostsfile.resolve("")
+    assert not calls.exists()
+
+    # a VM created (Vagrant wrote its id) but stopped: Vagrant is asked, in the Vagrantfile's directory
+    (tmp_path / ".vagrant/machines/noble/libvirt").mkdir(parents=True)
+    (tmp_path / ".vagrant/machines/noble/libvirt/id").write_text("1f0c")
+    fake_vagrant(tmp_path / "bin", STATUS.format(name="noble", state="shutoff"))
+    with pytest.raises(HostsFileError, match="`vagrant up`"):
+        hostsfile.resolve("")
+    assert calls.read_text() == f"{tmp_path} status --machine-readable\n"
+
+    fake_vagrant(tmp_path / "bin", "", rc=1)  # Vagrant fails (libvirt down, no provider): not running
+    with pytest.raises(HostsFileError, match="`vagrant up`"):
+        hostsfile.resolve("")
+
+    fake_vagrant(tmp_path / "bin", STATUS.format(name="jammy", state="not_created") + STATUS.format(name="noble", state="running"))
+    assert hostsfile.resolve("") is None  # the running VM (@vagrant)
     (tmp_path / "hosts.yml").write_text("cpu_servers: [a]\n")
     assert hostsfile.resolve("") == tmp_path / "hosts.yml"
+
+
+def test_vagrant_running_reads_vagrants_dotfile_path(tmp_path, monkeypatch):
+    from labforge import hostsfile
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    calls = fake_vagrant(tmp_path / "bin", STATUS.format(name="noble", state="running"))
+    (tmp_path / "state/machines/noble/virtualbox").mkdir(parents=True)
+    (tmp_path / "state/machines/noble/virtualbox/id").write_text("9a2e")
+    monkeypatch.delenv("VAGRANT_DOTFILE_PATH", raising=False)
+    assert hostsfile.vagrant_running(tmp_path) is False and not calls.exists()  # .vagrant: nothing there
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", "state")  # relative to the Vagrantfile's directory, as Vagrant reads it
+    assert hostsfile.vagrant_running(tmp_path) is True
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(tmp_path / "state"))
+    assert hostsfile.vagrant_running(tmp_path) is True
