@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: how long a no-op re-run takes on converged lab hosts, for 1 host and for 4 in parallel.
 
-Boots 4 test-lab hosts (systemd-nspawn, tests/lab), converges them once, then times REPEATS no-op
+Boots 4 test-lab hosts (systemd-nspawn, testlab/), converges them once, then times REPEATS no-op
 runs against 1 host and against all 4. Needs root and the lab's tools (see README, "Test lab").
-Usage: .venv/bin/python bench/deploy_noop.py [--repeats 5]
+Usage: .venv/bin/python -m bench.deploy_noop [--repeats 5]
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.lab import labhosts, runner
+from testlab import labhosts, runner
 
 BENCH_DIR = labhosts.LAB_DIR / "bench"
 

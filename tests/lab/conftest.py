@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from testlab import labhosts
 from tests.conftest import cannot_run
-from tests.lab import labhosts
 
 # apart from a person's ./lab hosts, and from other test runs on the same machine
 TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"

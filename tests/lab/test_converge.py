@@ -1,6 +1,6 @@
 """Converge a real booted Debian 12 host with the full deploy (GPU layers forced on), twice, then verify it.
 
-Upstreams are the stand-in mirror (tests/lab/standins.py); everything else is the production path.
+Upstreams are the stand-in mirror (testlab/standins/); everything else is the production path.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import labhosts, runner
+from testlab import labhosts, runner
 from tests.lab.conftest import TEST_LAB_DIR
 
 

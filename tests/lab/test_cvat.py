@@ -20,7 +20,8 @@ import pytest
 
 from labforge import compose
 from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, source
-from tests.lab import labhosts, runner, standins
+from testlab import labhosts, runner, standins
+from testlab.standins import cvat
 from tests.lab.conftest import TEST_LAB_DIR
 
 PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-lab"}
@@ -98,7 +99,7 @@ def test_a_wrong_table_row_is_caught_by_the_tags_own_files_and_checkout_kept(hos
 @pytest.fixture(scope="module")
 def stack(host, mirror):
     """The stand-in images loaded into the host's engine, then the first converge with cvat_start on."""
-    standins.load_images(host, labhosts.base_tarball())
+    cvat.load_images(host, labhosts.base_tarball())
     run = runner.deploy(start_yml(host, mirror), env=PASSWORD)
     assert run.returncode == 0, run.stderr[-3000:]
     print(f"first converge with the stack: {run.totals.operations} ops, changed={run.totals.changed}, {run.seconds:.1f}s")
@@ -112,7 +113,7 @@ def containers(host) -> dict[str, dict]:
 
 def test_compose_up_runs_every_service_and_the_summary_says_where_cvat_is(host, stack):
     running = {name for name, c in containers(host).items() if c["State"]["Running"]}
-    assert {*standins.CVAT_SERVICES, "nuclio"} <= running
+    assert {*cvat.CVAT_SERVICES, "nuclio"} <= running
     (line,) = stack.summary_lines()
     assert "CVAT at http://citest-cvat.lab:8080 (admin user 'admin')" in line
     assert "function serverless/openvino/dextr: deployed, ready" in line

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.lab import labhosts, runner
+from testlab import labhosts, runner
 from tests.lab.conftest import TEST_LAB_DIR
 
 FOCAL_OS_RELEASE = 'NAME="Ubuntu"\nVERSION_ID="20.04"\nID=ubuntu\nVERSION_CODENAME=focal\nPRETTY_NAME="Ubuntu 20.04.6 LTS"\n'

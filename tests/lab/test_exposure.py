@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import labhosts, lan, runner, standins
+from testlab import labhosts, lan, runner
+from testlab.standins import cvat
 from tests.lab.conftest import TEST_LAB_DIR
 
 PASSWORD = "x7!Qm2#pLw9$Tz-exposure"
@@ -78,7 +79,7 @@ def host(boot_host, mirror):
     lab_host = boot_host("citest-expose", "127.0.0.16", prepare=ssh_on_every_address)
     first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "expose-files.yml", group="cpu_servers"))
     assert first.returncode == 0, first.stderr[-3000:]
-    standins.load_images(lab_host, labhosts.base_tarball())
+    cvat.load_images(lab_host, labhosts.base_tarball())
     add_sudo_admin(lab_host)
     return lab_host
 

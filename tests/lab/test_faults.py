@@ -18,7 +18,8 @@ from collections.abc import Callable
 import pytest
 
 from labforge.compose import PROJECT
-from tests.lab import labhosts, runner, standins
+from testlab import labhosts, runner
+from testlab.standins import cvat
 from tests.lab.conftest import TEST_LAB_DIR
 
 PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-lab"}
@@ -116,7 +117,7 @@ def test_dpkg_killed_with_pyinfra_as_a_power_cut_would(host, mirror):
 def stack(host, mirror):
     """The engine is there (previous test); the stand-in images are loaded and a file waits in the share."""
     runner.deploy(files_yml(host, mirror))
-    standins.load_images(host, labhosts.base_tarball())
+    cvat.load_images(host, labhosts.base_tarball())
     (host.root / SHARE_FILE).write_text("lab data\n")
 
 

@@ -1,7 +1,7 @@
 """A fresh host as it is today, on real booted lab hosts (issue: "A fresh Ubuntu GPU server today converges into a
 working lab"): the whole plan on a bare host, verified downloads, nuctl pinned on first use, the real NVIDIA
 branch, a Docker newer than the pin, GPU functions held until the reboot, apt locked by another process, and
-pins outside the compatibility table. Upstreams are the stand-in mirror (tests/lab/standins.py)."""
+pins outside the compatibility table. Upstreams are the stand-in mirror (testlab/standins/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import labhosts, runner, standins
+from testlab import labhosts, runner, standins
+from testlab.standins import packages
 from tests.lab.conftest import TEST_LAB_DIR
 from tests.lab.test_converge import _snapshot
 
@@ -93,8 +94,8 @@ def test_the_driver_is_branch_550_because_of_the_pin(fresh):
     # the mirror offers a newer branch that the open-ended dependency would take without the pin
     unpinned = lab_host.ssh("apt-cache -o Dir::Etc::PreferencesParts=/nonexistent policy nvidia-driver").stdout
     pinned = lab_host.ssh("apt-cache policy nvidia-driver").stdout
-    assert f"Candidate: {standins.DRIVER_NEWER}" in unpinned
-    assert f"Candidate: {standins.DRIVER_550}" in pinned
+    assert f"Candidate: {packages.DRIVER_NEWER}" in unpinned
+    assert f"Candidate: {packages.DRIVER_550}" in pinned
     held = lab_host.ssh("apt-mark showhold").stdout.split()
     assert {"cuda-drivers-550", "nvidia-driver", "nvidia-kernel-dkms"} <= set(held)
 
@@ -214,7 +215,7 @@ def install_from_mirror(lab_host, mirror, debs: list[str]) -> None:
 
 def test_a_driver_of_another_branch_is_refused_with_one_line(boot_host, mirror):
     lab_host = boot_host("reality-580", "127.0.0.22")
-    v = standins.DRIVER_NEWER
+    v = packages.DRIVER_NEWER
     install_from_mirror(lab_host, mirror, [f"cuda/repos/debian12/x86_64/nvidia-kernel-dkms_{v}_amd64.deb",
                                            f"cuda/repos/debian12/x86_64/nvidia-driver_{v}_amd64.deb"])
     before = _snapshot(lab_host.root)
@@ -227,14 +228,14 @@ def test_a_driver_of_another_branch_is_refused_with_one_line(boot_host, mirror):
 
 def test_a_newer_docker_is_kept_and_told_to_accept_the_stacks_api(boot_host, mirror):
     lab_host = boot_host("reality-docker29", "127.0.0.23")
-    newer = [f"{standins.NEWER_DOCKER_DIR}/{name}_{version.split(':')[-1]}{standins.DOCKER_SUFFIX}_amd64.deb"
-             for name, version in standins.NEWER_DOCKER_VERSIONS.items()]
+    newer = [f"{packages.NEWER_DOCKER_DIR}/{name}_{version.split(':')[-1]}{packages.DOCKER_SUFFIX}_amd64.deb"
+             for name, version in packages.NEWER_DOCKER_VERSIONS.items()]
     install_from_mirror(lab_host, mirror, newer)
     path = hosts_yml([lab_host], mirror, "reality-docker29", "cpu_servers")
     first = runner.deploy(path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert any("notice: Docker 29.1.3 is newer than the pin 28.5.2: kept, not downgraded" in line for line in first.summary_lines())
-    assert lab_host.ssh("dpkg-query -W -f '${Version}' docker-ce").stdout == "5:29.1.3-1" + standins.DOCKER_SUFFIX
+    assert lab_host.ssh("dpkg-query -W -f '${Version}' docker-ce").stdout == "5:29.1.3-1" + packages.DOCKER_SUFFIX
     assert json.loads(lab_host.ssh("cat /etc/docker/daemon.json").stdout) == {"min-api-version": "1.42"}
     assert lab_host.ssh("docker version --format '{{.Server.MinAPIVersion}}'").stdout.strip() == "1.42"
     assert "docker-ce" in lab_host.ssh("apt-mark showhold").stdout.split()

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.lab import labhosts, runner
+from testlab import labhosts, runner
 from tests.lab.conftest import TEST_LAB_DIR
 
 

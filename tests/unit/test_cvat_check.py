@@ -1,5 +1,5 @@
 """labforge.cvat_check, the Vagrant and GPU workflows' proof through CVAT, against a stand-in of CVAT v2.51.0's API
-(tests/unit/cvat_api_standin.py, whose behaviour was checked against the real server: tests/e2e/cvat_check.sh)."""
+(testlab/standins/cvat_api.py, whose behaviour was checked against the real server: tests/e2e/cvat_check.sh)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labforge import cvat_check, tls
-from tests.unit.cvat_api_standin import CvatStandin
+from testlab.standins.cvat_api import CvatStandin
 
 PASSWORD = "correct horse battery staple 42"
 YOLO = "openvino-omz-public-yolo-v3-tf"

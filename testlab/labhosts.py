@@ -8,7 +8,7 @@ dockerd runs containers there and its bridge networks exist only inside the host
 
 Traffic stays on loopback: socat bridges the machine's 127.0.0.N:2222 to sshd in the host's namespace, and
 the host's 127.0.0.1:<port> to the machine's 127.0.0.1:<port> (through systemd-nspawn's own namespace) for
-the stand-in mirror, the git daemon and the lab's apt proxy (tests/lab/aptproxy.py, set as the hosts'
+the stand-in mirror, the git daemon and the lab's apt proxy (testlab/aptproxy.py, set as the hosts'
 apt_proxy), through which apt reaches Debian's archive.
 """
 
@@ -29,7 +29,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.lab import standins
+from labforge.paths import REPO
+from testlab.standins import cvat as cvat_standins
+from testlab.standins import mirror as mirror_standins
 
 LAB_DIR = Path(os.environ.get("LABFORGE_LAB_DIR", "/var/tmp/labforge-lab"))
 CACHE_DIR = Path(os.environ.get("LABFORGE_CACHE_DIR", "/var/cache/labforge"))
@@ -301,8 +303,8 @@ def free_port() -> int:
 
 @dataclass
 class Mirror:
-    """The stand-in mirror (tests/lab/standins.py) served by Python's http.server on 127.0.0.1, CVAT's stand-in repo
-    served by git's daemon, and the lab's apt proxy (tests/lab/aptproxy.py) to Debian's archive and the mirror."""
+    """The stand-in mirror (testlab/standins/mirror.py) served by Python's http.server on 127.0.0.1, CVAT's stand-in repo
+    served by git's daemon, and the lab's apt proxy (testlab/aptproxy.py) to Debian's archive and the mirror."""
 
     port: int
     data: dict
@@ -326,22 +328,22 @@ class Mirror:
     def start(cls, lab_dir: Path = LAB_DIR) -> Mirror:
         port = free_port()
         root = lab_dir / "mirror"
-        data = standins.build_mirror(root, f"http://127.0.0.1:{port}")
+        data = mirror_standins.build_mirror(root, f"http://127.0.0.1:{port}")
         log = (lab_dir / "mirror.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                                  str(root), str(port)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         # CVAT's repo: git's own daemon on loopback (dumb HTTP cannot serve the shallow clones the deploy makes)
         git_port = free_port()
-        standins.build_cvat_repo(lab_dir / "git" / "cvat.git")
+        cvat_standins.build_cvat_repo(lab_dir / "git" / "cvat.git")
         git_proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={lab_dir / 'git'}",
                                      "--listen=127.0.0.1", f"--port={git_port}", str(lab_dir / "git")],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         data["cvat_repo_url"] = f"git://127.0.0.1:{git_port}/cvat.git"
         proxy_port = free_port()
         debian_host = DEBIAN_MIRROR.split("://", 1)[-1].split("/", 1)[0]
-        proxy = subprocess.Popen([sys.executable, "-m", "tests.lab.aptproxy", str(proxy_port), str(CACHE_DIR / "apt-proxy"),
-                                  f"{debian_host},127.0.0.1"], cwd=Path(__file__).resolve().parents[2], stdout=log,
+        proxy = subprocess.Popen([sys.executable, "-m", "testlab.aptproxy", str(proxy_port), str(CACHE_DIR / "apt-proxy"),
+                                  f"{debian_host},127.0.0.1"], cwd=REPO, stdout=log,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         data["apt_proxy"] = f"http://127.0.0.1:{proxy_port}"
         mirror = cls(port, data, proc.pid, git_proc.pid, str(lab_dir), git_port, proxy_port, proxy.pid)
@@ -362,7 +364,7 @@ class Mirror:
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
         self.pid = self.git_pid = self.proxy_pid = None
-        gnupg = Path(self.lab_dir) / "mirror-gnupg"  # standins.build_mirror's signing key: stop its gpg-agent
+        gnupg = Path(self.lab_dir) / "mirror-gnupg"  # mirror.build_mirror's signing key: stop its gpg-agent
         if gnupg.is_dir():
             subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 

@@ -243,7 +243,7 @@ def file_provider_certificate() -> tuple[str, str] | None:
     directory = os.environ.get("TRAEFIK_PROVIDERS_FILE_DIRECTORY")
     if not directory:
         return None
-    sys.path.insert(0, "/opt/labforge-standin/pylib")  # the control machine's PyYAML (standins.load_images)
+    sys.path.insert(0, "/opt/labforge-standin/pylib")  # the control machine's PyYAML (testlab/standins/cvat.py load_images)
     import yaml
 
     for path in sorted(glob.glob(os.path.join(directory, "*.yml")) + glob.glob(os.path.join(directory, "*.yaml"))):

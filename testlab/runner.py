@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labforge import totals
+from labforge.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
 

@@ -14,7 +14,7 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 
-from tests.lab import labhosts
+from testlab import labhosts
 
 HOST_ADDRESS = "192.0.2.1"
 CLIENT_ADDRESS = "192.0.2.2"

@@ -6,7 +6,7 @@ apt inside them reaches Debian's archive and the stand-in mirror only through th
 would do the same, but here it fails to bind ("Error resolving address for binding"). Package files (``.deb``,
 immutable by name and version) are cached on disk across runs; index files are always fetched.
 
-    python -m tests.lab.aptproxy PORT CACHE_DIR ALLOWED_HOST[,ALLOWED_HOST...]
+    python -m testlab.aptproxy PORT CACHE_DIR ALLOWED_HOST[,ALLOWED_HOST...]
 
 Only plain HTTP to the allowed hosts (Debian's mirror host, 127.0.0.1) is forwarded; anything else gets 403.
 """

@@ -1,0 +1,153 @@
+"""Stand-ins for CVAT's git repository (laid out as v2.51.0's compose files are) and CVAT's images."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from testlab.standins import STANDIN_MARK
+
+# CVAT v2.51.0's compose files (commit dfd505e7: docker-compose.yml, components/serverless/docker-compose.serverless.yml),
+# as the stand-in repo reproduces them: the same services, container names, images, networks and volumes, the
+# traefik labels routing on ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS.
+SERVER_IMAGE = "cvat/server:${CVAT_VERSION:-v2.51.0}"
+BACKEND_COMMANDS = {  # service -> command; all run cvat/server with CVAT's data, keys and logs volumes
+    "cvat_server": "init run server", "cvat_worker_utils": "run worker notifications cleaning",
+    "cvat_worker_import": "run worker import", "cvat_worker_export": "run worker export",
+    "cvat_worker_annotation": "run worker annotation", "cvat_worker_webhooks": "run worker webhooks",
+    "cvat_worker_quality_reports": "run worker quality_reports", "cvat_worker_chunks": "run worker chunks",
+    "cvat_worker_consensus": "run worker consensus",
+}
+OTHER_IMAGES = {"cvat_db": "postgres:15-alpine", "cvat_redis_inmem": "redis:7.2.11-alpine",
+                "cvat_redis_ondisk": "apache/kvrocks:2.12.1", "cvat_ui": "cvat/ui:${CVAT_VERSION:-v2.51.0}",
+                "traefik": "traefik:v3.6", "cvat_opa": "openpolicyagent/opa:0.63.0",
+                "cvat_clickhouse": "clickhouse/clickhouse-server:23.11-alpine", "cvat_vector": "timberio/vector:0.26.0-alpine",
+                "cvat_grafana": "grafana/grafana-oss:10.1.2"}
+CVAT_SERVICES = [*BACKEND_COMMANDS, *OTHER_IMAGES]
+CVAT_TAGS = [("v2.51.0", "1.13.0"), ("v2.52.0", "1.15.9")]
+CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
+                  "serverless/openvino/dextr": ("openvino-dextr", False),
+                  "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
+# The stand-in image of each image name (the images' role, see standins/image/labforge_standin.py).
+IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefik:v3.6": "traefik",
+               "postgres:15-alpine": "sleeper", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
+               "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
+               "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
+               "quay.io/nuclio/dashboard:1.13.0-amd64": "dashboard", "labforge-standin/function:latest": "function"}
+
+
+def cvat_compose() -> dict:
+    backend_env = {"CVAT_POSTGRES_HOST": "cvat_db", "CVAT_REDIS_INMEM_HOST": "cvat_redis_inmem",
+                   "CVAT_REDIS_INMEM_PORT": 6379, "CVAT_REDIS_ONDISK_HOST": "cvat_redis_ondisk",
+                   "CVAT_REDIS_ONDISK_PORT": 6666}
+    deps = {s: {"condition": "service_started"} for s in ("cvat_redis_inmem", "cvat_redis_ondisk", "cvat_db", "cvat_clickhouse")}
+    data_volumes = ["cvat_data:/home/django/data", "cvat_keys:/home/django/keys", "cvat_logs:/home/django/logs"]
+    services: dict = {}
+    for name, command in BACKEND_COMMANDS.items():
+        services[name] = {"container_name": name, "image": SERVER_IMAGE, "restart": "always", "depends_on": deps,
+                          "environment": backend_env, "command": command, "volumes": data_volumes, "networks": ["cvat"]}
+    services["cvat_server"]["depends_on"] = {**deps, "cvat_opa": {"condition": "service_started"}}
+    services["cvat_server"]["labels"] = {
+        "traefik.enable": "true", "traefik.http.services.cvat.loadbalancer.server.port": "8080",
+        "traefik.http.routers.cvat.rule": "Host(`${CVAT_HOST:-localhost}`) && (PathPrefix(`/api/`) || "
+                                          "PathPrefix(`/static/`) || PathPrefix(`/admin`) || PathPrefix(`/django-rq`))",
+        "traefik.http.routers.cvat.entrypoints": "web"}
+    services["cvat_server"]["networks"] = {"cvat": {"aliases": ["cvat-server"]}}
+    for name, image in OTHER_IMAGES.items():
+        services[name] = {"container_name": name, "image": image, "restart": "always", "networks": ["cvat"]}
+    services["cvat_db"]["volumes"] = ["cvat_db:/var/lib/postgresql/data"]
+    services["cvat_redis_inmem"]["volumes"] = ["cvat_inmem_db:/data"]
+    services["cvat_redis_ondisk"].update(init=True, volumes=["cvat_cache_db:/var/lib/kvrocks"])
+    services["cvat_ui"].update(depends_on=["cvat_server"], labels={
+        "traefik.enable": "true", "traefik.http.services.cvat-ui.loadbalancer.server.port": "8000",
+        "traefik.http.routers.cvat-ui.rule": "Host(`${CVAT_HOST:-localhost}`)", "traefik.http.routers.cvat-ui.entrypoints": "web"})
+    services["traefik"].update(ports=["8080:8080", "8090:8090"], environment={
+        "CVAT_HOST": "${CVAT_HOST:-localhost}", "TRAEFIK_ENTRYPOINTS_web_ADDRESS": ":8080",
+        "TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT": "false", "TRAEFIK_PROVIDERS_DOCKER_NETWORK": "cvat",
+        "TRAEFIK_PROVIDERS_FILE_DIRECTORY": "/etc/traefik/rules"},
+        volumes=["/var/run/docker.sock:/var/run/docker.sock:ro",
+                 "./components/analytics/grafana_conf.yml:/etc/traefik/rules/grafana_conf.yml:ro"])
+    services["cvat_opa"]["networks"] = {"cvat": {"aliases": ["opa"]}}
+    services["cvat_clickhouse"].update(networks={"cvat": {"aliases": ["clickhouse"]}}, volumes=["cvat_events_db:/var/lib/clickhouse/"])
+    services["cvat_vector"].update(user="1000:1000", depends_on=["cvat_clickhouse"], networks={"cvat": {"aliases": ["vector"]}},
+                                   volumes=[{"type": "bind", "source": "./components/analytics/vector/vector.toml",
+                                             "target": "/etc/vector/vector.toml", "read_only": True},
+                                            {"type": "tmpfs", "target": "/vector-data-dir"}])
+    services["cvat_grafana"].update(entrypoint=["sh", "-euc", "exec /run.sh"], networks={"cvat": {"aliases": ["grafana"]}},
+                                    volumes=["./components/analytics/grafana/dashboards/:/var/lib/grafana/dashboards/:ro"])
+    volumes = dict.fromkeys(["cvat_db", "cvat_data", "cvat_keys", "cvat_logs", "cvat_inmem_db", "cvat_events_db", "cvat_cache_db"])
+    return {"name": "cvat", "services": services, "volumes": volumes, "networks": {"cvat": None}}
+
+
+def serverless_compose(dashboard: str) -> dict:
+    return {"services": {
+        "nuclio": {"container_name": "nuclio", "image": f"quay.io/nuclio/dashboard:{dashboard}-amd64", "restart": "always",
+                   "networks": ["cvat"], "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
+                   "environment": {"NUCLIO_CHECK_FUNCTION_CONTAINERS_HEALTHINESS": "true",
+                                   "NUCLIO_DASHBOARD_DEFAULT_FUNCTION_MOUNT_MODE": "volume"},
+                   "ports": ["8070:8070"]},
+        "cvat_server": {"environment": {"CVAT_SERVERLESS": 1}, "extra_hosts": ["host.docker.internal:host-gateway"]},
+        "cvat_worker_annotation": {"extra_hosts": ["host.docker.internal:host-gateway"]}}}
+
+
+def build_cvat_repo(bare: Path) -> Path:
+    """A bare git repo laid out like CVAT's (compose files, analytics configs, serverless functions), tagged like its releases."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        git = ["git", "-C", str(work), "-c", "user.name=labforge tests", "-c", "user.email=tests@labforge.invalid"]
+        subprocess.run(["git", "init", "-q", str(work)], check=True)
+        for path, (name, has_gpu) in CVAT_FUNCTIONS.items():
+            fn_dir = work / path / "nuclio"
+            fn_dir.mkdir(parents=True)
+            spec = {"metadata": {"name": name, "namespace": "cvat", "annotations": {"name": f"{name} ({STANDIN_MARK})"}},
+                    "spec": {"handler": "main:handler"}}
+            (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+            if has_gpu:
+                gpu = {**spec, "spec": {**spec["spec"], "resources": {"limits": {"nvidia.com/gpu": 1}}}}
+                (fn_dir / "function-gpu.yaml").write_text(yaml.safe_dump(gpu, sort_keys=False))
+        dockerfile = f"# {STANDIN_MARK}\nFROM labforge-standin/base:latest\nLABEL org.labforge.standin=\"{STANDIN_MARK}\"\n"
+        (work / "serverless/openvino/base").mkdir(parents=True)
+        (work / "serverless/openvino/base/Dockerfile").write_text(dockerfile)
+        (work / "serverless/openvino/dextr/nuclio/Dockerfile").write_text(dockerfile)
+        (work / "README.md").write_text(f"CVAT layout {STANDIN_MARK}: not CVAT.\n")
+        (work / "components/analytics/vector").mkdir(parents=True)
+        (work / "components/analytics/grafana/dashboards").mkdir(parents=True)
+        (work / "components/analytics/grafana_conf.yml").write_text(f"# {STANDIN_MARK}\n")
+        (work / "components/analytics/vector/vector.toml").write_text(f"# {STANDIN_MARK}\n")
+        (work / "components/analytics/grafana/dashboards/all_events.json").write_text("{}\n")
+        (work / "docker-compose.yml").write_text(f"# {STANDIN_MARK}: CVAT v2.51.0's compose structure\n"
+                                                 + yaml.safe_dump(cvat_compose(), sort_keys=False))
+        (work / "components/serverless").mkdir(parents=True)
+        for tag, dashboard in CVAT_TAGS:
+            (work / "components/serverless/docker-compose.serverless.yml").write_text(
+                yaml.safe_dump(serverless_compose(dashboard), sort_keys=False))
+            subprocess.run([*git, "add", "-A"], check=True)
+            subprocess.run([*git, "commit", "-q", "-m", f"CVAT {tag} ({STANDIN_MARK})"], check=True)
+            subprocess.run([*git, "tag", tag], check=True)
+        if bare.exists():
+            shutil.rmtree(bare)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return bare
+
+
+def load_images(lab_host, base_tarball: Path) -> None:
+    """Build the stand-in images inside the lab host's own Docker Engine, tagged with CVAT v2.51.0's image names:
+    the host's Debian root imported as labforge-standin/base, then standins/image/Dockerfile once per role."""
+    work = lab_host.root / "var/tmp/labforge-standin"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(Path(__file__).parent / "cvat_image", work / "context")
+    import yaml  # traefik's stand-in reads the file provider's YAML: the same PyYAML as the control machine (CPython 3.11)
+
+    shutil.copytree(Path(yaml.__file__).parent, work / "context/pylib/yaml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(base_tarball, work / "base.tar")
+    builds = " && ".join(f"docker build -q --build-arg ROLE={role} -t {image} /var/tmp/labforge-standin/context >/dev/null"
+                         for image, role in IMAGE_ROLES.items())
+    lab_host.ssh(timeout=600, command="docker image inspect labforge-standin/base:latest >/dev/null 2>&1 || "
+                 "docker import /var/tmp/labforge-standin/base.tar labforge-standin/base:latest >/dev/null && "
+                 f"{builds} && rm -f /var/tmp/labforge-standin/base.tar")
+
+
