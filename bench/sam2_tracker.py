@@ -60,6 +60,25 @@ def frames(count: int, width: int, height: int) -> list[bytes]:
     return out
 
 
+def tensor_bytes(value, seen=None) -> int:
+    """Bytes of the distinct tensor storages a session's state reaches (shared ones, such as sam2's cached
+    position encoding, counted once)."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if isinstance(value, torch.Tensor):
+        storage = value.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v, seen) for v in value)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=30)
@@ -86,6 +105,7 @@ def main() -> int:
     started = time.perf_counter()
     handler_module.init_context(context)
     load_s = time.perf_counter() - started
+    load_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     video = frames(args.frames, args.width, args.height)
     box = [args.width / 8, args.height / 3, args.width / 8 + args.height / 4, args.height / 3 + args.height / 4]
@@ -118,8 +138,10 @@ def main() -> int:
     print(f"  answer bytes per frame:    {max(answers)} (max); state bytes: {len(json.dumps(states[0], separators=(',', ':')))}")
     pixels = 0 if track.frames.newest is None else 1
     print(f"  session holds:             {len(held)} frame outputs (frames {held[0]}..{held[-1]} of {args.frames}), "
-          f"{pixels} frame of pixels, {len(track.state['cached_features'])} cached feature sets")
-    print(f"  peak RSS:                  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+          f"{pixels} frame of pixels, {len(track.state['cached_features'])} cached feature sets, "
+          f"{tensor_bytes(track.state) / 2**20:.1f} MiB of tensors")
+    print(f"  peak RSS:                  {load_rss_mib:.0f} MiB after loading the model, "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB at the end")
     return 0
 
 

@@ -157,3 +157,17 @@ cvat_tls_renew_days = 30
 nuclio_functions = ["serverless/openvino/omz/public/yolo-v3-tf", "serverless/openvino/dextr"]
 # Environment CVAT's serverless/deploy_{cpu,gpu}.sh pass to every function at v2.51.0.
 nuclio_function_env = {"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk", "CVAT_FUNCTIONS_REDIS_PORT": "6666"}
+# Memory limit per function container (nuctl deploy --resource-limit memory=<quantity>: Docker's --memory, so a
+# request that grows a function past it kills that container's process, restarted by its restartPolicy, not
+# whatever the host's OOM killer picks, such as Postgres). Every CVAT function deployed needs an entry (the
+# deploy refuses one without: CVAT's YAMLs set none and are not edited); ours (files/nuclio/...) set theirs in
+# their YAMLs (the measured reasons are there), which an entry here overrides. Changing a value redeploys.
+# Estimates, not measured here (no Docker host with these images): YOLOv3 (OpenVINO, FP32 IR of 62 M
+# parameters, ~250 MB) and DEXTR (OpenVINO, ResNet-101, ~230 MB) stay well under 1 GiB; CVAT's SAM ViT-H loads
+# its 2.56 GB checkpoint next to a model of the same size (segment_anything's build_sam: ~5.1 GB before the
+# weights move to the GPU), and on the CPU runs ViT-H's global attention on top of its 2.56 GB of weights.
+nuclio_function_memory_limit = {
+    "serverless/openvino/omz/public/yolo-v3-tf": "2Gi",
+    "serverless/openvino/dextr": "2Gi",
+    "serverless/pytorch/facebookresearch/sam": "8Gi",
+}

@@ -2,13 +2,14 @@
 source hash, the skip/redeploy decision, and the commands CVAT's serverless/deploy_{cpu,gpu}.sh run.
 
 A function is skipped when Nuclio reports it `ready` with our source-hash label; it is redeployed
-when its source changed (CVAT tag, our files, or the CPU/GPU variant).
+when its source changed (CVAT tag, our files, the CPU/GPU variant, or the memory limit the deploy sets).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from labforge.report import REBOOT_MARKER, WAITS
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
 SLUG_LABEL, HASH_LABEL = "labforge-function", "labforge-src-hash"
+# A memory quantity as nuctl parses it (Kubernetes' resource.ParseQuantity): bytes, or binary/decimal units.
+MEMORY_QUANTITY = re.compile(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class FunctionSource:
     yaml_dir: str  # directory holding function(.gpu).yaml on the host
     digest: str
     gpu: bool
+    memory_limit: str | None = None  # set at deploy (nuctl --resource-limit); None: the YAML's own
 
     @property
     def slug(self) -> str:
@@ -45,12 +49,41 @@ def local_digest(path: Path, variant: str) -> str:
     return sha.hexdigest()[:16]
 
 
-def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool) -> FunctionSource:
+def memory_limit(path: str, limits: dict[str, str | None]) -> str | None:
+    """The memory limit the deploy sets for the function at ``path`` (``nuclio_function_memory_limit``), or None
+    to keep its YAML's.
+
+    nuctl 1.13 ``deploy --resource-limit memory=<quantity>`` puts it into the function's ``spec.resources.limits``
+    after reading ``--file`` (nuclio pkg/nuctl/command/deploy.go, branch 1.13.x at 59fa1656: the flag at line 227,
+    the file read at 119-143, ``parseResourceAllocations`` into ``Spec.Resources.Limits`` at 232-260 and 503-506,
+    which sets only that key, so a YAML's ``nvidia.com/gpu`` stays), and the local platform starts the container
+    with ``docker run --memory <bytes>b`` (pkg/platform/local/platform.go 963, 979, 1485-1492;
+    pkg/dockerclient/shell.go 252-253). CVAT's functions (serverless/...) carry no memory limit in their YAMLs at
+    v2.51.0 and we never edit CVAT's files, so each must have an entry; ours (files/nuclio/...) carry theirs in
+    their YAMLs, which an entry overrides.
+    """
+    value = limits.get(path)
+    if value is None:
+        if path.startswith("files/"):
+            return None
+        raise ValueError(f"no memory limit for {path}: add it to nuclio_function_memory_limit (e.g. \"4Gi\"); "
+                         "every function container gets one, so that one request cannot take the host's memory")
+    if not isinstance(value, str) or not MEMORY_QUANTITY.fullmatch(value):
+        raise ValueError(f"nuclio_function_memory_limit[{path!r}] = {value!r} is not a memory quantity such as \"2Gi\" or \"1536Mi\"")
+    return value
+
+
+def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
+           memory_limits: dict[str, str | None] | None = None) -> FunctionSource:
+    """The function at ``path`` as this host deploys it; ``memory_limits`` is ``nuclio_function_memory_limit``
+    (None: no limit set at deploy). The limit set is part of the source hash, so changing it redeploys."""
     variant = "gpu" if on_gpu else "cpu"
+    memory = None if memory_limits is None else memory_limit(path, memory_limits)
+    salt = variant if memory is None else f"{variant}:memory={memory}"
     if path.startswith("files/"):
-        return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}", local_digest(REPO / path, variant), on_gpu)
-    digest = hashlib.sha256(f"{cvat_version}:{path}:{variant}".encode()).hexdigest()[:16]
-    return FunctionSource(path, f"{cvat_dir}/{path}/nuclio", digest, on_gpu)
+        return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}", local_digest(REPO / path, salt), on_gpu, memory)
+    digest = hashlib.sha256(f"{cvat_version}:{path}:{salt}".encode()).hexdigest()[:16]
+    return FunctionSource(path, f"{cvat_dir}/{path}/nuclio", digest, on_gpu, memory)
 
 
 def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
@@ -62,7 +95,8 @@ def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
 
 
 def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], reboot_guard: bool = False) -> list[str]:
-    """What deploy_{cpu,gpu}.sh run for one function, plus our labels and a readiness check.
+    """What deploy_{cpu,gpu}.sh run for one function, plus our labels, its memory limit (``fn.memory_limit``, as
+    ``--resource-limit memory=<quantity>``: see ``memory_limit``) and a readiness check.
 
     With ``reboot_guard`` (a GPU host whose driver awaits its reboot, where the planner could not yet see
     whether this function has a GPU variant) it becomes one command that deploys nothing when the
@@ -72,6 +106,7 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     yaml_choice = (f'f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml' if fn.gpu
                    else f"f={fn.yaml_dir}/function.yaml")
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
+    memory_arg = f" --resource-limit {shlex.quote(f'memory={fn.memory_limit}')}" if fn.memory_limit else ""
     platform_config = shlex.quote(json.dumps({"attributes": {"network": "cvat_cvat"}}))
     commands = [WAIT_API,
                 "nuctl get project cvat --platform local >/dev/null 2>&1 || nuctl create project cvat --platform local"]
@@ -86,7 +121,7 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
              f"sys.exit(0 if ok else 'labforge: function {fn.path} is not ready after deploy (nuctl get functions)')")
     commands += [
         f"{yaml_choice}; nuctl deploy --project-name cvat --path {fn.yaml_dir} --file \"$f\" --platform local "
-        f"{env_args} --platform-config {platform_config} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
+        f"{env_args} --platform-config {platform_config}{memory_arg} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
         f"nuctl get functions --platform local -o json | python3 -c {shlex.quote(check)}",
     ]
     if reboot_guard:

@@ -14,6 +14,7 @@ from pyinfra.operations import files, server
 from labforge import gpu, report
 from labforge.facts import NuclioFunctions
 from labforge.nuclio_functions import REPO, deploy_commands, is_current, source
+from labforge.report import Refused
 
 
 def needs_gpu(fn) -> bool | None:
@@ -36,7 +37,11 @@ def functions() -> None:
     awaiting_reboot = on_gpu and report.driver_awaits_reboot()
     deployed = host.get_fact(NuclioFunctions)
     for path in data.get("nuclio_functions") or []:
-        fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu)
+        try:
+            fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
+                        data.get("nuclio_function_memory_limit") or {})
+        except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
+            raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
         if fn.is_local:
             files.sync(name=f"Upload {path}", src=str(REPO / path), dest=fn.yaml_dir, delete=True,
                        exclude=["*.pyc"], exclude_dir=["__pycache__"])

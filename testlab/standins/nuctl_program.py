@@ -19,7 +19,10 @@ What it reproduces, from nuclio's 1.13.x branch:
 - `get functions -o json` (pkg/nuctl/command/get.go renderFunctionConfigWithStatus): one JSON object with
   metadata, spec and status for one function, a list for several, and "No functions found" for none;
 - projects: `get project NAME` fails when it does not exist, `create project NAME` creates it.
-Function YAML is read for metadata.name and the GPU limit only (no YAML parser on a bare host).
+- the memory limit: the YAML's spec.resources.limits.memory, replaced by `--resource-limit memory=<q>`
+  (pkg/nuctl/command/deploy.go parseResourceAllocations), run as `docker run --memory <bytes>b`
+  (pkg/platform/local/platform.go resolveFunctionSpecRequestMemory, pkg/dockerclient/shell.go);
+Function YAML is read for metadata.name, the GPU limit and the memory limit only (no YAML parser on a bare host).
 """
 
 import json
@@ -46,6 +49,32 @@ def option(args: list[str], name: str, default: str = "") -> str:
 
 def options(args: list[str], name: str) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args) if a == name]
+
+
+UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(value: str) -> int:
+    """A Kubernetes-style quantity (as nuctl's resource.ParseQuantity takes it) in bytes."""
+    match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", value.strip().strip("'\""))
+    if not match:
+        sys.exit(f"Error - invalid memory quantity {value!r}")
+    return int(float(match.group(1)) * UNITS[match.group(2) or ""])
+
+
+def yaml_memory(path: Path) -> str | None:
+    """resources.limits.memory, read as the YAML lays it out (a `memory:` key under `limits:`)."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "limits:":
+            indent = len(line) - len(line.lstrip())
+            for below in lines[i + 1:]:
+                if below.strip() and len(below) - len(below.lstrip()) <= indent:
+                    break
+                match = re.match(r"^\s+memory:\s*(\S+)", below)
+                if match:
+                    return match.group(1).strip("'\"")
+    return None
 
 
 def read_spec(path: Path) -> tuple[str, bool]:
@@ -89,6 +118,12 @@ def deploy(args: list[str]) -> int:
            "-e", f"LABFORGE_STANDIN_FUNCTION={name}"]
     run += [f"--network={network}"] if network else []
     run += ["--gpus", "all"] if gpu else []
+    memory = yaml_memory(spec_file)
+    for item in options(args, "--resource-limit"):
+        key, _, value = item.partition("=")
+        if key == "memory":
+            memory = value
+    run += ["--memory", f"{quantity_bytes(memory)}b"] if memory else []
     for env in options(args, "--env"):
         run += ["-e", env]
     for key, value in labels.items():

@@ -97,7 +97,7 @@ def test_enabled_functions_ready(host, pins, running, gpu_role):
     deployed = fact.process(host.run(fact.command()).stdout.splitlines())
     awaiting_reboot = gpu_role and host.file(report.REBOOT_MARKER).exists
     for path in pins["nuclio_functions"]:
-        fn = source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role)
+        fn = source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role, pins.get("nuclio_function_memory_limit") or {})
         if awaiting_reboot and host.file(f"{fn.yaml_dir}/function-gpu.yaml").exists:
             assert not any((f["labels"] or {}).get(SLUG_LABEL) == fn.slug for f in deployed), f"{path} deployed before the reboot"
             continue

@@ -206,7 +206,7 @@ def test_a_new_cvat_host_moves_traefiks_rule(host, mirror, stack):
 
 
 def test_a_current_function_is_skipped_and_a_stale_one_redeployed(host, mirror, stack):
-    dextr = source("serverless/openvino/dextr", "/opt/cvat", "v2.51.0", True)
+    dextr = source("serverless/openvino/dextr", "/opt/cvat", "v2.51.0", True, standins.pins()["nuclio_function_memory_limit"])
     yolo_id = containers(host)["nuclio-nuclio-openvino-omz-public-yolo-v3-tf"]["Id"]
     # as if an older source had been deployed: the same function with another source-hash label
     host.ssh(f"nuctl deploy --project-name cvat --path {dextr.yaml_dir} --file {dextr.yaml_dir}/function.yaml --platform local "
@@ -220,13 +220,25 @@ def test_a_current_function_is_skipped_and_a_stale_one_redeployed(host, mirror, 
     assert found["nuclio-nuclio-openvino-omz-public-yolo-v3-tf"]["Id"] == yolo_id  # skipped: current
 
 
+def test_every_function_container_has_its_memory_limit(host, stack):
+    """nuclio_function_memory_limit reaches Docker (--resource-limit -> --memory), so one request cannot make the
+    host's OOM killer take PostgreSQL."""
+    limits = standins.pins()["nuclio_function_memory_limit"]
+    units = {"Gi": 2**30, "Mi": 2**20}
+    found = containers(host)
+    for path, container in (("serverless/openvino/dextr", "nuclio-nuclio-openvino-dextr"),
+                            ("serverless/openvino/omz/public/yolo-v3-tf", "nuclio-nuclio-openvino-omz-public-yolo-v3-tf")):
+        value = limits[path]
+        assert found[container]["HostConfig"]["Memory"] == int(value[:-2]) * units[value[-2:]], (container, value)
+
+
 def test_gpu_functions_wait_for_the_reboot_and_would_fail_before_it(host, stack):
     """The driver awaits its reboot: SAM, SAM 2 and the SAM 2 tracker are not deployed. Deployed anyway, Nuclio's `--gpus all` fails."""
     (line,) = stack.summary_lines()
     for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2", "files/nuclio/sam2-tracker"):
         assert f"function {path}: waits for the reboot (NVIDIA driver not loaded yet)" in line
     assert "nuclio-nuclio-pth-facebookresearch-sam-vit-h" not in containers(host)
-    sam = source("serverless/pytorch/facebookresearch/sam", "/opt/cvat", "v2.51.0", True)
+    sam = source("serverless/pytorch/facebookresearch/sam", "/opt/cvat", "v2.51.0", True, standins.pins()["nuclio_function_memory_limit"])
     forced = host.ssh(f"nuctl deploy --project-name cvat --path {sam.yaml_dir} --file {sam.yaml_dir}/function-gpu.yaml "
                       "--platform local", check=False)
     assert forced.returncode != 0 and "could not select device driver" in forced.stderr

@@ -205,3 +205,37 @@ def test_header_deploy_command_uses_the_env_names_cvat_v2_51_passes(name):
     for key, value in groupdata.load()["nuclio_function_env"].items():
         assert f"--env {key}={value}" in header
     assert "CVAT_REDIS_" not in header
+
+
+FUNCTION_SPECS = sorted((REPO / "files" / "nuclio").glob("*/function*.yaml"))
+BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+MEASURED_PEAK_RSS = {"tiny": 1424 * 2**20, "large": 2388 * 2**20}  # bench/sam2_tracker.py and sam2_latency.py, on the CPU
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes quantity in bytes, as Nuclio reads spec.resources.limits.memory (``Memory().Value()``)."""
+    match = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti)?", quantity)
+    assert match, f"memory limit {quantity!r}: write it as <n>Mi or <n>Gi"
+    return int(match[1]) * BINARY.get(match[2] or "", 1)
+
+
+@pytest.mark.parametrize("path", FUNCTION_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_function_yaml_limits_its_container_memory(path):
+    """Nuclio 1.13's local platform turns spec.resources.limits.memory into `docker run --memory <bytes>b`
+    (pkg/platform/local/platform.go, resolveFunctionSpecRequestMemory, branch 1.13.x); requests it never reads."""
+    assert {f"{p.parent.name}/{p.name}" for p in FUNCTION_SPECS} == {
+        "sam2-tracker/function-gpu.yaml", "sam2-tracker/function.yaml", "sam2/function-gpu.yaml", "sam2/function.yaml"}
+    spec = yaml.safe_load(path.read_text())["spec"]
+    limits = spec["resources"]["limits"]
+    memory = memory_bytes(limits["memory"])
+    assert "requests" not in spec["resources"]
+    env = {item["name"]: item["value"] for item in spec["env"]}
+    variant = "large" if "large" in env["MODEL"] else "tiny"
+    if path.name == "function-gpu.yaml":
+        assert limits["nvidia.com/gpu"] == 1 and variant == "large"
+        assert memory >= 3 * MEASURED_PEAK_RSS["large"]  # the CPU-side peak plus CUDA's host memory
+    else:
+        assert "nvidia.com/gpu" not in limits and variant == "tiny"
+        assert memory >= 2 * MEASURED_PEAK_RSS["tiny"]
+    text = path.read_text()
+    assert "pkg/platform/local/platform.go" in text and "59fa1656" in text  # the comment says where Nuclio applies it

@@ -2,6 +2,8 @@
 
 import shlex
 
+import pytest
+
 from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, deploy_commands, is_current, source
 
 CVAT = "/opt/cvat"
@@ -65,3 +67,59 @@ def test_cpu_openvino_function_builds_base_images_first():
     builds = [c for c in commands if "docker build" in c]
     assert "cvat.openvino.base" in builds[0] and "cvat.openvino.dextr.base" in builds[1]
     assert "function-gpu.yaml" not in next(c for c in commands if "nuctl deploy" in c)
+
+
+def group_data_setting(name, group=None):
+    from labforge import groupdata
+
+    return groupdata.load(group)[name]
+
+
+def nuctl_deploy_args(commands):
+    deploy = next(c for c in commands if "nuctl deploy" in c)
+    return shlex.split(deploy.split("nuctl deploy", 1)[1])
+
+
+def test_every_cvat_function_deployed_by_default_gets_a_memory_limit():
+    limits = group_data_setting("nuclio_function_memory_limit")
+    paths = {*group_data_setting("nuclio_functions"), *group_data_setting("nuclio_functions", "gpu_servers")}
+    for path in sorted(p for p in paths if p.startswith("serverless/")):
+        for on_gpu in (False, True):
+            args = nuctl_deploy_args(deploy_commands(source(path, CVAT, "v2.51.0", on_gpu, limits), CVAT, {}))
+            # nuctl 1.13: --resource-limit <name>=<quantity> into spec.resources.limits (pkg/nuctl/command/deploy.go)
+            assert args[args.index("--resource-limit") + 1] == f"memory={limits[path]}", path
+            assert args.count("--resource-limit") == 1 and args.index("--resource-limit") < args.index("--labels")
+
+
+def test_memory_limit_flag_keeps_the_other_flags_and_changes_the_source_hash():
+    path = "serverless/pytorch/facebookresearch/sam"
+    fn = source(path, CVAT, "v2.51.0", True, {path: "8Gi"})
+    assert fn.memory_limit == "8Gi"
+    commands = deploy_commands(fn, CVAT, {"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk"})
+    deploy = next(c for c in commands if "nuctl deploy" in c)
+    assert "--resource-limit memory=8Gi --labels" in deploy and "--env CVAT_FUNCTIONS_REDIS_HOST=cvat_redis_ondisk" in deploy
+    # a new limit redeploys (the hash label differs); without the setting the hash is the one deployed before
+    assert fn.digest != source(path, CVAT, "v2.51.0", True, {path: "10Gi"}).digest
+    unset = source(path, CVAT, "v2.51.0", True)
+    assert unset.digest != fn.digest and unset.memory_limit is None
+    assert "--resource-limit" not in next(c for c in deploy_commands(unset, CVAT, {}) if "nuctl deploy" in c)
+
+
+def test_a_cvat_function_without_a_memory_limit_or_with_a_bad_one_is_refused():
+    with pytest.raises(ValueError, match=r"no memory limit for serverless/openvino/dextr: add it to nuclio_function_memory_limit"):
+        source("serverless/openvino/dextr", CVAT, "v2.51.0", False, {"serverless/pytorch/facebookresearch/sam": "8Gi"})
+    for bad in ("8 GB", "-1Gi", "0", "8gib", 8):
+        with pytest.raises(ValueError, match="is not a memory quantity"):
+            source("serverless/openvino/dextr", CVAT, "v2.51.0", False, {"serverless/openvino/dextr": bad})
+    for good in ("2Gi", "1536Mi", "4G", "2147483648"):
+        assert source("serverless/openvino/dextr", CVAT, "v2.51.0", False, {"serverless/openvino/dextr": good}).memory_limit == good
+
+
+def test_our_functions_keep_their_yaml_memory_limit_unless_the_setting_names_them():
+    limits = group_data_setting("nuclio_function_memory_limit")
+    for path in ("files/nuclio/sam2", "files/nuclio/sam2-tracker"):
+        own = source(path, CVAT, "v2.51.0", True, limits)
+        assert own.memory_limit is None and "--resource-limit" not in nuctl_deploy_args(deploy_commands(own, CVAT, {}))
+        override = source(path, CVAT, "v2.51.0", True, {**limits, path: "12Gi"})
+        args = nuctl_deploy_args(deploy_commands(override, CVAT, {}))
+        assert args[args.index("--resource-limit") + 1] == "memory=12Gi" and override.digest != own.digest

@@ -16,7 +16,8 @@ answers the bounding box of the tracked mask.
 
 Errors, each JSON {"error": "<one sentence>"}; the worker keeps running:
   400  not JSON, no image, not an image, a shape that is not a rectangle or lies outside the frame,
-       a state that is not this tracker's, shapes and states that do not pair up
+       a state that is not this tracker's, shapes and states that do not pair up, more shapes than
+       SAM2_TRACKER_MAX_SHAPES (refused before any model work; the sessions held are untouched)
   410  a session this worker does not hold (evicted, expired, or the function restarted)
   422  the object was lost on this frame
   500  anything else (logged)
@@ -59,7 +60,7 @@ def handler(context: Any, event: Any) -> Any:
     try:
         request = parse_body(event.body)
         encoded, width, height = read_image(request.get("image"))
-        pairs = pair_up(request.get("shapes"), request.get("states"))
+        pairs = pair_up(request.get("shapes"), request.get("states"), context.user_data.tracker.max_shapes)
         prompts = [None if state else parse_rectangle(shape, width, height) for shape, state in pairs]
         states = [None if not state else parse_state(state) for _, state in pairs]
     except BadRequest as exc:
@@ -120,8 +121,10 @@ def read_image(value: Any) -> tuple[bytes, int, int]:
     return encoded, width, height
 
 
-def pair_up(shapes: Any, states: Any) -> list[tuple[Any, Any]]:
-    """(shape, state) per tracked object, as CVAT builds them: states [] on the first call, shapes [null, ...] after."""
+def pair_up(shapes: Any, states: Any, max_shapes: int) -> list[tuple[Any, Any]]:
+    """(shape, state) per tracked object, as CVAT builds them: states [] on the first call, shapes [null, ...] after;
+    at most ``max_shapes`` of them (what one call may cost: each shape runs SAM 2's memory attention, mask decoder
+    and memory encoder, and keeps a session)."""
     shapes = [] if shapes is None else shapes
     states = [] if states is None else states
     if not isinstance(shapes, list) or not isinstance(states, list):
@@ -130,6 +133,8 @@ def pair_up(shapes: Any, states: Any) -> list[tuple[Any, Any]]:
         raise BadRequest(f"{len(shapes)} shapes but {len(states)} states: send one state per shape, or none to start")
     if not shapes:
         raise BadRequest("no shapes to track")
+    if len(shapes) > max_shapes:
+        raise BadRequest(f"{len(shapes)} shapes in one call, more than the {max_shapes} this tracker follows at once: track fewer objects")
     return list(zip(shapes, states or [None] * len(shapes), strict=True))
 
 

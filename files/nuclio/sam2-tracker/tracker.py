@@ -10,11 +10,13 @@ Bounded memory: SAM 2 reads, for frame t, the conditioning frame (the prompt), t
 t-1..t-(num_maskmem-1) and the object pointers of up to ``max_obj_ptrs_in_encoder`` earlier frames
 (sam2/modeling/sam2_base.py, ``_prepare_memory_conditioned_features``). A Track keeps exactly that window
 of per-frame outputs; older ones, and the frame's pixels and image features once the call is answered, are
-dropped. Sessions (one per tracked shape) live in a ``Sessions`` store bounded by count and age.
+dropped. Sessions (one per tracked shape) live in a ``Sessions`` store bounded by age, by a quota per
+caller and by a global count, so that one caller cannot evict everyone else's (see ``Sessions``).
 
 Settings (environment, read by ``Tracker.from_env``): MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE as in the
-interactor (files/nuclio/sam2/model_handler.py), SAM2_TRACKER_MAX_SESSIONS (default 64) and
-SAM2_TRACKER_SESSION_TTL seconds (default 3600).
+interactor (files/nuclio/sam2/model_handler.py), SAM2_TRACKER_MAX_SESSIONS (default 64),
+SAM2_TRACKER_SESSION_TTL seconds (default 3600) and SAM2_TRACKER_MAX_SHAPES (default 16: shapes one call
+may carry, refused with HTTP 400 past it, and the sessions one caller may hold).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import os
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 DEFAULT_MODEL, DEFAULT_MODEL_CFG = "sam2.1_hiera_large.pt", "configs/sam2.1/sam2.1_hiera_l.yaml"
+DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SHAPES, DEFAULT_SESSION_TTL = 64, 16, 3600.0
 
 
 class TrackingError(ValueError):
@@ -204,21 +208,80 @@ def init_state_from_frames(predictor: Any, frames: Frames, frame: Frame) -> dict
 
 
 class Sessions:
-    """Tracks by session id, bounded by count (least recently used out first) and by idle age."""
+    """Tracks by session id, bounded by idle age, by a quota per caller and by a global count.
 
-    def __init__(self, max_sessions: int, ttl_seconds: float) -> None:
+    Who the caller is. CVAT v2.51.0 tells a function nothing about who calls it (cvat/apps/lambda_manager/views.py
+    at commit dfd505e7): ``LambdaFunction.invoke`` starts the payload empty (line 311) and, for a tracker, puts in
+    only ``image``, ``shapes`` and ``states`` (lines 491-550; ``threshold`` too when one is given, 325-327); the
+    user, the job and the task it receives (``FunctionViewSet.call``, 1283-1317, reads ``job``/``task`` from the
+    request) serve to check permissions, fetch the frame and fire a signal (558), never reach the payload. The
+    headers name the function, not the caller: ``LambdaGateway._http`` adds only Nuclio routing headers
+    (``x-nuclio-project-name``, ``-function-namespace``, ``-invoke-via``, ``X-Nuclio-Invoke-Timeout``, 89-94;
+    ``x-nuclio-function-name`` and ``x-nuclio-path`` via the dashboard, 133-139), the direct path posts the bare
+    JSON (150), and ``make_requests_session`` sets one User-Agent, ``CVAT/<version> python-requests/...``, for
+    everyone (cvat/utils/http.py, same commit, lines 11 and 26-29). Every request comes from CVAT's server, so
+    the peer address is the same for all users too.
+
+    So the caller is keyed by the one thing that does tell callers apart: which sessions travel together. CVAT's
+    web UI sends, per tracker, one ``init_tracking`` call with the shapes of all the objects it starts and then
+    one ``track`` call per frame with the states of all the objects it follows (cvat-ui/src/components/
+    annotation-page/standard-workspace/controls-side-bar/tools-control.tsx at dfd505e7, lines 784-789 and
+    832-837). A caller here is such a tracking run: the sessions started by one call form one caller, and a
+    call that steps sessions of several callers merges them into one (the UI's init call and its next track
+    call thus become one caller). This is the most defensible key CVAT allows; it cannot stop a client that
+    deliberately splits itself into many runs (nothing in the request can), which the per-call cap, the
+    quota and the single model worker (one call at a time) keep slow and small.
+
+    The bounds, applied when a call's sessions are committed:
+
+    - a caller holds at most ``per_caller`` sessions: past it, its own least recently used ones go first;
+    - all callers together hold at most ``max_sessions``: past it, the caller holding the most sessions loses
+      its least recently used one (among equals, the caller idle longest), and the sessions of the call being
+      answered are never taken. A caller's most recent session is therefore taken only when every caller with
+      sessions outside this call is down to one, and then the one idle longest;
+    - a session idle for ``ttl_seconds`` is dropped.
+    """
+
+    def __init__(self, max_sessions: int, ttl_seconds: float, per_caller: int | None = None) -> None:
         self.max_sessions, self.ttl = max_sessions, ttl_seconds
-        self._tracks: OrderedDict[str, Track] = OrderedDict()
+        self.per_caller = max_sessions if per_caller is None else per_caller
+        self._tracks: OrderedDict[str, Track] = OrderedDict()  # least recently used first
+        self._caller: dict[str, str] = {}  # session -> the caller (tracking run) it belongs to
         self._lock = threading.Lock()
 
     def add(self, track: Track) -> str:
-        session = secrets.token_hex(16)
+        """One new session, a caller of its own."""
+        return self.commit((), [track])[0]
+
+    def commit(self, stepped: Iterable[str], started: list[Track]) -> list[str]:
+        """After a call: the sessions it stepped and those it started become one caller; the new sessions' ids."""
         with self._lock:
             self._expire()
-            self._tracks[session] = track
+            stepped = [s for s in stepped if s in self._tracks]
+            callers = {self._caller[s] for s in stepped}
+            caller = self._caller[stepped[0]] if stepped else secrets.token_hex(8)
+            for session, owner in self._caller.items():
+                if owner in callers:
+                    self._caller[session] = caller
+            new = []
+            for track in started:
+                session = secrets.token_hex(16)
+                self._tracks[session], self._caller[session] = track, caller
+                new.append(session)
+            for session in stepped:
+                self._tracks.move_to_end(session)
+            protected = set(stepped) | set(new)
+            while sum(1 for owner in self._caller.values() if owner == caller) > self.per_caller:
+                victim = next((s for s in self._tracks if self._caller[s] == caller and s not in protected), None)
+                if victim is None:
+                    break
+                self._drop(victim)
             while len(self._tracks) > self.max_sessions:
-                self._tracks.popitem(last=False)
-        return session
+                victim = self._victim(protected)
+                if victim is None:
+                    break
+                self._drop(victim)
+            return new
 
     def get(self, session: str) -> Track:
         with self._lock:
@@ -229,35 +292,66 @@ class Sessions:
             self._tracks.move_to_end(session)
             return track
 
+    def callers(self) -> dict[str, int]:
+        """Sessions held per caller."""
+        with self._lock:
+            return dict(Counter(self._caller.values()))
+
+    def caller_of(self, session: str) -> str | None:
+        return self._caller.get(session)
+
     def __len__(self) -> int:
         return len(self._tracks)
+
+    def _victim(self, protected: set[str]) -> str | None:
+        """The least recently used session of the caller holding the most (among equals, the one idle longest)."""
+        held = Counter(self._caller.values())
+        last_use: dict[str, int] = {}
+        oldest: dict[str, str] = {}
+        for position, session in enumerate(self._tracks):
+            owner = self._caller[session]
+            last_use[owner] = position
+            if session not in protected:
+                oldest.setdefault(owner, session)
+        if not oldest:
+            return None
+        return oldest[max(oldest, key=lambda owner: (held[owner], -last_use[owner]))]
+
+    def _drop(self, session: str) -> None:
+        del self._tracks[session], self._caller[session]
 
     def _expire(self) -> None:
         now = time.monotonic()
         for session in [s for s, t in self._tracks.items() if now - t.touched > self.ttl]:
-            del self._tracks[session]
+            self._drop(session)
 
 
 class Tracker:
     """The model (loaded once per worker) and the sessions of the shapes it follows."""
 
-    def __init__(self, predictor: Any, sessions: Sessions) -> None:
-        self.predictor, self.sessions = predictor, sessions
+    def __init__(self, predictor: Any, sessions: Sessions, max_shapes: int = DEFAULT_MAX_SHAPES) -> None:
+        self.predictor, self.sessions, self.max_shapes = predictor, sessions, max_shapes
         self.lock = threading.Lock()  # one call at a time through the model
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Tracker:
         env = os.environ if environ is None else environ
+        max_sessions = int(env.get("SAM2_TRACKER_MAX_SESSIONS", str(DEFAULT_MAX_SESSIONS)))
+        max_shapes = int(env.get("SAM2_TRACKER_MAX_SHAPES", str(DEFAULT_MAX_SHAPES)))
+        if not 1 <= max_shapes <= max_sessions:
+            raise ValueError(f"SAM2_TRACKER_MAX_SHAPES ({max_shapes}) must be from 1 to SAM2_TRACKER_MAX_SESSIONS ({max_sessions})")
         from sam2.build_sam import build_sam2_video_predictor
 
         checkpoint = checkpoint_path(env.get("MODEL", DEFAULT_MODEL), env.get("MODEL_DIR"))
         predictor = build_sam2_video_predictor(config_name(env.get("MODEL_CFG", DEFAULT_MODEL_CFG)), str(checkpoint),
                                                device=str(device_from(env.get("SAM2_DEVICE"))))
-        return cls(predictor, Sessions(int(env.get("SAM2_TRACKER_MAX_SESSIONS", "64")), float(env.get("SAM2_TRACKER_SESSION_TTL", "3600"))))
+        sessions = Sessions(max_sessions, float(env.get("SAM2_TRACKER_SESSION_TTL", str(DEFAULT_SESSION_TTL))), per_caller=max_shapes)
+        return cls(predictor, sessions, max_shapes)
 
     def track(self, encoded: bytes, requests: list[tuple[float, float, float, float] | str]) -> list[tuple[str, np.ndarray]]:
         """One call: per shape, a box to start from or the session of a track to step; (session, mask logits) each.
-        The frame is decoded and run through the image encoder once, whatever the number of shapes."""
+        The frame is decoded and run through the image encoder once, whatever the number of shapes. The sessions
+        it starts are stored only once the whole call succeeded, together with those it stepped (one caller)."""
         tracks = []
         for number, request in enumerate(requests, start=1):
             if isinstance(request, str):
@@ -267,20 +361,23 @@ class Tracker:
                     raise SessionGone(f"shape {number}: {exc}") from None
             else:
                 tracks.append(None)
-        results = []
+        results: list[tuple[str | None, np.ndarray]] = []
+        started: list[Track] = []
         with self.lock, torch.inference_mode(), autocast(self.predictor.device):
             frame = Frame.decode(self.predictor, encoded)
             frame.encode(self.predictor)
             for number, (request, track) in enumerate(zip(requests, tracks, strict=True), start=1):
                 if track is None:
                     track, logits = Track.start(self.predictor, frame, request)
-                    results.append((self.sessions.add(track), logits))
+                    started.append(track)
+                    results.append((None, logits))
                     continue
                 try:
                     results.append((request, track.step(frame)))
                 except TrackingError as exc:
                     raise type(exc)(f"shape {number}: {exc}") from None
-        return results
+            new = iter(self.sessions.commit([r for r in requests if isinstance(r, str)], started))
+        return [(next(new) if session is None else session, logits) for session, logits in results]
 
 
 def autocast(device: torch.device):
