@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labforge import totals
 from labforge.paths import REPO
+from labforge.tools import totals
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 

@@ -12,7 +12,7 @@ CVAT repo and releases, CVAT's images, Nuclio), one module for each thing they s
   engine from cvat_image/ and tagged with CVAT's image names;
 - nuctl.py: nuctl (nuctl_program.py), which runs one labelled container per function on that engine, publishing
   its port as Nuclio's local platform does;
-- cvat_api.py: CVAT v2.51.0's REST API as labforge.cvat_check uses it.
+- cvat_api.py: CVAT v2.51.0's REST API as labforge.tools.cvat_check uses it.
 
 The production defaults in group_data/all.py stay the real upstreams; the lab overrides them through the hosts
 file (mirror.build_mirror returns those settings).

@@ -1,4 +1,4 @@
-"""STAND-IN for the part of CVAT v2.51.0's REST API that labforge.cvat_check uses (a test fixture).
+"""STAND-IN for the part of CVAT v2.51.0's REST API that labforge.tools.cvat_check uses (a test fixture).
 
 Each behaviour is read from CVAT at commit dfd505e7 and was checked against the real server with
 tests/e2e/cvat_check.sh (the workplace's cvat-e2e harness runs CVAT v2.51.0's own Django server):

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Development check (not CI): labforge.cvat_check against CVAT v2.51.0's real server and lambda API, run by the
+# Development check (not CI): labforge.tools.cvat_check against CVAT v2.51.0's real server and lambda API, run by the
 # workplace's ../shared/cvat-e2e harness (its stand-in Nuclio dashboard serves one function directory).
 #   tests/e2e/cvat_check.sh detector IMAGE     tests/e2e/yolo_v3_standin (YOLOv3's id and labels, not a detector):
 #                                              login, function list, task + data + request polling, lambda call, labels
@@ -50,7 +50,7 @@ if [[ $mode == tracker-ui ]]; then
   NODE_PATH=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["node_path"])' "$cache/serve.json") \
     node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU)" "$image"
 else
-  LABFORGE_CVAT_ADMIN_PASSWORD=$password .venv/bin/python -m labforge.cvat_check --url "$api" "${args[@]}" --image "$image" --timeout 120
+  LABFORGE_CVAT_ADMIN_PASSWORD=$password .venv/bin/python -m labforge.tools.cvat_check --url "$api" "${args[@]}" --image "$image" --timeout 120
 fi
 rc=$?
 kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null

@@ -52,7 +52,7 @@ def hosts_yml(name: str, hosts, mirror, group: str = "gpu_servers", entry: dict 
 
 def doctor(hosts_file: Path, *args: str, via_lab: bool = False) -> tuple[int, dict[str, tuple[str, str, str]], str]:
     """Run the doctor; return (exit status, {host: (status, where, detail)}, stderr), asserting one line per host."""
-    cmd = ([str(runner.REPO / "lab"), "doctor"] if via_lab else [sys.executable, "-m", "labforge.doctor"])
+    cmd = ([str(runner.REPO / "lab"), "doctor"] if via_lab else [sys.executable, "-m", "labforge.tools.doctor"])
     proc = subprocess.run([*cmd, "--hosts-file", str(hosts_file), *args], cwd=runner.REPO, capture_output=True,
                           text=True, timeout=180)
     lines = proc.stdout.splitlines()

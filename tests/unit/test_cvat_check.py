@@ -1,4 +1,4 @@
-"""labforge.cvat_check, the Vagrant and GPU workflows' proof through CVAT, against a stand-in of CVAT v2.51.0's API
+"""labforge.tools.cvat_check, the Vagrant and GPU workflows' proof through CVAT, against a stand-in of CVAT v2.51.0's API
 (testlab/standins/cvat_api.py, whose behaviour was checked against the real server: tests/e2e/cvat_check.sh)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labforge import cvat_check, tls
+from labforge import tls
+from labforge.tools import cvat_check
 from testlab.standins.cvat_api import CvatStandin
 
 PASSWORD = "correct horse battery staple 42"

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from labforge import doctor
 from labforge.platform import Platform
+from labforge.tools import doctor
+from labforge.tools.doctor import checks, probes, remote
 
 NOBLE = """PRETTY_NAME="Ubuntu 24.04.1 LTS"
 NAME="Ubuntu"
@@ -24,7 +25,7 @@ NOBLE_X86 = Platform("ubuntu", "24.04", "noble", "x86_64", "amd64", "x86_64")
 
 
 def test_os_release_quoted_and_bare_values():
-    release = doctor.parse_os_release(NOBLE)
+    release = checks.parse_os_release(NOBLE)
     assert release["ID"] == "ubuntu" and release["VERSION_ID"] == "24.04"
     assert release["PRETTY_NAME"] == "Ubuntu 24.04.1 LTS"
     assert release["VERSION"] == "24.04.1 LTS (Noble Numbat)"
@@ -32,23 +33,23 @@ def test_os_release_quoted_and_bare_values():
 
 def test_os_release_comments_blank_lines_single_quotes_and_escapes():
     text = "# comment\n\nID='debian'\nVERSION_ID=12\nNAME=\"A \\\"quoted\\\" name\"\n  BROKEN=\"unbalanced\nnot a line\n"
-    release = doctor.parse_os_release(text)
+    release = checks.parse_os_release(text)
     assert release == {"ID": "debian", "VERSION_ID": "12", "NAME": 'A "quoted" name', "BROKEN": "unbalanced"}
 
 
 def test_os_release_feeds_platform_detect():
-    p, text = doctor.check_distro(doctor.parse_os_release(NOBLE), "x86_64", "gpu1")
+    p, text = checks.check_distro(checks.parse_os_release(NOBLE), "x86_64", "gpu1")
     assert p == NOBLE_X86 and text == "Ubuntu 24.04 amd64"
-    p, text = doctor.check_distro(doctor.parse_os_release("ID=debian\nVERSION_ID=\"12\"\n"), "aarch64", "h")
+    p, text = checks.check_distro(checks.parse_os_release("ID=debian\nVERSION_ID=\"12\"\n"), "aarch64", "h")
     assert p.cuda_arch == "sbsa" and text == "Debian 12 arm64"
 
 
 def test_unsupported_distro_and_arch_are_one_line_without_host_prefix():
-    p, text = doctor.check_distro(doctor.parse_os_release(FOCAL), "x86_64", "gpu2")
+    p, text = checks.check_distro(checks.parse_os_release(FOCAL), "x86_64", "gpu2")
     assert p is None
     assert text.startswith("unsupported distro 'Ubuntu 20.04.6 LTS'; labforge supports Ubuntu 22.04")
     assert "gpu2" not in text and "Nothing was changed" not in text
-    p, text = doctor.check_distro(doctor.parse_os_release(NOBLE), "riscv64", "gpu3")
+    p, text = checks.check_distro(checks.parse_os_release(NOBLE), "riscv64", "gpu3")
     assert p is None and text.startswith("unsupported architecture 'riscv64'")
 
 
@@ -57,36 +58,36 @@ def test_unsupported_distro_and_arch_are_one_line_without_host_prefix():
 
 def test_disk_threshold_is_inclusive_and_rounds_down():
     gib_kib = 1024 * 1024
-    assert doctor.check_disk(40 * gib_kib, "/", 40) == (True, "40 GiB free")
-    assert doctor.check_disk(40 * gib_kib - 1, "/", 40) == (False, "only 39 GiB free (need 40 GiB for CVAT's images)")
-    assert doctor.check_disk(120 * gib_kib + 5, "/var/lib/docker", 40) == (True, "120 GiB free on /var/lib/docker")
-    assert doctor.check_disk(3 * gib_kib, "/var/lib", 2.5) == (True, "3 GiB free on /var/lib")
-    assert doctor.check_disk(2 * gib_kib, "/", 2.5)[0] is False
+    assert checks.check_disk(40 * gib_kib, "/", 40) == (True, "40 GiB free")
+    assert checks.check_disk(40 * gib_kib - 1, "/", 40) == (False, "only 39 GiB free (need 40 GiB for CVAT's images)")
+    assert checks.check_disk(120 * gib_kib + 5, "/var/lib/docker", 40) == (True, "120 GiB free on /var/lib/docker")
+    assert checks.check_disk(3 * gib_kib, "/var/lib", 2.5) == (True, "3 GiB free on /var/lib")
+    assert checks.check_disk(2 * gib_kib, "/", 2.5)[0] is False
 
 
 # --- sudo, GPU, upstreams -----------------------------------------------------------------------
 
 
 def test_sudo():
-    assert doctor.check_sudo("root", "root") == (True, "root")
-    assert doctor.check_sudo("yes", "ubuntu") == (True, "passwordless sudo (ubuntu): run pyinfra with --sudo")
-    ok, text = doctor.check_sudo("no", "ubuntu")
+    assert checks.check_sudo("root", "root") == (True, "root")
+    assert checks.check_sudo("yes", "ubuntu") == (True, "passwordless sudo (ubuntu): run pyinfra with --sudo")
+    ok, text = checks.check_sudo("no", "ubuntu")
     assert not ok and "'ubuntu'" in text and "sudo -n true" in text
 
 
 def test_gpu():
-    assert doctor.check_gpu(["0000:01:00.0"], True, True) == (True, "GPU 1 device")
-    assert doctor.check_gpu(["0000:01:00.0", "0000:02:00.0"], True, True) == (True, "GPU 2 devices")
-    assert doctor.check_gpu([], False, True) == (True, None)  # CPU host: nothing to say
-    assert doctor.check_gpu([], True, False) == (True, "no NVIDIA GPU (not required: gpu_require_pci_device is false)")
-    assert doctor.check_gpu([], None, True) == (True, "no NVIDIA GPU (GPU layers skipped)")
-    ok, text = doctor.check_gpu([], True, True)
+    assert checks.check_gpu(["0000:01:00.0"], True, True) == (True, "GPU 1 device")
+    assert checks.check_gpu(["0000:01:00.0", "0000:02:00.0"], True, True) == (True, "GPU 2 devices")
+    assert checks.check_gpu([], False, True) == (True, None)  # CPU host: nothing to say
+    assert checks.check_gpu([], True, False) == (True, "no NVIDIA GPU (not required: gpu_require_pci_device is false)")
+    assert checks.check_gpu([], None, True) == (True, "no NVIDIA GPU (GPU layers skipped)")
+    ok, text = checks.check_gpu([], True, True)
     assert not ok and text.startswith("no NVIDIA GPU") and "refuse" in text
 
 
 def test_upstream_urls_follow_the_deploys_variables():
-    data = doctor.group_data("gpu_servers")
-    urls = dict(doctor.upstream_urls(data, NOBLE_X86, gpu_layers=True))
+    data = remote.group_data("gpu_servers")
+    urls = dict(checks.upstream_urls(data, NOBLE_X86, gpu_layers=True))
     keyring, nuctl = data["cuda_keyring_version"], data["nuctl_version"]
     assert urls == {
         "docker": "https://download.docker.com/linux/ubuntu/gpg",
@@ -94,22 +95,22 @@ def test_upstream_urls_follow_the_deploys_variables():
         "cuda": f"https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_{keyring}_all.deb",
         "nuctl": f"https://github.com/nuclio/nuclio/releases/download/{nuctl}/nuctl-{nuctl}-linux-amd64",
     }
-    cpu = [label for label, _ in doctor.upstream_urls(data, NOBLE_X86, gpu_layers=False)]
+    cpu = [label for label, _ in checks.upstream_urls(data, NOBLE_X86, gpu_layers=False)]
     assert cpu == ["docker", "nuctl"]
-    mirrored = dict(doctor.upstream_urls({**data, "docker_repo_url": "http://mirror.lab/docker"}, NOBLE_X86, False))
+    mirrored = dict(checks.upstream_urls({**data, "docker_repo_url": "http://mirror.lab/docker"}, NOBLE_X86, False))
     assert mirrored["docker"] == "http://mirror.lab/docker/ubuntu/gpg"
 
 
 def test_upstreams_ok_slow_and_failed():
-    fast = doctor.Timing("docker", "u1", 0, "200", 0.21)
-    ranged = doctor.Timing("nuctl", "u2", 0, "206", 0.05)
-    assert doctor.check_upstreams([fast, ranged], 2) == ([], [], "upstreams 0.21s max")
-    slow = doctor.Timing("cuda", "u3", 0, "200", 3.5)
-    failures, warnings, fact = doctor.check_upstreams([fast, slow], 2)
+    fast = checks.Timing("docker", "u1", 0, "200", 0.21)
+    ranged = checks.Timing("nuctl", "u2", 0, "206", 0.05)
+    assert checks.check_upstreams([fast, ranged], 2) == ([], [], "upstreams 0.21s max")
+    slow = checks.Timing("cuda", "u3", 0, "200", 3.5)
+    failures, warnings, fact = checks.check_upstreams([fast, slow], 2)
     assert failures == [] and warnings == ["slow upstream cuda 3.50s (> 2s) (u3)"] and fact == "upstreams 3.50s max"
-    missing = doctor.Timing("nuctl", "u4", 0, "404", 0.1)
-    down = doctor.Timing("docker", "u5", 7, "000", 0.0, "curl: (7) Failed to connect")
-    failures, _, fact = doctor.check_upstreams([missing, down], 2)
+    missing = checks.Timing("nuctl", "u4", 0, "404", 0.1)
+    down = checks.Timing("docker", "u5", 7, "000", 0.0, "curl: (7) Failed to connect")
+    failures, _, fact = checks.check_upstreams([missing, down], 2)
     assert failures == ["upstream nuctl answered HTTP 404 (u4)", "upstream docker unreachable: curl: (7) Failed to connect (u5)"]
     assert fact is None
 
@@ -120,31 +121,31 @@ def test_upstreams_ok_slow_and_failed():
 def test_parse_probe_sections():
     out = ("@@user ubuntu\n@@sudo yes\n@@machine x86_64\n@@os-release\n" + NOBLE + "@@gpu\n0000:01:00.0\n\n"
            "@@disk /var/lib\n/dev/sda1 102400000 1000 52428800 2% /\n@@curl yes\n@@end\n")
-    probe = doctor.parse_probe(out)
+    probe = probes.parse_probe(out)
     assert probe["complete"] and probe["user"] == "ubuntu" and probe["sudo"] == "yes"
-    assert doctor.parse_os_release(probe["os-release"])["VERSION_ID"] == "24.04"
+    assert checks.parse_os_release(probe["os-release"])["VERSION_ID"] == "24.04"
     assert probe["gpu"] == ["0000:01:00.0"]
     assert (probe["disk_path"], probe["disk_available_kib"], probe["curl"]) == ("/var/lib", 52428800, True)
-    truncated = doctor.parse_probe("@@user root\n@@sudo root\n")
+    truncated = probes.parse_probe("@@user root\n@@sudo root\n")
     assert not truncated["complete"] and truncated["disk_available_kib"] is None
 
 
 def test_probe_script_reuses_the_gpu_fact_command():
     from labforge.facts import NvidiaGpuDevices
 
-    script = doctor.probe_script()
+    script = probes.probe_script()
     assert NvidiaGpuDevices().command() in script and "sudo -n true" in script and "/var/lib/docker" in script
 
 
 def test_timing_script_quotes_urls_and_parse_timings():
     urls = [("docker", "http://127.0.0.1:1/a b"), ("nuctl", "http://127.0.0.1:1/n")]
-    script = doctor.timing_script(urls)
+    script = probes.timing_script(urls)
     assert "'http://127.0.0.1:1/a b'" in script and "--max-time 10" in script
     out = "@@url 0 0 200 0.012345 \n@@url 1 7 000 0.000912 curl: (7) Failed to connect to 127.0.0.1 port 1 \n@@end\n"
-    docker, nuctl = doctor.parse_timings(out, urls)
+    docker, nuctl = probes.parse_timings(out, urls)
     assert (docker.curl_rc, docker.http_code, docker.seconds) == (0, "200", 0.012345)
     assert nuctl.curl_rc == 7 and nuctl.error.startswith("curl: (7) Failed to connect")
-    (lost,) = doctor.parse_timings("", urls[:1])
+    (lost,) = probes.parse_timings("", urls[:1])
     assert lost.curl_rc != 0 and lost.error == "no answer from the host"
 
 
@@ -152,17 +153,17 @@ def test_timing_script_quotes_urls_and_parse_timings():
 
 
 def test_line_format():
-    ok = doctor.Report("gpu1", "192.168.1.15", facts=["ssh ok", "root", "Ubuntu 24.04 amd64", "GPU 1 device",
+    ok = checks.Report("gpu1", "192.168.1.15", facts=["ssh ok", "root", "Ubuntu 24.04 amd64", "GPU 1 device",
                                                        "120 GiB free", "upstreams 0.21s max"])
     assert ok.line() == ("OK   gpu1 (192.168.1.15): ssh ok, root, Ubuntu 24.04 amd64, GPU 1 device, 120 GiB free, "
                          "upstreams 0.21s max")
-    warn = doctor.Report("cpu1", "10.0.0.2", facts=["ssh ok"], warnings=["slow upstream nuctl 3.00s (> 2s) (u)"])
+    warn = checks.Report("cpu1", "10.0.0.2", facts=["ssh ok"], warnings=["slow upstream nuctl 3.00s (> 2s) (u)"])
     assert warn.status == "WARN" and warn.line() == "WARN cpu1 (10.0.0.2): slow upstream nuctl 3.00s (> 2s) (u); ssh ok"
-    fail = doctor.Report("gpu2", "10.0.0.3:2222", facts=["ssh ok", "root"], failures=["unsupported distro 'Ubuntu 20.04.6 LTS'"],
+    fail = checks.Report("gpu2", "10.0.0.3:2222", facts=["ssh ok", "root"], failures=["unsupported distro 'Ubuntu 20.04.6 LTS'"],
                          warnings=["w"])
     assert fail.status == "FAIL"
     assert fail.line() == "FAIL gpu2 (10.0.0.3:2222): unsupported distro 'Ubuntu 20.04.6 LTS'; w; ssh ok, root"
-    gone = doctor.Report("gone", "127.0.0.59:2222", failures=["ssh failed: Connection refused"])
+    gone = checks.Report("gone", "127.0.0.59:2222", failures=["ssh failed: Connection refused"])
     assert gone.line() == "FAIL gone (127.0.0.59:2222): ssh failed: Connection refused"
 
 
@@ -186,7 +187,7 @@ gpu_servers:
 cpu_servers:
   - 192.168.1.20
 """)
-    gpu1, cpu = doctor.targets(hosts)
+    gpu1, cpu = remote.targets(hosts)
     assert (gpu1.name, gpu1.group, gpu1.address, gpu1.where) == ("gpu1", "gpu_servers", "192.168.1.15", "192.168.1.15:2222")
     assert gpu1.gpu_layers is True and gpu1.data["gpu_require_pci_device"] is False
     assert gpu1.data["nuctl_version"] == "1.0.0"  # host data beats vars
@@ -196,19 +197,19 @@ cpu_servers:
 
 
 def test_ssh_command_never_prompts_and_uses_the_entry(tmp_path):
-    target = doctor.Target("gpu1", "gpu_servers", {"ssh_hostname": "10.0.0.5", "ssh_user": "ubuntu", "ssh_port": 2222,
+    target = remote.Target("gpu1", "gpu_servers", {"ssh_hostname": "10.0.0.5", "ssh_user": "ubuntu", "ssh_port": 2222,
                                                    "ssh_key": "~/.ssh/lab", "ssh_strict_host_key_checking": "off",
                                                    "ssh_known_hosts_file": "/tmp/kh"})
-    cmd = doctor.ssh_command(target, connect_timeout=5)
+    cmd = remote.ssh_command(target, connect_timeout=5)
     joined = " ".join(cmd)
     assert cmd[0] == "ssh" and cmd[-2:] == ["10.0.0.5", "sh -s"]
     for part in ("BatchMode=yes", "ConnectTimeout=5", "StrictHostKeyChecking=no", "UserKnownHostsFile=/tmp/kh",
                  "-p 2222", "-l ubuntu", f"-i {Path('~/.ssh/lab').expanduser()}"):
         assert part in joined
-    bare = " ".join(doctor.ssh_command(doctor.Target("h", "cpu_servers", {"ssh_hostname": "h"}), 3))
+    bare = " ".join(remote.ssh_command(remote.Target("h", "cpu_servers", {"ssh_hostname": "h"}), 3))
     assert "StrictHostKeyChecking=accept-new" in bare and "-p" not in bare.split() and "-l" not in bare.split()
     # YAML 1.1 reads a bare `off` as False
-    assert doctor._strict_option(False) == "no" and doctor._strict_option("yes") == "yes"
+    assert remote._strict_option(False) == "no" and remote._strict_option("yes") == "yes"
 
 
 def test_main_bad_hosts_file_exits_2(tmp_path, capsys):

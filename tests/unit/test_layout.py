@@ -4,6 +4,10 @@ them (or a wheel of labforge) still runs the deploy, the doctor and the checkers
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from labforge.paths import REPO
@@ -32,7 +36,7 @@ test_imports.__test__ = False  # a helper, not a test
 
 def test_no_production_module_imports_the_test_lab():
     modules = production_modules()
-    assert len(modules) >= 40 and REPO / "labforge" / "doctor.py" in modules
+    assert len(modules) >= 40 and REPO / "labforge" / "tools" / "doctor" / "checks.py" in modules
     offenders = {str(p.relative_to(REPO)): test_imports(p) for p in modules if test_imports(p)}
     assert offenders == {}
 
@@ -41,3 +45,22 @@ def test_the_check_sees_an_import_of_the_lab(tmp_path):
     planted = tmp_path / "planted.py"
     planted.write_text("def f():\n    from testlab.standins import cvat\n    import tests.lab.conftest\n")
     assert test_imports(planted) == ["testlab.standins", "tests.lab.conftest"]
+
+
+def test_the_doctor_runs_in_a_checkout_without_the_tests_and_the_lab(tmp_path):
+    """`./lab doctor` and `python -m labforge.tools.doctor` check real servers: a clone without tests/ and testlab/
+    (and with no lab tools on PATH) still runs them to the doctor's own one-line answer."""
+    clone = tmp_path / "labforge"
+    shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "testlab", "__pycache__", "*.pyc"))
+    (clone / ".venv").symlink_to(Path(sys.prefix))  # ./lab runs on the clone's .venv: this one
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text("gpu_servers: []\ncpu_servers:\n  - {host: 127.0.0.1, name: nowhere, ssh_port: 1, ssh_user: root}\n")
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LAB_HOSTS": str(hosts)}
+    for argv in ([sys.executable, "-m", "labforge.tools.doctor", "--connect-timeout", "1"],
+                 [sys.executable, str(clone / "lab"), "doctor", "--connect-timeout", "1"]):
+        proc = subprocess.run(argv, cwd=clone, env={**env, **({"PYTHONPATH": str(clone)} if "-m" in argv else {})},
+                              capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr, proc.stderr
+        assert proc.stdout.startswith("nowhere FAIL") or "nowhere" in proc.stdout, (argv, proc.stdout, proc.stderr)
+        assert proc.stderr.strip().splitlines()[-1] == "doctor: 1 hosts, 1 failed, 0 with warnings", proc.stderr
+    assert not os.path.exists(clone / "tests") and not os.path.exists(clone / "testlab")

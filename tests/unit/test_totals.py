@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from labforge import totals
+from labforge.tools import totals
 
 
 def pyinfra_output(ops: list[tuple[str, list, list, list]], failed=()) -> str:

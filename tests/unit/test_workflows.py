@@ -126,7 +126,7 @@ def test_vagrant_workflow_pins_say_why():
     steps = " ".join(str(step.get("run", "")) for step in job["steps"])
     assert '--plugin-version "$VAGRANT_LIBVIRT_VERSION"' in steps and "sha256sum -c" in steps and "gpg --batch --verify" in steps
     assert steps.index("REQUIRED_FREE_GB") < steps.index('vagrant up "$MACHINE"')  # disk checked before the VM starts
-    assert "labforge.cvat_check" in steps and "--detector openvino-omz-public-yolo-v3-tf" in steps
+    assert "labforge.tools.cvat_check" in steps and "--detector openvino-omz-public-yolo-v3-tf" in steps
     for workflow in WORKFLOWS:
         lines = workflow.read_text().splitlines()
         for index, line in enumerate(lines):

@@ -22,7 +22,7 @@ commit dfd505e7):
    must come back on each. The task is deleted afterwards, whatever happened.
 
 The admin password comes from $LABFORGE_CVAT_ADMIN_PASSWORD (never a command-line argument).
-Usage: python -m labforge.cvat_check --url http://HOST:8080 --expect ID [--expect ID ...]
+Usage: python -m labforge.tools.cvat_check --url http://HOST:8080 --expect ID [--expect ID ...]
                                      [--detector ID [--expect-label NAME]] [--interactor ID] [--tracker ID]
                                      [--image FILE]
 Exit 0 when everything holds; otherwise one line saying what is missing, exit 1.
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labforge.cvat_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m labforge.tools.cvat_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="CVAT's address, e.g. http://192.168.56.24:8080")
     parser.add_argument("--user", default="admin")
     parser.add_argument("--ca-file", type=Path, help="trust only this CA for an https --url (the lab CA's ca.crt)")

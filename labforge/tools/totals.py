@@ -1,7 +1,7 @@
 """Read `pyinfra -y --json` output and judge a run: the idempotency check shared by the lab tests and CI.
 
 A converge is idempotent when its second run has zero changed (`success`) operations and zero
-errors. Usage: `pyinfra -y --json inventory.py deploy.py > run.json; python -m labforge.totals run.json --no-change`
+errors. Usage: `pyinfra -y --json inventory.py deploy.py > run.json; python -m labforge.tools.totals run.json --no-change`
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         totals = parse(text)
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
-        print(f"labforge.totals: cannot read pyinfra results: {exc}", file=sys.stderr)
+        print(f"labforge.tools.totals: cannot read pyinfra results: {exc}", file=sys.stderr)
         return 2
     print(f"operations={totals.operations} changed={totals.changed} no_change={totals.unchanged} errors={totals.errors}")
     found = problems(totals, args.no_change)

@@ -1,0 +1,7 @@
+"""python -m labforge.tools.doctor"""
+
+import sys
+
+from labforge.tools.doctor import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""The doctor's judgements: pure functions of what a host reported (unit-tested), each one line."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from labforge.platform import Platform, UnsupportedHost, detect
+
+GIB = 1024**3
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """/etc/os-release (shell-style KEY=value lines, optionally quoted) -> {KEY: value}."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if not key.replace("_", "").isalnum():
+            continue
+        try:
+            words = shlex.split(value, comments=False, posix=True)
+        except ValueError:  # unbalanced quotes: keep what is there
+            words = [value.strip().strip("\"'")]
+        values[key] = " ".join(words)
+    return values
+
+
+@dataclass
+class Report:
+    """What doctor found on one host: facts (fine), warnings (slow) and failures."""
+
+    name: str
+    where: str
+    facts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if self.failures else "WARN" if self.warnings else "OK"
+
+    def line(self) -> str:
+        """`OK   gpu1 (192.168.1.15): ssh ok, root, ...`; problems first, then what was fine."""
+        problems = "; ".join([*self.failures, *self.warnings])
+        fine = ", ".join(self.facts)
+        detail = "; ".join(part for part in (problems, fine) if part)
+        return f"{self.status:<4} {self.name} ({self.where}): {detail}"
+
+
+def check_sudo(section: str, user: str) -> tuple[bool, str]:
+    if section == "root":
+        return True, "root"
+    if section == "yes":
+        return True, f"passwordless sudo ({user}): run pyinfra with --sudo"
+    return False, f"user '{user}' is not root and `sudo -n true` fails (the deploy needs root or passwordless sudo)"
+
+
+def check_distro(release: dict[str, str], machine: str, name: str) -> tuple[Platform | None, str]:
+    """(Platform, 'Ubuntu 24.04 amd64') or (None, 'unsupported distro ...') via labforge.platform.detect."""
+    try:
+        p = detect(release, machine, name)
+    except UnsupportedHost as exc:
+        text = str(exc).removeprefix(f"{name}: ").removesuffix(" Nothing was changed.").rstrip(".")
+        return None, text
+    return p, f"{p.distro.capitalize()} {p.version} {p.deb_arch}"
+
+
+def check_gpu(devices: list[str], gpu_layers: bool | None, required: bool) -> tuple[bool, str | None]:
+    """(ok, text); text None when there is nothing to say (CPU host)."""
+    if gpu_layers is False:
+        return True, None
+    count = len(devices)
+    if count:
+        return True, f"GPU {count} device{'s' if count != 1 else ''}"
+    if gpu_layers is None:
+        return True, "no NVIDIA GPU (GPU layers skipped)"
+    if not required:
+        return True, "no NVIDIA GPU (not required: gpu_require_pci_device is false)"
+    return False, "no NVIDIA GPU (PCI vendor 0x10de, class 0x03) on a GPU host; the deploy would refuse it"
+
+
+def check_disk(available_kib: int, path: str, min_free_gib: float) -> tuple[bool, str]:
+    """Free space where Docker keeps images against the threshold (whole GiB, rounded down)."""
+    available = available_kib * 1024
+    shown = available // GIB
+    where = "" if path in ("/", "") else f" on {path}"
+    if available >= min_free_gib * GIB:
+        return True, f"{shown} GiB free{where}"
+    return False, f"only {shown} GiB free{where} (need {min_free_gib:g} GiB for CVAT's images)"
+
+
+def upstream_urls(data: dict[str, Any], p: Platform, gpu_layers: bool) -> list[tuple[str, str]]:
+    """(label, URL) of the files the deploy downloads on this host, from the same variables."""
+    urls = [("docker", f"{data.get('docker_repo_url')}/{p.distro}/gpg")]
+    if gpu_layers:
+        urls.append(("nvidia-container-toolkit", f"{data.get('nvidia_container_toolkit_repo_url')}/gpgkey"))
+        urls.append(("cuda", f"{data.get('cuda_repo_url')}/{p.cuda_distro}/{p.cuda_arch}/"
+                             f"cuda-keyring_{data.get('cuda_keyring_version')}_all.deb"))
+    nuctl_url = data.get("nuctl_url")
+    if nuctl_url:
+        urls.append(("nuctl", str(nuctl_url).format(version=data.get("nuctl_version"), arch=p.deb_arch)))
+    return urls
+
+
+@dataclass(frozen=True)
+class Timing:
+    label: str
+    url: str
+    curl_rc: int
+    http_code: str
+    seconds: float | None
+    error: str = ""
+
+
+def check_upstreams(timings: list[Timing], slow_seconds: float) -> tuple[list[str], list[str], str | None]:
+    """(failures, warnings, fact): unreachable or non-2xx fail; slower than slow_seconds warns."""
+    failures, warnings = [], []
+    for t in timings:
+        if t.curl_rc != 0:
+            failures.append(f"upstream {t.label} unreachable: {t.error or f'curl exit {t.curl_rc}'} ({t.url})")
+        elif t.http_code not in ("200", "206"):
+            failures.append(f"upstream {t.label} answered HTTP {t.http_code} ({t.url})")
+        elif t.seconds is not None and t.seconds > slow_seconds:
+            warnings.append(f"slow upstream {t.label} {t.seconds:.2f}s (> {slow_seconds:g}s) ({t.url})")
+    times = [t.seconds for t in timings if t.seconds is not None and t.curl_rc == 0]
+    fact = f"upstreams {max(times):.2f}s max" if times and not failures else None
+    return failures, warnings, fact
+
+

@@ -1,0 +1,95 @@
+"""What the doctor runs on a host (one POSIX sh script, and curl timings of the upstreams) and its parsers."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from labforge.facts import NvidiaGpuDevices
+from labforge.tools.doctor.checks import Timing
+
+CURL_MAX_TIME = 10
+DOCKER_DIR = "/var/lib/docker"
+
+def probe_script() -> str:
+    """One shell script, sections marked `@@name value`; every command exits 0."""
+    return "\n".join([
+        "LC_ALL=C; export LC_ALL",
+        'echo "@@user $(id -un)"',
+        'if [ "$(id -u)" = 0 ]; then echo "@@sudo root"; '
+        'elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then echo "@@sudo yes"; '
+        'else echo "@@sudo no"; fi',
+        'echo "@@machine $(uname -m)"',
+        'echo "@@os-release"',
+        "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null || true",
+        'echo "@@gpu"',
+        NvidiaGpuDevices().command(),
+        f'd={DOCKER_DIR}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done',
+        'echo "@@disk $d"',
+        'df -P -k "$d" 2>/dev/null | tail -n 1',
+        'if command -v curl >/dev/null 2>&1; then echo "@@curl yes"; else echo "@@curl no"; fi',
+        'echo "@@end"',
+        "",
+    ])
+
+
+def parse_probe(output: str) -> dict[str, Any]:
+    """Sections of probe_script's output: {'user': 'root', 'os-release': '<text>', 'gpu': [...], ...}."""
+    sections: dict[str, list[str]] = {}
+    heads: dict[str, str] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("@@"):
+            key, _, value = line[2:].partition(" ")
+            heads[key] = value.strip()
+            sections[key] = []
+            current = key
+        elif current is not None:
+            sections[current].append(line)
+    disk_line = next((line for line in sections.get("disk", []) if line.strip()), "")
+    fields = disk_line.split()
+    available = int(fields[3]) if len(fields) >= 6 and fields[3].isdigit() else None
+    return {
+        "complete": "end" in heads,
+        "user": heads.get("user", "?"),
+        "sudo": heads.get("sudo", "no"),
+        "machine": heads.get("machine", "unknown"),
+        "os-release": "\n".join(sections.get("os-release", [])),
+        "gpu": [line.strip() for line in sections.get("gpu", []) if line.strip()],
+        "disk_path": heads.get("disk", "/"),
+        "disk_available_kib": available,
+        "curl": heads.get("curl") == "yes",
+    }
+
+
+def timing_script(urls: list[tuple[str, str]]) -> str:
+    """curl each URL from the host: one ranged GET (bytes 0-0), redirects followed, at most 10 s each."""
+    lines = ["LC_ALL=C; export LC_ALL", 't=$(mktemp 2>/dev/null || echo /tmp/labforge-doctor.$$)']
+    for index, (_, url) in enumerate(urls):
+        lines.append(f"r=$(curl -sS -L -o /dev/null -r 0-0 --max-time {CURL_MAX_TIME} -w '%{{http_code}} %{{time_total}}' "
+                     f'{shlex.quote(url)} 2>"$t"); rc=$?')
+        lines.append(f'echo "@@url {index} $rc $r $(head -c 300 "$t" | tr "\\n" " ")"')
+    lines += ['rm -f "$t"', 'echo "@@end"', ""]
+    return "\n".join(lines)
+
+
+def parse_timings(output: str, urls: list[tuple[str, str]]) -> list[Timing]:
+    found: dict[int, Timing] = {}
+    for line in output.splitlines():
+        if not line.startswith("@@url "):
+            continue
+        parts = line[len("@@url "):].split(" ", 4)
+        if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) >= len(urls):
+            continue
+        index = int(parts[0])
+        rc = int(parts[1]) if parts[1].lstrip("-").isdigit() else 1
+        code = parts[2] if len(parts) > 2 else "000"
+        try:
+            seconds = float(parts[3]) if len(parts) > 3 else None
+        except ValueError:
+            seconds = None
+        error = parts[4].strip() if len(parts) > 4 else ""
+        found[index] = Timing(urls[index][0], urls[index][1], rc, code, seconds, error)
+    return [found.get(i, Timing(label, url, 1, "000", None, "no answer from the host")) for i, (label, url) in enumerate(urls)]
+
+
