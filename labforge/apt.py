@@ -156,10 +156,15 @@ def update(lock_timeout: int):
     yield f"{wait_command(lock_timeout)}; apt-get update && touch {UPDATE_STAMP}"
 
 
+def lock_timeout() -> int:
+    """apt_lock_timeout, the one reader: seconds every apt/dpkg call of this host waits for apt's locks."""
+    return int(host.data.get("apt_lock_timeout"))
+
+
 def refresh(name: str, packages: list[str], after: list = ()) -> None:
     """One ``apt-get update``, only when needed: a package spec the layer installs is not in apt's cache
     (fresh host, new pin), a repository op in ``after`` changed, or the optional apt_cache_time passed."""
-    timeout = int(host.data.get("apt_lock_timeout"))
+    timeout = lock_timeout()
     lacking = missing(packages)
     if lacking or stale(host.data.get("apt_cache_time")):
         why = f"{', '.join(lacking[:2])}{' ...' if len(lacking) > 2 else ''} not in apt's cache" if lacking else "apt_cache_time"

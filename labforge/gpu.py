@@ -21,7 +21,6 @@ def check() -> None:
     required = host.data.get("gpu") and host.data.get("gpu_require_pci_device", True)
     if required and not host.get_fact(NvidiaGpuDevices):
         raise UnsupportedHost(
-            f"{host.name}: marked as a GPU host (gpu_servers / gpu=True) but no NVIDIA PCI display device was "
-            "found; move it to cpu_servers, or set gpu_require_pci_device=False for a VM or test host. "
-            "Nothing was changed."
+            "marked as a GPU host (gpu_servers / gpu=True) but no NVIDIA PCI display device was "
+            "found; move it to cpu_servers, or set gpu_require_pci_device=False for a VM or test host"
         )

@@ -9,7 +9,7 @@ import runpy
 from pathlib import Path
 from typing import Any
 
-GROUP_DATA = Path(__file__).resolve().parents[1] / "group_data"
+from labforge.paths import GROUP_DATA
 
 
 def load(group: str | None = None, group_data_dir: Path = GROUP_DATA) -> dict[str, Any]:

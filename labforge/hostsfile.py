@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 
 from labforge import settings
+from labforge.paths import REPO
 
 GROUPS = ("gpu_servers", "cpu_servers")
 CONNECTION_KEYS = ("ssh_user", "ssh_port", "ssh_key", "ssh_password", "ssh_known_hosts_file", "ssh_strict_host_key_checking")
 HOST_KEYS = ("host", "name", "data", *CONNECTION_KEYS)
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "hosts.yml"  # beside inventory.py
 NO_HOSTS = ("no hosts to deploy to: copy hosts.example.yml to hosts.yml (beside inventory.py) and list your servers, "
             "or set LAB_HOSTS=<hosts file>, or start a VM of the Vagrantfile with `vagrant up` (README: CI with Vagrant)")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labforge.compose import WAIT_API
+from labforge.paths import REPO
 from labforge.report import REBOOT_MARKER, WAITS
 
-REPO = Path(__file__).resolve().parents[1]
 LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
 SLUG_LABEL, HASH_LABEL = "labforge-function", "labforge-src-hash"
 # A memory quantity as nuctl parses it (Kubernetes' resource.ParseQuantity): bytes, or binary/decimal units.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+GROUP_DATA = REPO / "group_data"
+TEMPLATES = REPO / "templates"
 
 
 def in_repo(setting: str) -> Path:

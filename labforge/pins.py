@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from labforge.downloads import MARK
+from labforge.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LOCK_FILE = REPO / "labforge.lock"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -53,14 +53,10 @@ def detect(release_meta: dict, machine: str, name: str) -> Platform:
     pretty = release_meta.get("PRETTY_NAME") or f"{distro or 'unknown'} {version}".strip()
     codename = SUPPORTED_RELEASES.get((distro, version))
     if codename is None:
-        raise UnsupportedHost(
-            f"{name}: unsupported distro '{pretty}'; labforge supports {describe_support()}. Nothing was changed."
-        )
+        raise UnsupportedHost(f"unsupported distro '{pretty}'; labforge supports {describe_support()}", name)
     arches = SUPPORTED_MACHINES.get(machine)
     if arches is None:
-        raise UnsupportedHost(
-            f"{name}: unsupported architecture '{machine}'; labforge supports {describe_support()}. Nothing was changed."
-        )
+        raise UnsupportedHost(f"unsupported architecture '{machine}'; labforge supports {describe_support()}", name)
     return Platform(distro, version, codename, machine, *arches)
 
 

@@ -27,15 +27,20 @@ _cvat: dict[str, str] = {}
 
 
 class Refused(DeployError):
-    """A host refused while planning, before anything changed; the message (one line) goes into its summary."""
+    """A host refused while planning, before anything changed. Raise it with the reason alone (one line, no host
+    name, no closing sentence): it says `<host>: <reason>. Nothing was changed.` and puts the reason into the host's
+    summary. `name` is for callers outside a host's context (the doctor)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        self.reason = reason.rstrip().rstrip(".")
         try:
-            name = host.name
-        except Exception:  # outside a host context (unit tests): nothing to record
-            return
-        _refusals[name] = message.removeprefix(f"{name}: ").removesuffix(" Nothing was changed.").rstrip(".")
+            current = host.name
+        except Exception:  # outside a host context (unit tests, the doctor): nothing to record
+            current = None
+        name = name or current
+        super().__init__(f"{name}: {self.reason}. Nothing was changed." if name else f"{self.reason}. Nothing was changed.")
+        if current is not None and name == current:
+            _refusals[name] = self.reason
 
 
 def cvat_at(url: str, admin: str) -> None:

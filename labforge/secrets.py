@@ -6,10 +6,11 @@ import os
 from io import StringIO
 from pathlib import Path
 
+from labforge.paths import REPO
+
 ENV_VAR = "LABFORGE_CVAT_ADMIN_PASSWORD"
 MIN_LENGTH = 12
 MIN_SCORE = 3  # zxcvbn's scale: 0 too guessable ... 4 very unguessable; 3 is "safely unguessable"
-REPO = Path(__file__).resolve().parents[1]
 
 
 class WeakSecret(ValueError):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jinja2
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+from labforge.paths import TEMPLATES
+
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True)
 

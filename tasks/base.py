@@ -17,7 +17,7 @@ PROXY_FILE = "/etc/apt/apt.conf.d/01labforge-proxy"
 @deploy("Base")
 def base() -> None:
     # First, before any apt call: apt-get install/remove wait for the dpkg lock (labforge/apt.py).
-    timeout = int(host.data.get("apt_lock_timeout"))
+    timeout = apt.lock_timeout()
     files.put(name="apt waits for its lock (DPkg::Lock::Timeout)", src=StringIO(apt.lock_timeout_conf(timeout)),
               dest=apt.LOCK_TIMEOUT_CONF, mode="0644")
     apt.finish_interrupted(timeout)  # else apt refuses every install below

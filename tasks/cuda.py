@@ -23,8 +23,8 @@ def keyring_sha256(repo_dir: str) -> str:
     sha = pins.get(repo_dir)
     if not sha:
         raise Refused(
-            f"{host.name}: no sha256 pinned for NVIDIA's cuda-keyring in '{repo_dir}'; add it to "
-            "cuda_keyring_sha256 in group_data/all.py. Nothing was changed."
+            f"no sha256 pinned for NVIDIA's cuda-keyring in '{repo_dir}'; add it to "
+            "cuda_keyring_sha256 in group_data/all.py"
         )
     return sha
 
@@ -49,7 +49,7 @@ def cuda() -> None:
             sha256=keyring_sha256(repo_dir),
         )
         installed = server.shell(name="Install cuda-keyring (only when missing)",
-                                 commands=[f"{apt.wait_command(int(data.get('apt_lock_timeout')))}; dpkg -i {deb}"])
+                                 commands=[f"{apt.wait_command(apt.lock_timeout())}; dpkg -i {deb}"])
         repo_ops = [fetched, installed]
     apt.refresh("CUDA", [toolkit], after=repo_ops)
     pyinfra_apt.packages(name=toolkit, packages=[toolkit], no_recommends=True)

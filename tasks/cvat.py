@@ -28,8 +28,8 @@ LAB_CA_CERT = "/etc/labforge/lab-ca.crt"
 def cvat_host() -> str:
     address = host.data.get("cvat_host") or host.get_fact(PrimaryIpv4)
     if not address:
-        raise Refused(f"{host.name}: no default-route IPv4 address found; set cvat_host to the name or address "
-                          "users type to reach CVAT. Nothing was changed.")
+        raise Refused("no default-route IPv4 address found; set cvat_host to the name or address "
+                          "users type to reach CVAT")
     return address
 
 
@@ -47,8 +47,8 @@ def checkout(cvat_dir: str, version: str, tags: list[str] | None, checks: str) -
     switch = f"git -C {cvat_dir} checkout --quiet --detach {version}"
     if tags is None:
         if host.get_fact(Directory, path=cvat_dir):
-            raise Refused(f"{host.name}: {cvat_dir} exists but is not a git checkout; move it away or set "
-                              "cvat_dir. Nothing was changed.")
+            raise Refused(f"{cvat_dir} exists but is not a git checkout; move it away or set "
+                              "cvat_dir")
         command = (f"git clone --quiet --depth 1 --branch {version} --no-checkout {url} {cvat_dir} && "
                    f"{{ {checks} || {{ rm -rf {cvat_dir}; exit 1; }}; }} && {switch}")
     else:
@@ -80,7 +80,7 @@ def cvat() -> None:
         problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "",
                                            data.get("nuctl_version"), version)
         if problem:
-            raise Refused(f"{host.name}: {problem}. Nothing was changed.")
+            raise Refused(problem)
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
     else:  # the tag's files are only on the host once fetched: the checkout op checks them before switching
         services = compose.share_services(wanted, None)
@@ -129,7 +129,7 @@ def cvat() -> None:
 def tls_mode() -> str:
     mode = host.data.get("cvat_tls")
     if mode not in tls.MODES:
-        raise Refused(f"{host.name}: cvat_tls must be one of {', '.join(tls.MODES)}, not {mode!r}. Nothing was changed.")
+        raise Refused(f"cvat_tls must be one of {', '.join(tls.MODES)}, not {mode!r}")
     return mode
 
 
@@ -145,7 +145,7 @@ def tls_material(mode: str, address: str) -> tuple[str | None, str | None, str |
             return (*tls.own_files(data.get("cvat_tls_cert_file"), data.get("cvat_tls_key_file"), address, REPO), None)
         ca = tls.lab_ca(in_repo(data.get("cvat_tls_lab_ca_dir") or "lab-ca"))
     except tls.TlsProblem as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(str(exc)) from exc
     reason = tls.renewal_reason(read(f"{TLS_DIR}/cert.pem"), ca, address, int(data.get("cvat_tls_renew_days")))
     if reason is None and not host.get_fact(File, path=f"{TLS_DIR}/key.pem"):
         reason = "its key is missing"
@@ -179,7 +179,7 @@ def admin_password() -> str:
     try:
         return secrets.admin_password(host.data.get("cvat_admin_user"), host.data.get("cvat_admin_password_file"))
     except secrets.WeakSecret as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(str(exc)) from exc
 
 
 def create_admin(user: str, email: str, password: str) -> None:

@@ -31,7 +31,7 @@ def docker() -> None:
         stack = compat.stack(data)
         setting = compat.min_api_setting(data, engine, stack)
     except compat.Incompatible as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(str(exc)) from exc
 
     pyinfra_apt.packages(
         name="Remove distro packages that conflict with Docker's",
@@ -60,7 +60,7 @@ def docker() -> None:
     unheld = [name for name in pins if name not in (host.get_fact(AptHeldPackages) or [])]
     if unheld:
         server.shell(name=f"Hold Docker's packages ({', '.join(unheld)})",
-                     commands=[f"{apt.wait_command(int(data.get('apt_lock_timeout')))}; apt-mark hold {' '.join(pins)}"])
+                     commands=[f"{apt.wait_command(apt.lock_timeout())}; apt-mark hold {' '.join(pins)}"])
 
     config = host.get_fact(DockerDaemonConfig)
     configured = None

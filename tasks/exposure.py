@@ -26,7 +26,7 @@ def settings() -> tuple[list[int], list[str]]:
         networks = exposure.allowed_networks(host.data.get("cvat_allowed_networks"))
         exposure.dashboard_publish(host.data.get("nuclio_dashboard_publish"))
     except exposure.ExposureProblem as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(str(exc)) from exc
     return exposure.cvat_ports(host.data.get("cvat_tls")), networks
 
 

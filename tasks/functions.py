@@ -41,7 +41,7 @@ def functions() -> None:
             fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
                         data.get("nuclio_function_memory_limit") or {})
         except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
-            raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+            raise Refused(str(exc)) from exc
         if fn.is_local:
             files.sync(name=f"Upload {path}", src=str(REPO / path), dest=fn.yaml_dir, delete=True,
                        exclude=["*.pyc"], exclude_dir=["__pycache__"])

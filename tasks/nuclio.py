@@ -51,7 +51,7 @@ def nuclio() -> None:
     try:
         sha = explicit or pins.pinned(lock, "nuctl", version, p.deb_arch)
     except pins.PinMismatch as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
+        raise Refused(str(exc)) from exc
     if sha:
         fetched = downloads.verified(name=f"nuctl {version} (sha256 from {'nuctl_sha256' if explicit else lock.name})",
                                      src=src, dest=NUCTL, sha256=sha, mode="0755")

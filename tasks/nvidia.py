@@ -65,12 +65,12 @@ def driver() -> None:
     off_branch = {name: version for name, version in installed.items() if not version.startswith(branch + ".")}
     if off_branch:
         listed = ", ".join(f"{name} {version}" for name, version in sorted(off_branch.items()))
-        raise Refused(f"{host.name}: NVIDIA driver packages not on branch {branch}: {listed}; purge them "
-                          "(apt-get purge) and run again, or set nvidia_driver_branch. Nothing was changed.")
+        raise Refused(f"NVIDIA driver packages not on branch {branch}: {listed}; purge them "
+                          "(apt-get purge) and run again, or set nvidia_driver_branch")
     if branch in [str(b) for b in data.get("nvidia_driver_eol_branches") or []]:
         report.notice(f"NVIDIA driver branch {branch} is end-of-life (no more fixes); move to a supported branch by "
                       "setting nvidia_driver_branch (e.g. 580) and rebooting after the run")
-    timeout = int(data.get("apt_lock_timeout"))
+    timeout = apt.lock_timeout()
     blacklist = files.put(
         name="Blacklist nouveau",
         src=StringIO("# Managed by labforge: the NVIDIA driver needs nouveau unloaded.\nblacklist nouveau\noptions nouveau modeset=0\n"),

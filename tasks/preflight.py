@@ -17,26 +17,26 @@ def preflight() -> None:
     report.install()
     problems = settings.unknown(host.data.dict())  # the hosts file's vars/data and --data, all of them
     if problems:
-        raise Refused(f"{host.name}: {problems[0]} (hosts file or --data). Nothing was changed.")
+        raise Refused(f"{problems[0]} (hosts file or --data)")
     uid, user = host.get_fact(Identity)
     if uid != "0":
-        raise Refused(f"{host.name}: connected as '{user}', not root: add --sudo to the pyinfra command (the user needs "
-                      "passwordless sudo), or connect as root. Nothing was changed.")
+        raise Refused(f"connected as '{user}', not root: add --sudo to the pyinfra command (the user needs "
+                      "passwordless sudo), or connect as root")
     platform.current()
     init = host.get_fact(InitProcess)
     if init != "systemd":
-        raise Refused(f"{host.name}: PID 1 is {init or 'unknown'}, not systemd; labforge manages Docker through systemd, "
-                          "so it needs a host booted with systemd (a server or VM, not a plain container). Nothing was changed.")
+        raise Refused(f"PID 1 is {init or 'unknown'}, not systemd; labforge manages Docker through systemd, "
+                          "so it needs a host booted with systemd (a server or VM, not a plain container)")
     gpu.check()
     pinned_engine = compat.upstream_version(host.data.get("docker_package_versions")["docker-ce"])
     try:
         compat.check(host.data, pinned_engine)
     except compat.Incompatible as exc:
-        raise Refused(f"{host.name}: {exc}. Nothing was changed.") from exc
-    timeout = int(host.data.get("apt_lock_timeout"))
+        raise Refused(str(exc)) from exc
+    timeout = apt.lock_timeout()
     holders = host.get_fact(apt.AptLockHolders, timeout=timeout)
     if holders:
         lock, pid, name = [*holders[0].split(), "?", "?"][:3]
-        raise Refused(f"{host.name}: apt is locked: {lock} is held by process {pid} ({name}) for more than {timeout}s "
-                          "(apt_lock_timeout); wait for it to finish, or stop it, then run again. Nothing was changed.")
+        raise Refused(f"apt is locked: {lock} is held by process {pid} ({name}) for more than {timeout}s "
+                          "(apt_lock_timeout); wait for it to finish, or stop it, then run again")
     report.note_pending_reboot()

@@ -64,8 +64,7 @@ def check_distro(release: dict[str, str], machine: str, name: str) -> tuple[Plat
     try:
         p = detect(release, machine, name)
     except UnsupportedHost as exc:
-        text = str(exc).removeprefix(f"{name}: ").removesuffix(" Nothing was changed.").rstrip(".")
-        return None, text
+        return None, exc.reason
     return p, f"{p.distro.capitalize()} {p.version} {p.deb_arch}"
 
 
