@@ -1,5 +1,6 @@
 """labforge: the layers, in the order they are applied. Each layer lives in tasks/<layer>.py."""
 
+from tasks.backups import backup_layer
 from tasks.base import base
 from tasks.cuda import cuda
 from tasks.cvat import cvat
@@ -20,3 +21,4 @@ nuclio()
 exposure_layer()  # the firewall rules for what Docker publishes, before the stack starts
 cvat()  # checkout, share, override, compose up, admin
 functions()  # Nuclio functions for the host's group
+backup_layer()  # the backup and restore scripts, and the timer when backup_schedule is set

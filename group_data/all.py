@@ -171,3 +171,18 @@ nuclio_function_memory_limit = {
     "serverless/openvino/dextr": "2Gi",
     "serverless/pytorch/facebookresearch/sam": "8Gi",
 }
+
+# --- Backups (pyinfra inventory.py backup.py / restore.py; docs/backups-and-upgrades.md) --------------------------
+# Where backups are kept on the host (root only, 0700). Each is a directory cvat-<UTC time> with one tar per volume
+# (cvat_db, cvat_data, cvat_keys, cvat_events_db) and a manifest.json (tag, commit, sizes, sha256).
+backup_dir = "/var/backups/labforge"
+# How many complete backups stay on the host (the oldest beyond that are removed after each good backup).
+backup_keep = 7
+# A directory on the control machine: each new backup is also copied there (<dir>/<host>/<name>/) and checked
+# against its manifest. None: the backups stay on the host only.
+backup_fetch_dir = None
+# A systemd OnCalendar= value (e.g. "daily", "Mon..Fri 02:00") for a timer on the host that runs the same backup with
+# the same retention. None: no timer (and an existing one is removed).
+backup_schedule = None
+# restore.py: the backup to restore (a name in backup_dir); None: the newest complete one.
+restore_backup = None

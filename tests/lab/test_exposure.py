@@ -1,12 +1,12 @@
 """Closed by default, tried from outside: a lab host converged with the stack and its functions, probed from a "LAN"
-namespace joined to it by a veth pair (tests/lab/lan.py), as a person on the lab's network would try it.
+namespace joined to it by a veth pair (testlab/lan.py), as a person on the lab's network would try it.
 
 The stand-ins publish what the upstreams publish (CVAT v2.51.0's compose files: traefik 8080 and 8090, the
 Nuclio dashboard 8070 with no authentication and the Docker socket; every function's port on all interfaces, as
 Nuclio 1.13's local platform does): on the code before this round, the probe finds all of them open.
 
 The converge runs as a non-root user with --sudo while a local user (`nobody`) watches the host's temporary
-directories (tests/lab/spy.py): no secret (the CVAT admin's password, the TLS key) is ever readable by it.
+directories (testlab/spy.py): no secret (the CVAT admin's password, the TLS key) is ever readable by it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from testlab import labhosts, lan, runner
+from testlab import labhosts, lan, runner, spy
 from testlab.standins import cvat
 from tests.lab.conftest import TEST_LAB_DIR
 
@@ -51,7 +51,7 @@ def add_sudo_admin(host) -> None:
 
 
 def start_spy(host) -> None:
-    (host.root / "usr/local/bin/labforge-spy").write_text((Path(__file__).parent / "spy.py").read_text())
+    (host.root / "usr/local/bin/labforge-spy").write_text(Path(spy.__file__).read_text())
     host.ssh("chmod 755 /usr/local/bin/labforge-spy; mkdir -p /var/lib/labforge /run/spy; chown nobody /run/spy; "
              "rm -f /run/spy/stop /run/spy/out; setsid setpriv --reuid=nobody --regid=nogroup --clear-groups "
              f"python3 /usr/local/bin/labforge-spy /run/spy/out /run/spy/stop {SPY_DIRS} >/dev/null 2>&1 < /dev/null &")
@@ -196,6 +196,10 @@ def test_closed_after_a_reboot(host, mirror, network):
     host.boot()
     network.attach()
     assert wait_for_cvat(network), "CVAT did not come back after the reboot"
+    deadline = time.monotonic() + 120  # Docker restarts the `restart: always` containers one after another
+    while time.monotonic() < deadline and not all(f["state"] == "ready" for f in lambda_functions(network)
+                                                  if f["id"] in FUNCTIONS):
+        time.sleep(2)
     assert open_ports(probe_all(host, network)) == {8080, 2222}
     assert_cvat_calls_its_functions(network)
     again = converge(host, mirror)  # repairs the redeploy above (stale hash) and nothing else

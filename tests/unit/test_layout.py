@@ -16,7 +16,8 @@ TEST_PACKAGES = ("testlab", "tests")
 
 
 def production_modules() -> list[Path]:
-    found = [REPO / "deploy.py", REPO / "inventory.py", *(REPO / "labforge").rglob("*.py"), *(REPO / "tasks").rglob("*.py"),
+    found = [*(REPO / name for name in ("deploy.py", "backup.py", "restore.py", "inventory.py")),
+             *(REPO / "labforge").rglob("*.py"), *(REPO / "tasks").rglob("*.py"),
              *(REPO / "files").rglob("*.py")]
     return sorted(p for p in found if "__pycache__" not in p.parts)
 
