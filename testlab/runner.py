@@ -37,9 +37,11 @@ class DeployRun:
         return [line for line in self.stderr.splitlines() if line.startswith("[labforge]")]
 
 
-def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 900, env: dict | None = None) -> DeployRun:
+def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 900, env: dict | None = None,
+           script: str = "deploy.py") -> DeployRun:
+    """`pyinfra inventory.py <script>` (deploy.py, backup.py, restore.py) against the hosts file."""
     # no -y on --dry: with -y pyinfra skips change detection and the plan would list nothing
-    cmd = [PYINFRA, "--json", *(["--dry"] if dry else ["-y"]), *extra, "inventory.py", "deploy.py"]
+    cmd = [PYINFRA, "--json", *(["--dry"] if dry else ["-y"]), *extra, "inventory.py", script]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {}), "LAB_HOSTS": str(hosts_file)}, capture_output=True,
                           text=True, timeout=timeout)
@@ -47,10 +49,10 @@ def deploy(hosts_file: Path, *extra: str, dry: bool = False, timeout: float = 90
 
 
 def deploy_interrupted(hosts_file: Path, when: Callable[[], str | None], then: Callable[[subprocess.Popen], None],
-                       env: dict | None = None, timeout: float = 900) -> tuple[str | None, DeployRun]:
+                       env: dict | None = None, timeout: float = 900, script: str = "deploy.py") -> tuple[str | None, DeployRun]:
     """Start the deploy; the moment ``when()`` names what it saw (a process, a file), call ``then(pyinfra)`` and wait
     for pyinfra to end. Returns what was seen (None: the run ended before that point) and the run."""
-    cmd = [PYINFRA, "--json", "-y", "inventory.py", "deploy.py"]
+    cmd = [PYINFRA, "--json", "-y", "inventory.py", script]
     start = time.monotonic()
     seen = None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
