@@ -2,7 +2,7 @@
 """Benchmark: how long a no-op re-run takes on converged lab hosts, for 1 host and for 4 in parallel.
 
 Boots 4 test-lab hosts (systemd-nspawn, testlab/), converges them once, then times REPEATS no-op
-runs against 1 host and against all 4. Needs root and the lab's tools (see README, "Test lab").
+runs against 1 host and against all 4. Needs root and the lab's tools (docs/testing.md, "The local test lab").
 Usage: .venv/bin/python -m bench.deploy_noop [--repeats 5]
 """
 

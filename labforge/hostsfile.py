@@ -29,7 +29,7 @@ CONNECTION_KEYS = ("ssh_user", "ssh_port", "ssh_key", "ssh_password", "ssh_known
 HOST_KEYS = ("host", "name", "data", *CONNECTION_KEYS)
 DEFAULT = REPO / "hosts.yml"  # beside inventory.py
 NO_HOSTS = ("no hosts to deploy to: copy hosts.example.yml to hosts.yml (beside inventory.py) and list your servers, "
-            "or set LAB_HOSTS=<hosts file>, or start a VM of the Vagrantfile with `vagrant up` (README: CI with Vagrant)")
+            "or set LAB_HOSTS=<hosts file>, or start a VM of the Vagrantfile with `vagrant up` (docs/ci.md: CI with Vagrant)")
 VAGRANT_STATUS_TIMEOUT = 120  # seconds; Vagrant loads its plugins and asks the provider (~1-2 s with libvirt here)
 
 HostEntry = tuple[str, dict[str, Any]]

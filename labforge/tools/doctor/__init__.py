@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         args.hosts_file = resolve(args.hosts_file)
         if args.hosts_file is None:
             raise HostsFileError("no hosts file (LAB_HOSTS is unset and there is no hosts.yml), so the deploy would target "
-                                 "the running Vagrant VM; doctor checks hosts files: write one for the VM (README, 'CI with Vagrant')")
+                                 "the running Vagrant VM; doctor checks hosts files: write one for the VM (docs/ci.md, 'CI with Vagrant')")
         hosts = targets(args.hosts_file)
     except HostsFileError as exc:
         print(f"doctor: {exc}", file=sys.stderr)
