@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from labforge.hostsfile import HostsFileError, resolve
 from labforge.tools.doctor.checks import (
     Report,
+    check_backup,
     check_disk,
     check_distro,
     check_gpu,
@@ -82,6 +83,10 @@ def check_host(target: Target, settings: Settings) -> Report:
     else:
         ok, text = check_disk(probe["disk_available_kib"], probe["disk_path"], settings.min_free_gib)
         (report.facts if ok else report.failures).append(text)
+
+    ok, text = check_backup(probe["backup"])
+    if text:
+        (report.facts if ok else report.warnings).append(text)
 
     if platform is None:
         return report  # the URLs depend on the distro; nothing more to learn

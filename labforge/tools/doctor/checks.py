@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,20 @@ def check_distro(release: dict[str, str], machine: str, name: str) -> tuple[Plat
     except UnsupportedHost as exc:
         return None, exc.reason
     return p, f"{p.distro.capitalize()} {p.version} {p.deb_arch}"
+
+
+def check_backup(last: str) -> tuple[bool, str | None]:
+    """The last backup's result (labforge.backups.LAST_RESULT, written by every backup, scheduled or not): a fact
+    when it succeeded, a warning when it failed, nothing when no backup ran yet."""
+    if not last.strip():
+        return True, None
+    try:
+        result = json.loads(last)
+    except ValueError:
+        return False, "the last backup's result file is unreadable"
+    if result.get("result") == "ok":
+        return True, f"last backup {result.get('name')} at {result.get('at')} ok"
+    return False, f"the last backup ({result.get('name')}, {result.get('at')}) FAILED: see journalctl -u labforge-backup"
 
 
 def check_gpu(devices: list[str], gpu_layers: bool | None, required: bool) -> tuple[bool, str | None]:

@@ -224,3 +224,13 @@ def test_main_bad_hosts_file_exits_2(tmp_path, capsys):
 def test_main_rejects_bad_numbers(argv):
     with pytest.raises(SystemExit):
         doctor.main(argv)
+
+
+def test_the_last_backup_is_reported():
+    assert checks.check_backup("") == (True, None)
+    ok = '{"result": "ok", "name": "cvat-20261201T020000Z", "at": "2026-12-01T02:00:09Z", "bytes": 5, "cvat_down_seconds": 3.1}'
+    assert checks.check_backup(ok) == (True, "last backup cvat-20261201T020000Z at 2026-12-01T02:00:09Z ok")
+    failed, text = checks.check_backup('{"result": "failed", "name": "cvat-20261202T020000Z", "at": "2026-12-02T02:00:01Z"}')
+    assert not failed and "FAILED" in text and "cvat-20261202T020000Z" in text
+    probe = probes.parse_probe("@@user root\n@@backup " + ok + "\n@@end\n")
+    assert checks.check_backup(probe["backup"])[1].startswith("last backup cvat-20261201T020000Z")
