@@ -116,3 +116,16 @@ def frame_a() -> np.ndarray:
 @pytest.fixture(scope="session")
 def frame_b() -> np.ndarray:
     return synthetic_image(200, 150, seed=3)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The negative controls' margins measured by this run (tests/sam2/equivalence.py)."""
+    if MISSING:
+        return
+    from equivalence import MARGINS
+
+    if MARGINS:
+        terminalreporter.section("SAM 2 equivalence: negative controls")
+        for m in MARGINS:
+            terminalreporter.line(f"{m.control} | {m.comparison} | control: {m.control_difference} | ours: {m.our_difference}"
+                                  f" | tolerance: {m.tolerance}")

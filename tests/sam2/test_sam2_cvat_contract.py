@@ -10,6 +10,7 @@ import cvat_contract
 import numpy as np
 import pytest
 import torch
+from equivalence import INTERACTOR_CONTROLS, MARGINS, Margin, applies
 from random_checkpoint import TINY_CFG
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -32,10 +33,16 @@ def reference_mask(predictor: SAM2ImagePredictor, image: np.ndarray, pos=(), neg
     set_image under inference_mode, then predict. An ambiguous prompt (clicks only) asks for three
     masks and keeps the one with the best predicted quality score; a box is a non-ambiguous prompt:
     multimask_output=False."""
+    with torch.inference_mode():
+        predictor.set_image(image)
+    return reference_predict(predictor, pos, neg, box)
+
+
+def reference_predict(predictor: SAM2ImagePredictor, pos=(), neg=(), box=None) -> np.ndarray:
+    """reference_mask's predict, on the image the predictor holds."""
     coords = np.array([*pos, *neg], dtype=np.float32) if len(pos) + len(neg) else None
     labels = np.array([1] * len(pos) + [0] * len(neg), dtype=np.int32) if coords is not None else None
     with torch.inference_mode():
-        predictor.set_image(image)
         masks, scores, _ = predictor.predict(
             point_coords=coords,
             point_labels=labels,
@@ -59,19 +66,60 @@ def clamped_prompt(payload: dict, width: int, height: int) -> tuple[list, list, 
 INTERACTIONS = cvat_contract.interactions(WIDTH, HEIGHT)
 
 
+@pytest.fixture(scope="module")
+def expected_a(reference: SAM2ImagePredictor, frame_a: np.ndarray) -> dict[str, np.ndarray]:
+    """sam2's own mask on frame A for every interaction (one set_image, then predict per prompt), computed once
+    for the comparison and for the negative controls."""
+    with torch.inference_mode():
+        reference.set_image(frame_a)
+    expected = {}
+    for interaction in INTERACTIONS:
+        payload = interaction.payload("unused")
+        expected[interaction.name] = reference_predict(reference, *clamped_prompt(payload, WIDTH, HEIGHT))
+    return expected
+
+
+def answered_mask(client, frame_a: np.ndarray, interaction: cvat_contract.Interaction) -> np.ndarray:
+    """Our function's answer to the interaction on frame A, as the full-frame mask the UI reads."""
+    payload = interaction.payload(encode_image(frame_a))
+    assert set(payload) == {"image", "pos_points", "neg_points", "obj_bbox"}
+    response = client.call(payload)
+    assert response.status_code == 200, (interaction.name, response.body)
+    return frame_mask(json.loads(response.body), WIDTH, HEIGHT)
+
+
 @pytest.mark.parametrize("interaction", INTERACTIONS, ids=[i.name for i in INTERACTIONS])
-def test_every_request_cvat_sends_gets_a_mask_equal_to_sam2s_own(client, frame_a, reference, interaction):
+def test_every_request_cvat_sends_gets_a_mask_equal_to_sam2s_own(client, frame_a, expected_a, interaction):
     for shape in interaction.shapes:  # the fixture holds only clicks the canvas accepts
         if shape["shapeType"] == "points":
             assert cvat_contract.within_frame(*shape["points"], WIDTH, HEIGHT), interaction.name
-    payload = interaction.payload(encode_image(frame_a))
-    assert set(payload) == {"image", "pos_points", "neg_points", "obj_bbox"}
+    mask = answered_mask(client, frame_a, interaction)
+    np.testing.assert_array_equal(mask, expected_a[interaction.name], err_msg=interaction.name)  # exact: equivalence.py
 
-    response = client.call(payload)
-    assert response.status_code == 200, (interaction.name, response.body)
-    mask = frame_mask(json.loads(response.body), WIDTH, HEIGHT)
-    pos, neg, box = clamped_prompt(payload, WIDTH, HEIGHT)
-    np.testing.assert_array_equal(mask, reference_mask(reference, frame_a, pos, neg, box), err_msg=interaction.name)
+
+def _request_box(interaction: cvat_contract.Interaction) -> list[float] | None:
+    box = interaction.payload("unused")["obj_bbox"]
+    return [box[0][0], box[0][1], box[1][0], box[1][1]] if box else None
+
+
+CONTROL_CASES = [(name, i) for name, control in INTERACTOR_CONTROLS.items() for i in INTERACTIONS
+                 if applies(control, i.payload("unused")["pos_points"], _request_box(i), WIDTH, HEIGHT)]
+
+
+@pytest.mark.parametrize(("control", "interaction"), CONTROL_CASES, ids=[f"{c}-{i.name}" for c, i in CONTROL_CASES])
+def test_negative_control_a_planted_defect_fails_the_comparison(client, frame_a, expected_a, control, interaction,
+                                                               monkeypatch):
+    """The comparison above, on our path with one planted defect (tests/sam2/equivalence.py), fails on every
+    interaction the defect is on the path of."""
+    expected = expected_a[interaction.name]
+    ours = answered_mask(client, frame_a, interaction)
+    INTERACTOR_CONTROLS[control](monkeypatch, client.main, client.model)
+    planted = answered_mask(client, frame_a, interaction)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(planted, expected)
+    MARGINS.append(Margin(control, f"interactor mask vs SAM2ImagePredictor, CVAT interaction {interaction.name!r}",
+                          f"{int((planted != expected).sum())} px of {expected.size}", f"{int((ours != expected).sum())} px",
+                          "0 px (exact)"))
 
 
 def test_the_fixtures_reproduce_what_cvat_sends():

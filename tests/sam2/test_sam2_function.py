@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from equivalence import INTERACTOR_CONTROLS, MARGINS, Margin, applies
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2_support import Client, encode_image, frame_mask, make_context, request_body, synthetic_image
 
@@ -85,35 +86,75 @@ def assert_binary_frame_mask(mask: np.ndarray, image: np.ndarray) -> None:
 # ---------------------------------------------------------------- good requests
 
 
+# The prompts of the four comparisons below (on frame A), shared with their negative controls.
+PROMPTS = {
+    "clicks": {"pos": [(160.0, 120.0), (170.5, 110.25)]},
+    "clicks and negatives": {"pos": [(160, 120)], "neg": [(20, 20), (300, 220)]},
+    "box": {"bbox": [[40, 30], [250, 200]]},  # CVAT's form: two opposite corners; pos_points empty (box-first mode)
+    "box and clicks": {"pos": [(120, 100)], "neg": [(45, 35)], "bbox": [[40, 30], [250, 200]]},
+}
+
+
+def answered(client, frame_a, name: str) -> np.ndarray:
+    """Our answer to PROMPTS[name] on frame A."""
+    prompt = PROMPTS[name]
+    return client.mask(request_body(frame_a, pos=prompt.get("pos", []), neg=prompt.get("neg", []), bbox=prompt.get("bbox")))
+
+
+def expected_mask(reference_a, name: str) -> np.ndarray:
+    """sam2's own mask for PROMPTS[name] (reference_a shares the model: call it after checking decoder_modes)."""
+    prompt, box = PROMPTS[name], _box(PROMPTS[name])
+    return reference_mask(reference_a, pos=prompt.get("pos", []), neg=prompt.get("neg", []), box=box, multimask=box is None)
+
+
+def _box(prompt: dict) -> list[float] | None:
+    return None if prompt.get("bbox") is None else [*prompt["bbox"][0], *prompt["bbox"][1]]
+
+
 def test_positive_points_give_best_of_three_masks_at_frame_size(client, frame_a, reference_a, decoder_modes):
-    pos = [(160.0, 120.0), (170.5, 110.25)]
-    mask = client.mask(request_body(frame_a, pos=pos))
+    mask = answered(client, frame_a, "clicks")
     assert decoder_modes == [True]
     assert_binary_frame_mask(mask, frame_a)
-    np.testing.assert_array_equal(mask, reference_mask(reference_a, pos=pos))
+    np.testing.assert_array_equal(mask, expected_mask(reference_a, "clicks"))
 
 
 def test_positive_and_negative_points(client, frame_a, reference_a):
-    pos, neg = [(160, 120)], [(20, 20), (300, 220)]
-    mask = client.mask(request_body(frame_a, pos=pos, neg=neg))
+    mask = answered(client, frame_a, "clicks and negatives")
     assert_binary_frame_mask(mask, frame_a)
-    np.testing.assert_array_equal(mask, reference_mask(reference_a, pos=pos, neg=neg))
+    np.testing.assert_array_equal(mask, expected_mask(reference_a, "clicks and negatives"))
 
 
 def test_box_only_is_box_to_mask(client, frame_a, reference_a, decoder_modes):
-    # CVAT's form: two opposite corners; pos_points empty (the UI's box-first mode).
-    mask = client.mask(request_body(frame_a, bbox=[[40, 30], [250, 200]]))
+    mask = answered(client, frame_a, "box")
     assert decoder_modes == [False]
     assert_binary_frame_mask(mask, frame_a)
-    np.testing.assert_array_equal(mask, reference_mask(reference_a, box=[40, 30, 250, 200], multimask=False))
+    np.testing.assert_array_equal(mask, expected_mask(reference_a, "box"))
 
 
 def test_box_and_points_use_single_mask_output(client, frame_a, reference_a, decoder_modes):
-    pos, neg = [(120, 100)], [(45, 35)]
-    mask = client.mask(request_body(frame_a, pos=pos, neg=neg, bbox=[[40, 30], [250, 200]]))
+    mask = answered(client, frame_a, "box and clicks")
     assert decoder_modes == [False]
     assert_binary_frame_mask(mask, frame_a)
-    np.testing.assert_array_equal(mask, reference_mask(reference_a, pos=pos, neg=neg, box=[40, 30, 250, 200], multimask=False))
+    np.testing.assert_array_equal(mask, expected_mask(reference_a, "box and clicks"))
+
+
+CONTROL_CASES = [(c, p) for c, control in INTERACTOR_CONTROLS.items() for p, prompt in PROMPTS.items()
+                 if applies(control, prompt.get("pos", []), _box(prompt), 320, 240)]
+
+
+@pytest.mark.parametrize(("control", "prompt"), CONTROL_CASES, ids=[f"{c}-{p}" for c, p in CONTROL_CASES])
+def test_negative_control_a_planted_defect_fails_the_comparison(client, frame_a, reference_a, control, prompt, monkeypatch):
+    """The click comparisons above, on our path with one planted defect (tests/sam2/equivalence.py), fail on every
+    prompt the defect is on the path of. The boxes here lie inside the frame, so box_passed_unclamped is on no path;
+    the box comparisons' control is in test_sam2_cvat_contract.py (boxes past the frame's edges)."""
+    ours, expected = answered(client, frame_a, prompt), expected_mask(reference_a, prompt)
+    INTERACTOR_CONTROLS[control](monkeypatch, client.main, client.model)
+    planted = answered(client, frame_a, prompt)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(planted, expected)
+    MARGINS.append(Margin(control, f"interactor mask vs SAM2ImagePredictor (shared model), prompt {prompt!r}",
+                          f"{int((planted != expected).sum())} px of {expected.size}", f"{int((ours != expected).sum())} px",
+                          "0 px (exact)"))
 
 
 def test_box_forms_and_corner_order_are_equivalent(client, frame_a):

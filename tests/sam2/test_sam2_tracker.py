@@ -17,12 +17,14 @@ import io
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from equivalence import CONTROL_ULPS, MARGINS, Margin, max_abs_differences, ulp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -107,44 +109,130 @@ def reference_logits(predictor, frames: list[bytes], folder: Path) -> list[np.nd
         return [masks[0, 0].float().numpy() for _, _, masks in predictor.propagate_in_video(state)]
 
 
-def test_frame_by_frame_through_cvat_protocol_equals_sam2_video_predictor(main, tmp_path, monkeypatch):
-    frames = video()
+@dataclass
+class Stream:
+    """What the production path answered for video(), tracked through CVAT's protocol."""
+
+    logits: list[np.ndarray]  # frames 1.., as Track.step computed them
+    shapes: list[dict]  # frames 1.., the rectangles answered
+    states: list[dict]  # the last call's states
+
+
+def track_through_cvat(main, frames: list[bytes]) -> Stream:
+    """One rectangle tracked over ``frames`` through the handler, recording the logits each production step
+    computes (the recorder returns them unchanged)."""
     tracker_module = sys.modules["tracker"]
     seen: list[np.ndarray] = []
     original_step = tracker_module.Track.step
 
-    def observed(self, encoded):  # records what the production step computes; changes nothing
-        logits = original_step(self, encoded)
+    def observed(self, frame):
+        logits = original_step(self, frame)
         seen.append(logits)
         return logits
 
-    monkeypatch.setattr(tracker_module.Track, "step", observed)
-    status, answer = call(main, first_call(frames[0], BOX))
-    assert status == 200 and answer["shapes"] == [{"type": "rectangle", "points": BOX}]
-    states, shapes = answer["states"], []
-    for frame in frames[1:]:
-        status, answer = call(main, next_call(frame, states))
-        assert status == 200, answer
-        states = answer["states"]
-        shapes.append(answer["shapes"][0])
-    assert states[0]["frames"] == FRAMES and len(json.dumps(states[0], separators=(",", ":"))) < 120
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tracker_module.Track, "step", observed)
+        status, answer = call(main, first_call(frames[0], BOX))
+        assert status == 200 and answer["shapes"] == [{"type": "rectangle", "points": BOX}]
+        states, shapes = answer["states"], []
+        for frame in frames[1:]:
+            status, answer = call(main, next_call(frame, states))
+            assert status == 200, answer
+            states = answer["states"]
+            shapes.append(answer["shapes"][0])
+    return Stream(seen, shapes, states)
 
-    tracker = main.test_context.user_data.tracker
-    track = tracker.sessions.get(states[0]["session"])
-    reference = reference_logits(tracker.predictor, frames, tmp_path / "video")
-    assert len(reference) == FRAMES and len(seen) == FRAMES - 1
-    for index, (ours, theirs) in enumerate(zip(seen, reference[1:], strict=True), start=1):
+
+@pytest.fixture(scope="module")
+def reference(main, tmp_path_factory) -> list[np.ndarray]:
+    """sam2's offline logits for video(), computed once for the comparison and for every negative control."""
+    predictor = main.test_context.user_data.tracker.predictor
+    logits = reference_logits(predictor, video(), tmp_path_factory.mktemp("reference") / "video")
+    assert len(logits) == FRAMES
+    return logits
+
+
+def assert_equals_reference(main, stream: Stream, reference: list[np.ndarray]) -> None:
+    """Exactly sam2's logits on every frame (no tolerance: tests/sam2/equivalence.py), and the rectangles of
+    its masks."""
+    assert len(stream.logits) == FRAMES - 1
+    for index, (ours, theirs) in enumerate(zip(stream.logits, reference[1:], strict=True), start=1):
         assert ours.shape == (HEIGHT, WIDTH)
-        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0, err_msg=f"frame {index}")
-        expected = main.bounding_box(theirs > 0)
-        assert shapes[index - 1] == {"type": "rectangle", "points": expected}, f"frame {index}"
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"frame {index}")
+        assert stream.shapes[index - 1] == {"type": "rectangle", "points": main.bounding_box(theirs > 0)}, f"frame {index}"
+
+
+@pytest.fixture(scope="module")
+def ours(main) -> Stream:
+    """The production path on video(), run once: compared here, and shown beside each control's margin."""
+    return track_through_cvat(main, video())
+
+
+def test_frame_by_frame_through_cvat_protocol_equals_sam2_video_predictor(main, ours, reference):
+    stream = ours
+    assert stream.states[0]["frames"] == FRAMES and len(json.dumps(stream.states[0], separators=(",", ":"))) < 120
+    assert_equals_reference(main, stream, reference)
+
     # bounded: only SAM 2's window of per-frame outputs is held between calls, no pixels and no image features
+    tracker = main.test_context.user_data.tracker
+    track = tracker.sessions.get(stream.states[0]["session"])
     window = max(tracker.predictor.num_maskmem, tracker.predictor.max_obj_ptrs_in_encoder)
     held = track.state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert sorted(held) == list(range(FRAMES - 1 - window, FRAMES))
     assert track.state["cached_features"] == {} and track.frames.newest is None and len(track.frames) == FRAMES
     with pytest.raises(IndexError):
         track.frames[FRAMES - 1]
+
+
+def stream_length_is_frames_seen(mp, tracker_module, predictor) -> None:
+    """The object pointers' temporal encoding of the first 15 frames spaced over the frames seen so far, not
+    over sam2's 16 (tracker.stream_length's docstring; sam2/modeling/sam2_base.py,
+    _prepare_memory_conditioned_features: ``max_obj_ptrs_in_encoder = min(num_frames, ...)``)."""
+    mp.setattr(tracker_module, "stream_length", lambda predictor, frames_seen: frames_seen)
+
+
+def memory_window_one_frame_short(mp, tracker_module, predictor) -> None:
+    """The oldest output sam2 still reads dropped one call too early. For frame t, sam2 reads the mask memories of
+    t-1..t-(num_maskmem-1) and the object pointers of t-1..t-(max_obj_ptrs_in_encoder-1)
+    (_prepare_memory_conditioned_features), so after answering frame i the next call reads i-14..i. Track keeps
+    i-16..i (its window, max(7, 16), counted from i): two more than read, so a window one or two frames smaller
+    changes nothing (measured: identical logits). This control drops i-14 as well, by forgetting as if at frame
+    i+3."""
+    read = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder) - 1  # frames before t that t reads: 15
+    kept = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)  # Track keeps t >= i - kept: 16
+    shift = kept - read + 2  # forget t < i + 2 - read: i + 1 - read, the oldest the next call reads, goes too
+    original = tracker_module.Track._forget_before
+    mp.setattr(tracker_module.Track, "_forget_before", lambda self, index: original(self, index + shift))
+
+
+def frame_index_one_behind(mp, tracker_module, predictor) -> None:
+    """Each new frame numbered one too low: ``propagate_in_video`` runs it at the previous frame's index (the
+    features are cached under that index too, so sam2 reads the right pixels at the wrong time). Without the
+    cache key moving with it, Frames' guard raises IndexError instead: a 500, which the comparison fails too."""
+    original = tracker_module.Frames.append
+    mp.setattr(tracker_module.Frames, "append", lambda self, image: original(self, image) - 1)
+
+
+TRACKER_CONTROLS = {f.__name__: f for f in (stream_length_is_frames_seen, memory_window_one_frame_short, frame_index_one_behind)}
+
+
+@pytest.mark.parametrize("control", TRACKER_CONTROLS)
+def test_negative_control_the_equivalence_fails_on_a_wrong_stream(main, ours, reference, control, monkeypatch):
+    """The comparison above, on a path with one known defect, must fail, and by a margin far above rounding."""
+    predictor = main.test_context.user_data.tracker.predictor
+    TRACKER_CONTROLS[control](monkeypatch, sys.modules["tracker"], predictor)
+    stream = track_through_cvat(main, video())
+    with pytest.raises(AssertionError):
+        assert_equals_reference(main, stream, reference)
+    differences = max_abs_differences(stream.logits, reference[1:])
+    one_ulp = ulp(reference[1:])
+    changed = [d for d in differences if d > 0]
+    MARGINS.append(Margin(
+        control, "tracker logits vs SAM2VideoPredictor, 19 frames",
+        f"max |diff| {max(differences):.2g} ({max(differences) / one_ulp:.0f} ulps; frames changed {len(changed)}, "
+        f"smallest change {min(changed):.2g})",
+        f"max |diff| {max(max_abs_differences(ours.logits, reference[1:])):.2g}", "0 (exact)"))
+    assert max(differences) >= CONTROL_ULPS * one_ulp, (control, differences)
 
 
 def test_several_shapes_are_separate_sessions_on_one_encoding_per_call(main, monkeypatch):

@@ -104,10 +104,13 @@ class Frame:
     @classmethod
     def decode(cls, predictor: Any, encoded: bytes) -> Frame:
         """Decode and normalise exactly as sam2's ``load_video_frames`` does for a JPEG folder
-        (sam2/utils/misc.py: ``_load_img_as_tensor`` then ImageNet mean/std)."""
+        (sam2/utils/misc.py, ``load_video_frames_from_jpg_images``: ``_load_img_as_tensor``'s float64 pixels are
+        stored into a float32 tensor, then ImageNet mean/std in float32; normalising in float64 instead moved the
+        logits by ~3e-7, enough that the equivalence test could not ask for identical ones)."""
         from sam2.utils.misc import _load_img_as_tensor
 
         image, height, width = _load_img_as_tensor(io.BytesIO(encoded), predictor.image_size)
+        image = image.float()
         mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
         std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
         return cls(((image - mean) / std).to(predictor.device), width, height)
