@@ -15,9 +15,9 @@ Without arguments it builds SAM 2.1 hiera-tiny with seeded random weights (the h
 use; real weights cannot be downloaded here), which has the same latency as the real checkpoint.
 Pass --checkpoint/--config to time real weights. Runs on CUDA when torch sees a GPU, else CPU.
 
-    .venv/bin/python bench/sam2_latency.py                  # tiny, random weights, 1920x1080 and 3840x2160
-    .venv/bin/python bench/sam2_latency.py --check-goals    # exit 1 below 20x (1080p) / 60x (4K), or if larger
-    .venv/bin/python bench/sam2_latency.py --checkpoint /opt/models/sam2.1_hiera_large.pt \\
+    .venv/bin/python -m bench.sam2_latency                  # tiny, random weights, 1920x1080 and 3840x2160
+    .venv/bin/python -m bench.sam2_latency --check-goals    # exit 1 below 20x (1080p) / 60x (4K), or if larger
+    .venv/bin/python -m bench.sam2_latency --checkpoint /opt/models/sam2.1_hiera_large.pt \\
         --config configs/sam2.1/sam2.1_hiera_l.yaml
 """
 
@@ -42,8 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "sam2"))  # the checkpoint helper and event builder the tests use
+from labforge.paths import REPO
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation inside sam2
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -106,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
     from PIL import Image
-    from random_checkpoint import TINY_CFG
-    from sam2_support import LOGGER_NAME, load_function_main, make_context, make_event, synthetic_image
-    from torchvision_cpu import allow_import
+
+    from testlab.sam2.random_checkpoint import TINY_CFG
+    from testlab.sam2.support import LOGGER_NAME, load_function_main, make_context, make_event, synthetic_image
+    from testlab.sam2.torchvision_cpu import allow_import
 
     allow_import()
     with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
@@ -117,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # Built in a child process so that this process's peak RSS is the function's alone.
             checkpoint, config = Path(tmp) / "sam2.1_hiera_tiny_random.pt", TINY_CFG
+            build = "import sys, testlab.sam2.random_checkpoint as r; r.write_random_checkpoint(sys.argv[1])"
             subprocess.run(
-                [sys.executable, "-c", "import sys, random_checkpoint as r; r.write_random_checkpoint(sys.argv[1])", checkpoint],
+                [sys.executable, "-c", build, checkpoint],
                 check=True,
-                cwd=REPO / "tests" / "sam2",
+                cwd=REPO,
                 stderr=subprocess.DEVNULL,
             )
             weights = "random (seed 0), real architecture"

@@ -9,8 +9,8 @@ and tracked frames), the answer's and the state's bytes, what a session holds af
 peak RSS. Random weights (the tests' helper) have the same cost as the real checkpoint; pass
 --checkpoint/--config for real weights. Runs on CUDA when torch sees a GPU, else CPU.
 
-    .venv/bin/python bench/sam2_tracker.py                      # tiny, random weights, 1920x1080, 30 frames
-    .venv/bin/python bench/sam2_tracker.py --frames 60 --width 3840 --height 2160
+    .venv/bin/python -m bench.sam2_tracker                      # tiny, random weights, 1920x1080, 30 frames
+    .venv/bin/python -m bench.sam2_tracker --frames 60 --width 3840 --height 2160
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from labforge.paths import REPO
+
 TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
-sys.path[:0] = [str(REPO / "tests" / "sam2"), str(TRACKER_DIR)]
+sys.path[:0] = [str(TRACKER_DIR)]  # tracker.py imports its siblings as Nuclio loads them
 warnings.filterwarnings("ignore")
 
 
@@ -88,12 +89,13 @@ def main() -> int:
     parser.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
     args = parser.parse_args()
 
-    from torchvision_cpu import allow_import
+    from testlab.sam2.torchvision_cpu import allow_import
 
     allow_import()
     import torch
-    from random_checkpoint import write_random_checkpoint
-    from sam2_support import make_context, make_event
+
+    from testlab.sam2.random_checkpoint import write_random_checkpoint
+    from testlab.sam2.support import make_context, make_event
 
     workdir = Path(tempfile.mkdtemp(prefix="sam2-tracker-bench-"))
     checkpoint = Path(args.checkpoint) if args.checkpoint else write_random_checkpoint(workdir / "tiny.pt", args.config, seed=0)

@@ -31,7 +31,7 @@ else
   fi
   # the function host runs on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint, and torchvision's import
   # made possible beside the CPU torch (tests/sam2/torchvision_cpu.py), only for this project's venv
-  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from tests.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$work/sam2_tiny.pt" "$seed"
+  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$work/sam2_tiny.pt" "$seed"
   mkdir -p "$work/site"
   .venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
 import sys

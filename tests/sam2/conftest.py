@@ -7,7 +7,6 @@ each new image costs one image-encoder run (~3 s on a 2-core CPU), so tests shar
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,10 +19,6 @@ from tests.conftest import in_ci
 if TYPE_CHECKING:
     import numpy as np
 
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
 try:  # the SAM 2 stack, in its CPU form (./install.sh installs it)
     import nuclio_sdk  # noqa: F401
     import numpy  # noqa: F401
@@ -35,7 +30,7 @@ except ImportError as exc:
         raise ImportError(f"CI=true but {MISSING}") from exc
 else:
     MISSING = None
-    from torchvision_cpu import allow_import
+    from testlab.sam2.torchvision_cpu import allow_import
 
     allow_import()
 
@@ -62,8 +57,8 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 
 if not MISSING:
-    from random_checkpoint import TINY_CFG, TINY_NAME, write_random_checkpoint
-    from sam2_support import Client, load_function_main, make_context, synthetic_image
+    from testlab.sam2.random_checkpoint import TINY_CFG, TINY_NAME, write_random_checkpoint
+    from testlab.sam2.support import Client, load_function_main, make_context, synthetic_image
 
 
 @pytest.fixture(scope="session")

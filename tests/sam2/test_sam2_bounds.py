@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sam2_support import REPO, make_context, make_event
+
+from testlab.sam2.support import REPO, make_context, make_event
 
 TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
 WIDTH, HEIGHT = 160, 120

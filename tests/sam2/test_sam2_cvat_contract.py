@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 from equivalence import INTERACTOR_CONTROLS, MARGINS, Margin, applies
-from random_checkpoint import TINY_CFG
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
-from sam2_support import encode_image, frame_mask
+
+from testlab.sam2.random_checkpoint import TINY_CFG
+from testlab.sam2.support import encode_image, frame_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

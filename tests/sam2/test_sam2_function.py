@@ -14,7 +14,8 @@ import pytest
 import torch
 from equivalence import INTERACTOR_CONTROLS, MARGINS, Margin, applies
 from sam2.sam2_image_predictor import SAM2ImagePredictor
-from sam2_support import Client, encode_image, frame_mask, make_context, request_body, synthetic_image
+
+from testlab.sam2.support import Client, encode_image, frame_mask, make_context, request_body, synthetic_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

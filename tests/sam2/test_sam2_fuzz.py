@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sam2_support import encode_image, frame_mask
+
+from testlab.sam2.support import encode_image, frame_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from model_handler import ModelHandler, image_key, pick_device, resolve_checkpoint, resolve_config
-from random_checkpoint import TINY_CFG
-from sam2_support import synthetic_image
+
+from testlab.sam2.random_checkpoint import TINY_CFG
+from testlab.sam2.support import synthetic_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -125,7 +126,7 @@ def test_handle_rejects_what_main_should_have_caught(client):
 
 
 def test_the_checkpoint_helper_is_deterministic(tmp_path: Path):
-    from random_checkpoint import write_random_checkpoint
+    from testlab.sam2.random_checkpoint import write_random_checkpoint
 
     one = torch.load(write_random_checkpoint(tmp_path / "one.pt", seed=3), weights_only=True)["model"]
     two = torch.load(write_random_checkpoint(tmp_path / "two.pt", seed=3), weights_only=True)["model"]

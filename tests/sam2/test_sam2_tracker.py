@@ -28,7 +28,8 @@ from equivalence import CONTROL_ULPS, MARGINS, Margin, max_abs_differences, ulp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from sam2_support import REPO, make_context, make_event
+
+from testlab.sam2.support import REPO, make_context, make_event
 
 TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
 FRAMES = 20  # > 16 object pointers and 7 mask memories: the window is exercised and slides

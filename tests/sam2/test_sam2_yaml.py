@@ -13,7 +13,8 @@ import yaml
 from model_handler import resolve_config
 from packaging.requirements import Requirement
 from packaging.version import Version
-from sam2_support import FUNCTION_DIR, REPO
+
+from testlab.sam2.support import FUNCTION_DIR, REPO
 
 GPU = "function-gpu.yaml"
 CPU = "function.yaml"

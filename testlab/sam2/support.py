@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,8 +18,8 @@ import nuclio_sdk
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+from labforge.paths import REPO
+
 FUNCTION_DIR = REPO / "files" / "nuclio" / "sam2"
 
 # main.py imports model_handler as a top-level module, as it does inside the Nuclio container.

@@ -35,6 +35,7 @@ def write_random_checkpoint(path: str | Path, config: str = TINY_CFG, seed: int 
     """Build ``config`` with weights from ``torch.manual_seed(seed)``, scale them by ``memory_gains``
     (default ``MEMORY_GAINS``; ``{}`` for PyTorch's initialisation as it is) and save it to ``path``."""
     import torch
+
     from sam2.build_sam import build_sam2
 
     gains = [(re.compile(p), f) for p, f in (MEMORY_GAINS if memory_gains is None else memory_gains).items()]
