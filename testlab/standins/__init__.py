@@ -9,7 +9,8 @@ CVAT repo and releases, CVAT's images, Nuclio), one module for each thing they s
   layouts and URL paths, so the production code path runs unchanged (key download with sha256, deb822 source with
   Signed-By, apt install of exact versions, cuda-keyring, nuctl download with sha256);
 - cvat.py: CVAT's git repo, laid out as v2.51.0's compose files are, and its images, built in the lab host's
-  engine from cvat_image/ and tagged with CVAT's image names;
+  engine from cvat_image/ and tagged with CVAT's image names; where data lives they are real: cvat_db is Debian's
+  PostgreSQL 15 (packages.debian_postgresql) and cvat_server keeps real rows there and real files in its volumes;
 - nuctl.py: nuctl (nuctl_program.py), which runs one labelled container per function on that engine, publishing
   its port as Nuclio's local platform does;
 - cvat_api.py: CVAT v2.51.0's REST API as labforge.tools.cvat_check uses it.

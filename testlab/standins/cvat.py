@@ -1,4 +1,11 @@
-"""Stand-ins for CVAT's git repository (laid out as v2.51.0's compose files are) and CVAT's images."""
+"""Stand-ins for CVAT's git repository (laid out as v2.51.0's compose files are) and CVAT's images.
+
+Where data lives, the images run the real thing: cvat_db (postgres:15-alpine) is Debian bookworm's PostgreSQL 15,
+initialised and started as the official image does, its cluster in the cvat_db volume; cvat/server talks to it with
+Debian's psql, keeps its media and its secret key as real files in the cvat_data and cvat_keys volumes, and writes
+and reads rows and files through stand-in endpoints (cvat_image/labforge_standin.py). The rest (CVAT's Django,
+Redis, kvrocks, OPA, the analytics) stays stand-in: sleepers and small HTTP servers.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from testlab.standins import STANDIN_MARK
+from testlab.standins import STANDIN_MARK, packages
 
 # CVAT v2.51.0's compose files (commit dfd505e7: docker-compose.yml, components/serverless/docker-compose.serverless.yml),
-# as the stand-in repo reproduces them: the same services, container names, images, networks and volumes, the
-# traefik labels routing on ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS.
+# as the stand-in repo reproduces them: the same services, container names, images, networks and volumes, cvat_db's
+# environment (POSTGRES_USER root, POSTGRES_DB cvat, POSTGRES_HOST_AUTH_METHOD trust), the traefik labels routing on
+# ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS.
 SERVER_IMAGE = "cvat/server:${CVAT_VERSION:-v2.51.0}"
 BACKEND_COMMANDS = {  # service -> command; all run cvat/server with CVAT's data, keys and logs volumes
     "cvat_server": "init run server", "cvat_worker_utils": "run worker notifications cleaning",
@@ -30,12 +38,19 @@ CVAT_TAGS = [("v2.51.0", "1.13.0"), ("v2.52.0", "1.15.9")]
 CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
                   "serverless/openvino/dextr": ("openvino-dextr", False),
                   "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
-# The stand-in image of each image name (the images' role, see standins/image/labforge_standin.py).
+# The stand-in image of each image name (the images' role, see cvat_image/labforge_standin.py).
 IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefik:v3.6": "traefik",
-               "postgres:15-alpine": "sleeper", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
+               "postgres:15-alpine": "db", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
                "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
                "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
                "quay.io/nuclio/dashboard:1.13.0-amd64": "dashboard", "labforge-standin/function:latest": "function"}
+BASE_IMAGE = "labforge-standin/base:latest"
+# The roles on the base image with Debian's PostgreSQL packages (packages.POSTGRESQL_SETS: the set's image)...
+POSTGRESQL_IMAGES = {"client": "labforge-standin/postgresql-client:latest", "server": "labforge-standin/postgresql:latest"}
+ROLE_POSTGRESQL = {"server": "client", "db": "server"}
+# ... and their stop signal: the official postgres image's STOPSIGNAL SIGINT, PostgreSQL's fast shutdown (SIGTERM
+# is its smart shutdown, which waits for every session to end: `docker stop` would kill it after 10 s).
+ROLE_STOPSIGNAL = {"db": "SIGINT"}
 
 
 def cvat_compose() -> dict:
@@ -57,7 +72,8 @@ def cvat_compose() -> dict:
     services["cvat_server"]["networks"] = {"cvat": {"aliases": ["cvat-server"]}}
     for name, image in OTHER_IMAGES.items():
         services[name] = {"container_name": name, "image": image, "restart": "always", "networks": ["cvat"]}
-    services["cvat_db"]["volumes"] = ["cvat_db:/var/lib/postgresql/data"]
+    services["cvat_db"].update(environment={"POSTGRES_USER": "root", "POSTGRES_DB": "cvat", "POSTGRES_HOST_AUTH_METHOD": "trust"},
+                               volumes=["cvat_db:/var/lib/postgresql/data"])
     services["cvat_redis_inmem"]["volumes"] = ["cvat_inmem_db:/data"]
     services["cvat_redis_ondisk"].update(init=True, volumes=["cvat_cache_db:/var/lib/kvrocks"])
     services["cvat_ui"].update(depends_on=["cvat_server"], labels={
@@ -136,18 +152,28 @@ def build_cvat_repo(bare: Path) -> Path:
 
 def load_images(lab_host, base_tarball: Path) -> None:
     """Build the stand-in images inside the lab host's own Docker Engine, tagged with CVAT v2.51.0's image names:
-    the host's Debian root imported as labforge-standin/base, then standins/image/Dockerfile once per role."""
+    the host's Debian root imported as labforge-standin/base, that with Debian's PostgreSQL client or server
+    packages (cvat_image/Dockerfile.postgresql, the .debs of packages.debian_postgresql), then cvat_image/Dockerfile
+    once per role on its base. Docker's build cache keeps every step whose inputs did not change."""
     work = lab_host.root / "var/tmp/labforge-standin"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(Path(__file__).parent / "cvat_image", work / "context")
+    here = Path(__file__).parent / "cvat_image"
+    shutil.copytree(here, work / "context")
     import yaml  # traefik's stand-in reads the file provider's YAML: the same PyYAML as the control machine (CPython 3.11)
 
     shutil.copytree(Path(yaml.__file__).parent, work / "context/pylib/yaml", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, debs in packages.debian_postgresql(base_tarball).items():
+        (work / name).mkdir()
+        shutil.copyfile(here / "Dockerfile.postgresql", work / name / "Dockerfile")
+        for deb in debs:
+            shutil.copyfile(deb, work / name / deb.name)
     shutil.copyfile(base_tarball, work / "base.tar")
-    builds = " && ".join(f"docker build -q --build-arg ROLE={role} -t {image} /var/tmp/labforge-standin/context >/dev/null"
-                         for image, role in IMAGE_ROLES.items())
-    lab_host.ssh(timeout=600, command="docker image inspect labforge-standin/base:latest >/dev/null 2>&1 || "
-                 "docker import /var/tmp/labforge-standin/base.tar labforge-standin/base:latest >/dev/null && "
-                 f"{builds} && rm -f /var/tmp/labforge-standin/base.tar")
-
-
+    remote = "/var/tmp/labforge-standin"
+    steps = [f"docker build -q -t {image} {remote}/{name} >/dev/null" for name, image in POSTGRESQL_IMAGES.items()]
+    for image, role in IMAGE_ROLES.items():
+        base = POSTGRESQL_IMAGES[ROLE_POSTGRESQL[role]] if role in ROLE_POSTGRESQL else BASE_IMAGE
+        steps.append(f"docker build -q --build-arg BASE={base} --build-arg ROLE={role} --build-arg "
+                     f"STOPSIGNAL={ROLE_STOPSIGNAL.get(role, 'SIGTERM')} -t {image} {remote}/context >/dev/null")
+    lab_host.ssh(timeout=900, command=f"docker image inspect {BASE_IMAGE} >/dev/null 2>&1 || "
+                 f"docker import {remote}/base.tar {BASE_IMAGE} >/dev/null && {' && '.join(steps)} && "
+                 f"rm -rf {remote}/base.tar {remote}/client {remote}/server")

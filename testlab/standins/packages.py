@@ -1,9 +1,12 @@
 """Stand-ins for Docker's, NVIDIA's and CUDA's packages: real names and pinned versions, Debian's real container
-engine inside Docker's package names, scripts for what cannot run here."""
+engine inside Docker's package names, scripts for what cannot run here; and Debian's real PostgreSQL packages for
+the stand-in CVAT images (debian_postgresql)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -299,3 +302,41 @@ def driver_packages() -> list[StandinPackage]:
     return packages
 
 
+
+
+# Debian bookworm's real PostgreSQL 15 for the stand-in images (cvat.load_images): cvat_db runs the server,
+# cvat/server carries the client. Each set is the dependency closure (no recommends) that is not already in the
+# lab's base root, as apt itself works it out against that root's dpkg status, fetched once with `apt-get download`.
+POSTGRESQL_SETS = {"client": ("postgresql-client-15",), "server": ("postgresql-15",)}
+_INST = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) ")
+
+
+def _closure(packages: tuple[str, ...], status: Path) -> list[tuple[str, str]]:
+    """(name, version) of what `apt-get install --no-install-recommends` would install on a root with this dpkg status."""
+    cmd = ["apt-get", "install", "-s", "-qq", "--no-install-recommends", "-o", f"Dir::State::status={status}", *packages]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:  # a fresh machine's empty lists
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return [m.groups() for m in map(_INST.match, proc.stdout.splitlines()) if m]
+
+
+def debian_postgresql(base_tarball: Path) -> dict[str, list[Path]]:
+    """Debian's PostgreSQL 15 .debs for each set of POSTGRESQL_SETS that the base root lacks (cached per base root)."""
+    out = CACHE / "postgresql-debs" / base_tarball.stem
+    manifest = out / "sets.json"
+    if manifest.exists():
+        sets = {name: [out / f for f in files] for name, files in json.loads(manifest.read_text()).items()}
+        if all(p.exists() for files in sets.values() for p in files):
+            return sets
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["tar", "-xf", str(base_tarball), "-C", tmp, "./var/lib/dpkg/status"], check=True)
+        status = Path(tmp) / "var/lib/dpkg/status"
+        wanted = {name: _closure(packages, status) for name, packages in POSTGRESQL_SETS.items()}
+    pinned = sorted({f"{name}={version}" for closure in wanted.values() for name, version in closure})
+    subprocess.run(["apt-get", "download", "-qq", *pinned], cwd=out, check=True, capture_output=True)
+    debs = {deb.name.split("_", 1)[0]: deb.name for deb in out.glob("*.deb")}
+    names = {name: sorted(debs[pkg] for pkg, _ in closure) for name, closure in wanted.items()}
+    manifest.write_text(json.dumps(names, indent=1))
+    return {name: [out / f for f in files] for name, files in names.items()}

@@ -3,7 +3,38 @@ names in the test lab. Images cannot be pulled there, so each image runs this wi
 
     python3 /labforge_standin.py ROLE [the compose service's command ...]
 
-- server (cvat/server): `init run server` answers CVAT's /api/server/about on :8080, and CVAT's lambda API the way
+Where data lives it is the real thing: cvat_db is PostgreSQL, and cvat_server's rows, media and key are real rows
+and files in CVAT's volumes. The rest is stand-in.
+
+- db (postgres:15-alpine): Debian bookworm's real PostgreSQL 15 (postgresql-15, installed in the image from Debian's
+  .debs: Dockerfile.postgresql), set up as the official image's docker-entrypoint.sh does it (docker-library/postgres
+  15/bookworm/docker-entrypoint.sh, _main): with PGDATA (default /var/lib/postgresql/data, CVAT's cvat_db volume)
+  owned by postgres and mode 0700; on a data directory without PG_VERSION, refused without POSTGRES_PASSWORD unless
+  POSTGRES_HOST_AUTH_METHOD is trust (docker_verify_minimum_env), `initdb --username=$POSTGRES_USER --pwfile=...`
+  as the postgres user (docker_init_database_dir), `host all all all <method>` appended to pg_hba.conf
+  (pg_setup_hba_conf), a socket-only server started with pg_ctl, POSTGRES_DB created when missing
+  (docker_setup_db), stopped with `pg_ctl -m fast`; a data directory that has a cluster is just started. Then
+  postgres is exec'd as the postgres user (PID 1, as `exec gosu postgres ...` leaves it), listening on '*' (the
+  image's postgresql.conf.sample, as the official Dockerfile seds it). CVAT's compose file gives POSTGRES_USER root,
+  POSTGRES_DB cvat, POSTGRES_HOST_AUTH_METHOD trust. The image's STOPSIGNAL is SIGINT, the official image's:
+  PostgreSQL's fast shutdown, so `docker stop` leaves a cleanly shut down cluster ("database system is shut down").
+- server (cvat/server): `init run server` creates keys/secret_key.py once as CVAT does (cvat/settings/base.py at
+  dfd505e7, generate_secret_key: /home/django/keys, the cvat_keys volume), creates its few CVAT-like tables
+  (engine_task, engine_job, engine_labeledshape) in CVAT's database when missing, the way CVAT connects to it
+  (CVAT_POSTGRES_HOST/_PORT/_DBNAME/_USER/_PASSWORD, defaults cvat_db, 5432, cvat, root, ''; Debian's psql),
+  retrying until cvat_db answers, and answers on :8080 meanwhile. Its own endpoints (not CVAT's API) write and
+  read real data, JSON in and out:
+    POST /api/labforge-standin/annotations {"count": N} -> 201 {"task_id", "job_id", "inserted": N, "rows",
+         "checksum", "tasks", "jobs"}: one task with one job holding N shapes (one INSERT ... generate_series);
+    GET  /api/labforge-standin/annotations -> 200 {"rows", "checksum", "tasks", "jobs"}: rows is the number of
+         engine_labeledshape rows, checksum the md5 of all of them in id order (CHECKSUM);
+    POST /api/labforge-standin/media {"name": "1/raw/x.jpg", "bytes": N} (N random bytes) or {"name", "content":
+         text} or {"name", "content": base64, "encoding": "base64"} -> 201 {"name", "path", "bytes", "sha256"}:
+         a file under /home/django/data/data (the cvat_data volume);
+    GET  /api/labforge-standin/media -> 200 {"directory", "files": {name: {"bytes", "sha256"}}};
+    GET  /api/labforge-standin/secret-key -> 200 {"path", "exists", "sha256"}.
+  The database endpoints answer 503 {"detail"} while the database cannot be reached, 400 on a bad body.
+  It also answers CVAT's /api/server/about, and CVAT's lambda API the way
   CVAT v2.51.0's lambda manager does it (cvat/apps/lambda_manager/views.py at dfd505e7, LambdaGateway): functions are
   listed through the Nuclio dashboard (GET {CVAT_NUCLIO_SCHEME}://{CVAT_NUCLIO_HOST}:{CVAT_NUCLIO_PORT}/api/functions
   with x-nuclio-project-name: cvat, x-nuclio-function-namespace: nuclio, x-nuclio-invoke-via: domain-name; the host
@@ -34,18 +65,24 @@ names in the test lab. Images cannot be pulled there, so each image runs this wi
   platform.go populateFunctionInvocationStatus).
 - function (Nuclio functions, run by the stand-in nuctl or dashboard): answers POSTs on :8080 with
   {"function": <its name>, "received": <bytes>}.
-- sleeper (everything else: databases, OPA, analytics): idles until stopped.
+- sleeper (everything else: Redis, kvrocks, OPA, analytics): idles until stopped.
 
-Every role exits 0 on SIGTERM, as a container's main process should for `docker stop`.
+Every role but db exits 0 on SIGTERM, as a container's main process should for `docker stop`; db is PostgreSQL
+itself by then, stopped by SIGINT.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import glob
+import hashlib
 import http.client
 import json
 import os
+import pwd
 import re
+import secrets
 import signal
 import socket
 import ssl
@@ -53,6 +90,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARK = "labforge test stand-in"
@@ -101,6 +139,239 @@ def http_json(method: str, url_host: str, port: int, path: str, body: bytes | No
     return reply.status, reply.read()
 
 
+# --- db (postgres:15-alpine): Debian's PostgreSQL 15, started as the official image's docker-entrypoint.sh does -----
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+HBA_TRUST = "\n# warning trust is enabled for all connections\n# see https://www.postgresql.org/docs/12/auth-trust.html\n"
+
+
+def as_postgres(account: pwd.struct_passwd) -> None:
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+
+
+def run_as_postgres(argv: list[str], account: pwd.struct_passwd, env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, check=True, preexec_fn=lambda: as_postgres(account), **kw)
+
+
+def postgres(args: list[str]) -> None:
+    """docker-entrypoint.sh's _main for `postgres`: docker_setup_env, docker_create_db_directories, and on an empty
+    data directory (no PG_VERSION) docker_verify_minimum_env, docker_init_database_dir, pg_setup_hba_conf,
+    docker_temp_server_start, docker_setup_db, docker_temp_server_stop; then exec postgres as the postgres user."""
+    pgdata = os.environ.get("PGDATA") or "/var/lib/postgresql/data"
+    user = os.environ.get("POSTGRES_USER") or "postgres"
+    database = os.environ.get("POSTGRES_DB") or user
+    password = os.environ.get("POSTGRES_PASSWORD", "")
+    auth = os.environ.get("POSTGRES_HOST_AUTH_METHOD", "")
+    account = pwd.getpwnam("postgres")
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '/usr/bin:/bin')}:{PG_BIN}", "PGDATA": pgdata,
+           "HOME": account.pw_dir, "LANG": os.environ.get("LANG") or "C.UTF-8"}
+    os.makedirs(pgdata, exist_ok=True)
+    os.chmod(pgdata, 0o700)
+    os.makedirs("/var/run/postgresql", exist_ok=True)
+    os.chmod("/var/run/postgresql", 0o3775)
+    for top in (pgdata, "/var/run/postgresql"):
+        for root, dirs, files in os.walk(top):
+            for path in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                if os.lstat(path).st_uid != account.pw_uid:
+                    os.lchown(path, account.pw_uid, -1)
+    version = os.path.join(pgdata, "PG_VERSION")
+    if not (os.path.exists(version) and os.path.getsize(version)):
+        if not password and auth != "trust":
+            print("Error: Database is uninitialized and superuser password is not specified.", file=sys.stderr)
+            sys.exit(1)
+        with tempfile.NamedTemporaryFile("w", dir="/var/run/postgresql") as pwfile:
+            pwfile.write(password + "\n")  # initdb refuses a properly empty file
+            pwfile.flush()
+            os.chown(pwfile.name, account.pw_uid, -1)
+            run_as_postgres(["initdb", f"--username={user}", f"--pwfile={pwfile.name}",
+                             *os.environ.get("POSTGRES_INITDB_ARGS", "").split()], account, env)
+        method = auth or subprocess.run(["postgres", "-C", "password_encryption"], env=env, capture_output=True,
+                                        text=True, check=True, preexec_fn=lambda: as_postgres(account)).stdout.strip()
+        with open(os.path.join(pgdata, "pg_hba.conf"), "a") as hba:
+            hba.write((HBA_TRUST if method == "trust" else "\n") + f"host all all all {method}\n")
+        port = os.environ.get("PGPORT", "5432")
+        run_as_postgres(["pg_ctl", "-D", pgdata, "-o", f"-c listen_addresses='' -p {port}", "-w", "start"],
+                        account, {**env, "PGUSER": user})
+        psql = ["psql", "-v", "ON_ERROR_STOP=1", "--username", user, "--no-password", "--no-psqlrc", "--dbname",
+                "postgres", "--set", f"db={database}"]
+        local = {**env, "PGHOST": "", "PGHOSTADDR": "", "PGPASSWORD": password}
+        exists = run_as_postgres([*psql, "--tuples-only"], account, local, capture_output=True, text=True,
+                                 input="SELECT 1 FROM pg_database WHERE datname = :'db' ;\n").stdout.strip()
+        if not exists:
+            run_as_postgres(psql, account, local, input='CREATE DATABASE :"db" ;\n', text=True)
+        run_as_postgres(["pg_ctl", "-D", pgdata, "-m", "fast", "-w", "stop"], account, env)
+        print("\nPostgreSQL init process complete; ready for start up.\n", flush=True)
+    else:
+        print("\nPostgreSQL Database directory appears to contain a database; Skipping initialization\n", flush=True)
+    as_postgres(account)
+    os.execvpe("postgres", ["postgres", *args], env)
+
+
+# --- server: CVAT's database, data and keys, as far as the lab's tests write and read them -------------------------
+
+DATA_DIR = "/home/django/data"
+# CVAT keeps media under MEDIA_DATA_ROOT = data/data, a task data's under <data id>/raw (cvat/settings/base.py,
+# cvat/apps/engine/models.py Data.get_upload_dirname, at dfd505e7)
+MEDIA_DIR = os.path.join(DATA_DIR, "data")
+KEYS_DIR = "/home/django/keys"
+SECRET_KEY_FILE = os.path.join(KEYS_DIR, "secret_key.py")
+SECRET_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS engine_task (
+    id serial PRIMARY KEY, name varchar(256) NOT NULL, mode varchar(32) NOT NULL DEFAULT 'annotation',
+    status varchar(32) NOT NULL DEFAULT 'annotation', created_date timestamptz NOT NULL DEFAULT now(),
+    updated_date timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS engine_job (
+    id serial PRIMARY KEY, task_id integer NOT NULL REFERENCES engine_task(id) ON DELETE CASCADE,
+    status varchar(32) NOT NULL DEFAULT 'annotation', stage varchar(32) NOT NULL DEFAULT 'annotation',
+    state varchar(32) NOT NULL DEFAULT 'new', updated_date timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS engine_labeledshape (
+    id bigserial PRIMARY KEY, job_id integer NOT NULL REFERENCES engine_job(id) ON DELETE CASCADE,
+    label_id integer, frame integer NOT NULL, "group" integer, type varchar(16) NOT NULL, occluded boolean NOT NULL,
+    z_order integer NOT NULL, points text NOT NULL, rotation double precision NOT NULL, source varchar(16) NOT NULL);
+CREATE INDEX IF NOT EXISTS engine_labeledshape_job_id ON engine_labeledshape (job_id);
+"""
+CHECKSUM = ("SELECT count(*), md5(coalesce(string_agg(concat_ws('|', id, job_id, frame, type, occluded, z_order, points, "
+            "rotation, source), E'\\n' ORDER BY id), '')), (SELECT count(*) FROM engine_task), "
+            "(SELECT count(*) FROM engine_job) FROM engine_labeledshape;\n")
+
+
+class DatabaseError(RuntimeError):
+    pass
+
+
+def psql(sql: str, timeout: float = 300) -> list[list[str]]:
+    """Run SQL in CVAT's database the way CVAT connects to it (cvat/settings/base.py at dfd505e7: CVAT_POSTGRES_HOST,
+    _PORT, _DBNAME, _USER, _PASSWORD, defaults cvat_db, 5432, cvat, root, ''); rows of '|'-separated fields."""
+    env = {**os.environ, "PGHOST": os.environ.get("CVAT_POSTGRES_HOST", "cvat_db"),
+           "PGPORT": str(os.environ.get("CVAT_POSTGRES_PORT", "5432")),
+           "PGDATABASE": os.environ.get("CVAT_POSTGRES_DBNAME", "cvat"),
+           "PGUSER": os.environ.get("CVAT_POSTGRES_USER", "root"),
+           "PGPASSWORD": os.environ.get("CVAT_POSTGRES_PASSWORD", ""), "PGAPPNAME": "cvat", "PGCONNECT_TIMEOUT": "5"}
+    proc = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-1", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=sql,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode:
+        raise DatabaseError(proc.stderr.strip() or f"psql exited {proc.returncode}")
+    return [line.split("|") for line in proc.stdout.splitlines() if line]
+
+
+class Schema:
+    """CVAT's `init` migrates before `run server`: here the stand-in's few tables, created when missing, retried
+    until cvat_db answers. /api/server/about answers meanwhile; the data endpoints wait for it."""
+
+    ready = threading.Event()
+    error = "not tried yet"
+
+    @classmethod
+    def create(cls) -> None:
+        while not cls.ready.is_set():
+            try:
+                psql(SCHEMA)
+            except (DatabaseError, subprocess.TimeoutExpired, OSError) as exc:
+                cls.error = str(exc)
+                time.sleep(1)
+                continue
+            print(f"{MARK}: schema ready in database {os.environ.get('CVAT_POSTGRES_DBNAME', 'cvat')} at "
+                  f"{os.environ.get('CVAT_POSTGRES_HOST', 'cvat_db')}", flush=True)
+            cls.ready.set()
+
+    @classmethod
+    def wait(cls, timeout: float = 20) -> None:
+        if not cls.ready.wait(timeout):
+            raise DatabaseError(f"CVAT's database is not ready: {cls.error}")
+
+
+def ensure_secret_key() -> None:
+    """CVAT's generate_secret_key (cvat/settings/base.py at dfd505e7): keys/secret_key.py holding
+    SECRET_KEY = '<50 characters>', written to a temporary file and hard-linked into place, so the first
+    writer wins and the key never changes afterwards."""
+    if os.path.exists(SECRET_KEY_FILE):
+        return
+    os.makedirs(KEYS_DIR, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wt", dir=KEYS_DIR, prefix="secret_key.py.") as f:
+        f.write("SECRET_KEY = '{}'\n".format("".join(secrets.choice(SECRET_KEY_CHARS) for _ in range(50))))
+        f.flush()
+        with contextlib.suppress(FileExistsError):  # somebody else created the key first: theirs is kept
+            os.link(f.name, SECRET_KEY_FILE)
+
+
+def annotations() -> dict:
+    (rows, checksum, tasks, jobs), = psql(CHECKSUM)
+    return {"rows": int(rows), "checksum": checksum, "tasks": int(tasks), "jobs": int(jobs)}
+
+
+def add_annotations(count: int) -> dict:
+    """One task with one job holding `count` shapes (generate_series, one statement)."""
+    sql = f"""
+INSERT INTO engine_task (name) VALUES ('{MARK} task') RETURNING id AS task_id \\gset
+INSERT INTO engine_job (task_id) VALUES (:task_id) RETURNING id AS job_id \\gset
+INSERT INTO engine_labeledshape (job_id, label_id, frame, type, occluded, z_order, points, rotation, source)
+    SELECT :job_id, 1 + g % 5, g / 10, 'rectangle', g % 7 = 0, 0,
+           concat_ws(',', round((random() * 1000)::numeric, 2), round((random() * 1000)::numeric, 2),
+                     round((random() * 1000)::numeric, 2), round((random() * 1000)::numeric, 2)),
+           0, 'manual'
+    FROM generate_series(0, {count - 1}) AS g;
+SELECT :task_id, :job_id;
+"""
+    (task, job), = psql(sql)
+    return {"task_id": int(task), "job_id": int(job), "inserted": count, **annotations()}
+
+
+def media_name(name: object) -> str:
+    if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/") or "\0" in name:
+        raise ValueError("name must be a relative path inside the data directory")
+    return name
+
+
+def write_media(name: str, size: int | None, content: bytes | None) -> dict:
+    path = os.path.join(MEDIA_DIR, media_name(name))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    digest = hashlib.sha256()
+    with open(path + ".partial", "wb") as out:
+        if content is not None:
+            out.write(content)
+            digest.update(content)
+        else:
+            left = size or 0
+            while left > 0:
+                chunk = os.urandom(min(left, 1 << 20))
+                out.write(chunk)
+                digest.update(chunk)
+                left -= len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(path + ".partial", path)
+    return {"name": name, "path": path, "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def list_media() -> dict:
+    found = {}
+    for root, _, files in os.walk(MEDIA_DIR):
+        for name in files:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, MEDIA_DIR)] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+    return {"directory": MEDIA_DIR, "files": dict(sorted(found.items()))}
+
+
+def secret_key() -> dict:
+    if not os.path.exists(SECRET_KEY_FILE):
+        return {"path": SECRET_KEY_FILE, "exists": False}
+    return {"path": SECRET_KEY_FILE, "exists": True, "sha256": file_sha256(SECRET_KEY_FILE)}
+
+
+STANDIN_API = "/api/labforge-standin"
+
+
 class Server(Quiet):
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
@@ -116,12 +387,53 @@ class Server(Quiet):
             listed = [{"id": f["metadata"]["name"], "state": f["status"].get("state"),
                        "port": f["status"].get("httpPort")} for f in functions.values()]
             self.answer(200, json.dumps(listed).encode())
+        elif path.startswith(STANDIN_API + "/"):
+            self.standin("GET", path[len(STANDIN_API):], b"")
         else:
             self.answer(404, b'{"detail": "Not found."}')
+
+    def standin(self, method: str, path: str, payload: bytes) -> None:
+        """The stand-in's data endpoints (not CVAT's API): annotations in PostgreSQL, media and the key on disk."""
+        try:
+            doc = json.loads(payload or b"{}")
+            if (method, path) == ("GET", "/annotations"):
+                Schema.wait()
+                found = annotations()
+            elif (method, path) == ("POST", "/annotations"):
+                count = doc.get("count")
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 10_000_000:
+                    raise ValueError("count must be an integer from 1 to 10000000")
+                Schema.wait()
+                found = add_annotations(count)
+            elif (method, path) == ("GET", "/media"):
+                found = list_media()
+            elif (method, path) == ("POST", "/media"):
+                content = doc.get("content")
+                if content is not None:
+                    content = base64.b64decode(content, validate=True) if doc.get("encoding") == "base64" else content.encode()
+                size = doc.get("bytes")
+                if content is None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                    raise ValueError("give bytes (a size, random content) or content")
+                found = write_media(doc.get("name"), size, content)
+            elif (method, path) == ("GET", "/secret-key"):
+                found = secret_key()
+            else:
+                self.answer(404, b'{"detail": "Not found."}')
+                return
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.answer(400, json.dumps({"detail": str(exc)}).encode())
+            return
+        except (DatabaseError, subprocess.TimeoutExpired) as exc:
+            self.answer(503, json.dumps({"detail": str(exc)}).encode())
+            return
+        self.answer(201 if method == "POST" else 200, json.dumps(found).encode())
 
     def do_POST(self):
         path = self.path.split("?")[0].rstrip("/")
         payload = self.body()
+        if path.startswith(STANDIN_API + "/"):
+            self.standin("POST", path[len(STANDIN_API):], payload)
+            return
         if not path.startswith("/api/lambda/functions/"):
             self.answer(404, b'{"detail": "Not found."}')
             return
@@ -403,7 +715,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     role, args = sys.argv[1], sys.argv[2:]
     if role == "server" and args[-2:] == ["run", "server"]:
+        ensure_secret_key()
+        threading.Thread(target=Schema.create, daemon=True).start()
         serve(8080, Server)
+    elif role == "db":
+        postgres(args[1:] if args[:1] == ["postgres"] else args)
     elif role == "ui":
         serve(8000, Ui)
     elif role == "traefik":
