@@ -56,6 +56,22 @@ def load_function_main() -> ModuleType:
     return module
 
 
+TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
+
+
+def load_tracker_main(name: str = "labforge_sam2_tracker_main") -> ModuleType:
+    """Import files/nuclio/sam2-tracker/main.py afresh under `name`, with its siblings importable as Nuclio's python
+    runtime has them (tracker.py is a top-level module there) and no __pycache__ left behind (nuctl ships the dir)."""
+    if str(TRACKER_DIR) not in sys.path:
+        sys.path.insert(0, str(TRACKER_DIR))
+    spec = importlib.util.spec_from_file_location(name, TRACKER_DIR / "main.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with _no_bytecode():
+        spec.loader.exec_module(module)
+    return module
+
+
 def synthetic_image(width: int, height: int, seed: int) -> np.ndarray:
     """A frame with a few flat shapes on a noisy background (deterministic per seed)."""
     rng = np.random.default_rng(seed)

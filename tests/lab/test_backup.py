@@ -179,6 +179,7 @@ def test_a_killed_backup_is_not_listed_and_the_next_one_succeeds(host, mirror, f
         host.ssh("pkill -9 -f /usr/local/lib/labforge/backup || true")  # the script dies with no chance to clean up
         runner.kill(proc)
 
+    before = complete_backups(host)
     seen, _ = runner.deploy_interrupted(hosts(host, mirror), archiving, power_cut, env=PASSWORD, script="backup.py")
     assert seen, "the backup was never seen archiving"
     killed = seen.removeprefix(".partial-")
@@ -188,7 +189,7 @@ def test_a_killed_backup_is_not_listed_and_the_next_one_succeeds(host, mirror, f
     run(host, mirror, "deploy.py")  # the stack, stopped by the killed backup, is started by the next converge
     again = run(host, mirror, "backup.py")
     assert not list(partial.glob(".partial-*")), "a killed backup's leftovers must go"
-    assert len(complete_backups(host)) == 2, again.stderr[-2000:]
+    assert len(set(complete_backups(host)) - set(before)) == 1, again.stderr[-2000:]
 
 
 def test_a_full_disk_fails_with_one_line_cvat_back_up_and_older_backups_untouched(host, mirror, first_backup):
@@ -205,7 +206,6 @@ def test_a_full_disk_fails_with_one_line_cvat_back_up_and_older_backups_untouche
         assert len(errors) == 1 and "archiving cvat_cvat_data" in errors[0] and "No space left on device" in errors[0], errors
         assert "CVAT was started again and older backups are untouched" in errors[0]
         wait_for_api(host)
-        assert all(s.split()[0] == "running" or True for s in [""])
         states = json.loads("[" + ",".join(host.ssh("docker inspect -f '{{json .State.Running}}' $(docker ps -aq)").stdout.split()) + "]")
         assert all(states)
         assert host.ssh(f"cd {small}/{kept} && sha256sum *").stdout == sums_before
@@ -224,7 +224,7 @@ def test_the_timer_fires_and_leaves_a_good_backup(host, mirror, first_backup):
     before = complete_backups(host)
     host.ssh("systemctl start labforge-backup.service", timeout=300)
     after = complete_backups(host)
-    assert len(set(after) - set(before)) == 1 or len(after) == 3, (before, after)
+    assert len(set(after) - set(before)) == 1, (before, after)
     last = json.loads((host.root / LAST_RESULT.lstrip("/")).read_text())
     assert last["result"] == "ok" and last["name"] in after
     again = run(host, mirror, "deploy.py", backup_schedule="*-*-* 03:00:00")

@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 CONTROL_ULPS = 1000
 
@@ -95,3 +96,12 @@ def applies(control, pos, box, width: int, height: int) -> bool:
 
 
 INTERACTOR_CONTROLS = {f.__name__: f for f in (multimask_by_the_worst_score, box_passed_unclamped)}
+
+
+def assert_interactor_control_fails(control: str, comparison: str, planted: np.ndarray, expected: np.ndarray,
+                                    ours: np.ndarray) -> None:
+    """The planted path's mask must differ from the reference's; the margin (pixels it changed, beside ours) is kept."""
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(planted, expected)
+    MARGINS.append(Margin(control, comparison, f"{int((planted != expected).sum())} px of {expected.size}",
+                          f"{int((ours != expected).sum())} px", "0 px (exact)"))

@@ -11,7 +11,6 @@ keep the model work to a few encoder runs.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from testlab.sam2 import support
 from testlab.sam2.support import REPO, make_context, make_event
 
 TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
@@ -31,16 +31,7 @@ MAX_SHAPES, MAX_SESSIONS = 3, 6
 
 
 def load_main():
-    if str(TRACKER_DIR) not in sys.path:
-        sys.path.insert(0, str(TRACKER_DIR))
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # nuctl ships the directory: no __pycache__
-    try:
-        spec = importlib.util.spec_from_file_location("labforge_sam2_tracker_main_bounds", TRACKER_DIR / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = saved
-    return module
+    return support.load_tracker_main("labforge_sam2_tracker_main_bounds")
 
 
 def frame(seed: int) -> str:

@@ -12,7 +12,6 @@ padded with null, shapes {"type", "points"} because the function declares suppor
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import sys
@@ -29,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from testlab.sam2 import support
 from testlab.sam2.support import REPO, make_context, make_event
 
 TRACKER_DIR = REPO / "files" / "nuclio" / "sam2-tracker"
@@ -38,16 +38,7 @@ BOX = [20.0, 40.0, 60.0, 80.0]
 
 
 def load_tracker_main():
-    if str(TRACKER_DIR) not in sys.path:
-        sys.path.insert(0, str(TRACKER_DIR))
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # nuctl ships the directory: no __pycache__
-    try:
-        spec = importlib.util.spec_from_file_location("labforge_sam2_tracker_main", TRACKER_DIR / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = saved
-    return module
+    return support.load_tracker_main("labforge_sam2_tracker_main")
 
 
 def video(frames: int = FRAMES) -> list[bytes]:

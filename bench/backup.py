@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Benchmark: backup.py and restore.py on a lab host whose real PostgreSQL holds N annotation rows and whose
+cvat_data volume holds M MiB of media: backup and restore wall time, archive sizes, CVAT's downtime.
+
+Boots one test-lab host (systemd-nspawn, testlab/), converges it with the stack (stand-in images, Debian's
+PostgreSQL 15 in cvat_db), writes the data through the stand-in server, then runs the real backup.py and
+restore.py. Needs root and the lab's tools (docs/testing.md).
+Usage: .venv/bin/python -m bench.backup [--rows 100000] [--media-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from bench.deploy_noop import machine
+from labforge.backups import human
+from testlab import labhosts, runner
+from testlab.standins import cvat
+
+BENCH_DIR = labhosts.LAB_DIR / "bench-backup"
+PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-bench"}
+NAME = "bench-backup.lab"
+
+
+def api(host, method: str, path: str, body: dict | None = None, timeout: float = 900) -> dict:
+    data = f"-d '{json.dumps(body)}' -H 'Content-Type: application/json'" if body is not None else ""
+    out = host.ssh(f"curl -fsS --max-time {int(timeout)} -X {method} {data} -H 'Host: {NAME}' http://127.0.0.1:8080{path}",
+                   timeout=timeout + 10).stdout
+    return json.loads(out) if out.strip() else {}
+
+
+def run(host_file, script: str, **kw) -> runner.DeployRun:
+    result = runner.deploy(host_file, env=PASSWORD, script=script, timeout=3600, **kw)
+    if result.returncode:
+        raise SystemExit(f"{script} failed: {result.stderr[-2000:]}")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--media-mib", type=int, default=1024)
+    args = parser.parse_args()
+    labhosts.require_tools()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    mirror = labhosts.Mirror.start(BENCH_DIR)
+    host = labhosts.LabHost("bench-backup", "127.0.0.40", lab_dir=str(BENCH_DIR), ports=mirror.ports)
+    try:
+        host.create()
+        host.boot()
+        files_only = labhosts.hosts_file([host], mirror, BENCH_DIR / "files.yml", group="cpu_servers")
+        run(files_only, "deploy.py")
+        cvat.load_images(host, labhosts.base_tarball())
+        hosts_yml = labhosts.hosts_file([host], mirror, BENCH_DIR / "stack.yml", group="cpu_servers", cvat_start=True)
+        run(hosts_yml, "deploy.py")
+        host.ssh(f"until curl -fsS -o /dev/null -H 'Host: {NAME}' http://127.0.0.1:8080/api/labforge-standin/annotations; "
+                 "do sleep 2; done", timeout=300)
+        api(host, "POST", "/api/labforge-standin/annotations", {"count": args.rows})
+        for i in range(max(1, args.media_mib // 256)):
+            api(host, "POST", "/api/labforge-standin/media", {"name": f"video_{i:03d}.bin",
+                                                             "bytes": min(256, args.media_mib - 256 * i) * 2**20})
+        before = api(host, "GET", "/api/labforge-standin/annotations")
+        taken = run(hosts_yml, "backup.py")
+        name = re.search(r"backup (cvat-\S+) in", taken.stderr).group(1)
+        manifest = json.loads((host.root / "var/backups/labforge" / name / "manifest.json").read_text())
+        host.ssh("docker exec cvat_db psql -U root -d cvat -c 'DELETE FROM engine_labeledshape'")
+        restored = run(hosts_yml, "restore.py")
+        host.ssh(f"until curl -fsS -o /dev/null -H 'Host: {NAME}' http://127.0.0.1:8080/api/labforge-standin/annotations; "
+                 "do sleep 2; done", timeout=300)
+        after = api(host, "GET", "/api/labforge-standin/annotations")
+    finally:
+        host.destroy()
+        mirror.stop()
+    restore_down = re.search(r"CVAT was down ([0-9.]+) s", restored.stderr.split("restored backup", 1)[1]).group(1)
+    print(f"machine: {machine()}")
+    print(f"data: {before['rows']} annotation rows in PostgreSQL 15 (Debian's), {args.media_mib} MiB of media")
+    print(f"backup.py: {taken.seconds:.1f} s wall, CVAT down {manifest['cvat_down_seconds']} s")
+    for key, entry in manifest["archives"].items():
+        print(f"  {key:<16}{human(entry['bytes']):>12}  sha256 {entry['sha256'][:16]}…")
+    print(f"  total {human(sum(e['bytes'] for e in manifest['archives'].values()))}")
+    print(f"restore.py: {restored.seconds:.1f} s wall (a backup of the current data first), CVAT down {restore_down} s")
+    print(f"rows after the restore: {after['rows']} (checksum {'equal' if after == before else 'DIFFERENT'})")
+    return 0 if after == before else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
