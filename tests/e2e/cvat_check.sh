@@ -30,14 +30,14 @@ else
     args=(--tracker pth-labforge-sam2-tracker-cpu)
   fi
   # the function host runs on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint, and torchvision's import
-  # made possible beside the CPU torch (tests/sam2/torchvision_cpu.py), only for this project's venv
+  # made possible beside the CPU torch (testlab/sam2/torchvision_cpu.py), only for this project's venv
   .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$work/sam2_tiny.pt" "$seed"
   mkdir -p "$work/site"
   .venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
 import sys
 out, root = sys.argv[1:]
 open(out, "w").write(f"import sys\nif sys.prefix == {sys.prefix!r}:\n    sys.path.insert(0, {root!r})\n"
-                     "    from tests.sam2.torchvision_cpu import allow_import\n    allow_import()\n")
+                     "    from testlab.sam2.torchvision_cpu import allow_import\n    allow_import()\n")
 PY
   export MODEL=$work/sam2_tiny.pt MODEL_CFG=configs/sam2.1/sam2.1_hiera_t.yaml PYTHONPATH=$work/site
 fi
