@@ -6,6 +6,7 @@ A backup is an action, not a state: backup.py reports a change every time it run
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def backup_layer() -> None:
         for unit in (TIMER, SERVICE):
             files.file(name=f"No {unit}", path=f"{units}/{unit}", present=False)
         return
-    check = host.get_fact(Command, command=f"systemd-analyze calendar {_quote(schedule)} >/dev/null 2>&1 && echo ok || echo bad")
+    check = host.get_fact(Command, command=f"systemd-analyze calendar {shlex.quote(str(schedule))} >/dev/null 2>&1 && echo ok || echo bad")
     if check != "ok":
         raise Refused(f"backup_schedule {schedule!r} is not a systemd calendar expression (see `systemd-analyze calendar`)")
     service = files.put(name=SERVICE, src=StringIO(render("labforge-backup.service.j2", script=BACKUP_SCRIPT)),
@@ -76,10 +77,6 @@ def backup_layer() -> None:
                       dest=f"{units}/{TIMER}", mode="0644")
     systemd.daemon_reload(name="systemd daemon-reload (backup units)", _if=[service.did_change, timer.did_change])
     systemd.service(name=f"{TIMER} enabled", service=TIMER, running=True, enabled=True)
-
-
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "'\\''") + "'"
 
 
 @deploy("Backup")
