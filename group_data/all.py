@@ -84,8 +84,9 @@ cuda_keyring_sha256 = {
 cuda_version = "12.8"
 
 # --- Nuclio CLI ------------------------------------------------------------------------------
-# nuctl release; must share its minor version with the Nuclio dashboard of the pinned CVAT (checked).
-nuctl_version = "1.13.23"
+# nuctl release. None: the one cvat_stack_compat lists for cvat_version (nuctl follows CVAT). When set, it must
+# share its minor version with the Nuclio dashboard of the pinned CVAT (checked).
+nuctl_version = None
 # Download URL template ({version}, {arch} = amd64/arm64).
 nuctl_url = "https://github.com/nuclio/nuclio/releases/download/{version}/nuctl-{version}-linux-{arch}"
 # sha256 per arch of the nuctl binary; wins over the lock file. Nuclio publishes no checksums, so by
@@ -97,10 +98,22 @@ nuctl_sha256: dict[str, str] = {}
 download_lock_file = "labforge.lock"
 
 # --- Compatibility of the pinned stack (checked while planning: labforge/compat.py) ----------------
-# CVAT tag -> the Nuclio dashboard its components/serverless/docker-compose.serverless.yml runs (read at
-# the tag; v2.51.0 = commit dfd505e7) -> the oldest Docker API that dashboard's client speaks ("client
-# version 1.42 is too old" against Docker 29: cvat-ai/cvat#10013, #10033).
-cvat_stack_compat = {"v2.51.0": {"nuclio_dashboard": "1.13.0", "docker_api": "1.42"}}
+# CVAT tag -> the Nuclio dashboard its components/serverless/docker-compose.serverless.yml runs (read at the
+# tag), the nuctl of the same release pinned with it, the oldest Docker API that dashboard's client speaks,
+# CVAT's manage.py inside cvat_server (Dockerfile at the tag), and the upgrade guide's steps for moving to the
+# row (labforge/upgrades.py). docs/compatibility.md has the sources of every cell.
+# v2.51.0 = commit dfd505e7: dashboard 1.13.0, Docker API 1.42 ("client version 1.42 is too old" against
+#   Docker 29: cvat-ai/cvat#10013, #10033); manage.py in /home/django (Dockerfile: COPY ... ${HOME}/).
+# v2.73.0 = commit 7972cb4f2: dashboard 1.16.3 with no host port (#10306); Nuclio's move off 1.13 fixed Docker
+#   29 (cvat-ai/cvat#10033 closed "Fixed in #10091", dashboard 1.15.9), so its client speaks 1.44 or newer;
+#   the source moved to /opt/cvat at v2.72.0 (upgrade guide "Upgrade to v2.72.0 or later"; /home/django/manage.py
+#   stays as a link "for backwards compatibility", Dockerfile line 203).
+cvat_stack_compat = {
+    "v2.51.0": {"nuclio_dashboard": "1.13.0", "nuctl": "1.13.23", "docker_api": "1.42",
+                "manage_py": "/home/django/manage.py", "upgrade_steps": []},
+    "v2.73.0": {"nuclio_dashboard": "1.16.3", "nuctl": "1.16.3", "docker_api": "1.44",
+                "manage_py": "/opt/cvat/manage.py", "upgrade_steps": ["v2.72.0: source in /opt/cvat"]},
+}
 # Docker Engine major -> the oldest client API its daemon accepts by default: 28.x 1.24 (docker/docs#22653),
 # 29.x 1.44 (moby/moby#51186). Engines from 29 on are told the stack's API in daemon.json "min-api-version"
 # (moby/moby#51371) when they are already installed and newer than the pin.
@@ -155,6 +168,13 @@ cvat_tls_renew_days = 30
 # --- Nuclio functions ------------------------------------------------------------------------
 # Functions deployed on every host: paths in the CVAT checkout (serverless/...) or in this repo (files/...).
 nuclio_functions = ["serverless/openvino/omz/public/yolo-v3-tf", "serverless/openvino/dextr"]
+# CVAT functions that CVAT removed after a tag -> that tag: once cvat_version is newer, they are built from that
+# tag's tree (git archive of the checkout's objects, under /opt/labforge/functions/cvat-<tag>). CVAT deleted
+# serverless/openvino/dextr and serverless/openvino/omz/public/yolo-v3-tf at v2.52.0 (commit 826d205f1, #10091);
+# v2.73.0's lambda manager still sends a detector {image, threshold} and an interactor {image, pos_points,
+# neg_points, obj_bbox} and passes their answers on (cvat/apps/lambda_manager/views.py at 7972cb4f2), so the
+# seed's detector and DEXTR keep working there (docs/compatibility.md says where they do not: ROI requests).
+cvat_function_sources = {"serverless/openvino/dextr": "v2.51.0", "serverless/openvino/omz/public/yolo-v3-tf": "v2.51.0"}
 # Environment CVAT's serverless/deploy_{cpu,gpu}.sh pass to every function at v2.51.0.
 nuclio_function_env = {"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk", "CVAT_FUNCTIONS_REDIS_PORT": "6666"}
 # Memory limit per function container (nuctl deploy --resource-limit memory=<quantity>: Docker's --memory, so a

@@ -55,22 +55,45 @@ class Stack:
     cvat: str
     dashboard: str
     docker_api: str  # the oldest Docker API a client of the stack speaks
+    nuctl: str = ""  # the nuctl release deployed with it: the row's, or nuctl_version when an admin sets one
+    manage_py: str = "/home/django/manage.py"  # CVAT's manage.py inside cvat_server at this tag
+    upgrade_steps: tuple[str, ...] = ()  # the upgrade guide's steps for moving to this row (labforge/upgrades.py)
 
 
-def stack(data: Any) -> Stack:
-    """The compatibility row of the pinned CVAT tag, with nuctl checked against its dashboard."""
-    version = data.get("cvat_version")
-    row = (data.get("cvat_stack_compat") or {}).get(version)
-    if not row:
-        raise Incompatible(f"CVAT {version} is not in cvat_stack_compat (group_data/all.py): add the Nuclio dashboard its "
-                           "components/serverless/docker-compose.serverless.yml runs and the oldest Docker API that dashboard "
-                           "speaks, or set cvat_version back to a listed release")
-    result = Stack(version, str(row["nuclio_dashboard"]), str(row["docker_api"]))
-    nuctl = data.get("nuctl_version")
-    if minor(nuctl) != minor(result.dashboard):
-        raise Incompatible(f"nuctl {nuctl} does not match CVAT {version}'s Nuclio dashboard {result.dashboard} "
-                           f"(cvat_stack_compat); set nuctl_version to a {minor(result.dashboard)}.x release")
-    return result
+def row(data: Any, version: str) -> dict:
+    table = data.get("cvat_stack_compat") or {}
+    found = table.get(version)
+    if not found:
+        raise Incompatible(f"CVAT {version} is not in cvat_stack_compat (group_data/all.py; listed: {', '.join(table)}): "
+                           "add the Nuclio dashboard its components/serverless/docker-compose.serverless.yml runs, its nuctl "
+                           "and the oldest Docker API that dashboard speaks, or set cvat_version to a listed release")
+    return found
+
+
+def stack(data: Any, version: str | None = None) -> Stack:
+    """The compatibility row of a CVAT tag (the pinned one by default); nuctl follows the row unless nuctl_version
+    is set, which must then share the dashboard's minor version."""
+    version = version or data.get("cvat_version")
+    found = row(data, version)
+    dashboard = str(found["nuclio_dashboard"])
+    nuctl = data.get("nuctl_version") if version == data.get("cvat_version") else None
+    nuctl = str(nuctl or found.get("nuctl") or "")
+    if minor(nuctl) != minor(dashboard):
+        raise Incompatible(f"nuctl {nuctl} does not match CVAT {version}'s Nuclio dashboard {dashboard} "
+                           f"(cvat_stack_compat); set nuctl_version to a {minor(dashboard)}.x release, or unset it to "
+                           "get the table's")
+    return Stack(version, dashboard, str(found["docker_api"]), nuctl, str(found.get("manage_py") or Stack.manage_py),
+                 tuple(found.get("upgrade_steps") or ()))
+
+
+def nuctl_version(data: Any) -> str:
+    """The nuctl the pinned CVAT tag gets (cvat_stack_compat's row, or nuctl_version when set)."""
+    return stack(data).nuctl
+
+
+def release(tag: str) -> tuple[int, ...]:
+    """'v2.73.0' -> (2, 73, 0), for telling an upgrade from a downgrade."""
+    return tuple(int(part) for part in re.findall(r"\d+", tag)[:3])
 
 
 def default_min_api(data: Any, engine: tuple[int, ...]) -> str:

@@ -18,6 +18,7 @@ DIGEST_FILE = "/etc/labforge/cvat-compose.digest"
 WAIT_API = "/usr/local/lib/labforge/wait-cvat-api"
 TLS_DIR = "/etc/labforge/tls"  # cert.pem, key.pem, tls.yml (mode 0700, root): mounted into traefik
 PROJECT = "cvat"
+NETWORK = f"{PROJECT}_cvat"  # CVAT's network (compose project cvat, network cvat), which the functions join
 # The share's named volume (templates/docker-compose.custom.override.yml.j2), as Compose names it: <project>_<key>.
 SHARE_VOLUME_KEY = "cvat_share"
 SHARE_VOLUME = f"{PROJECT}_{SHARE_VOLUME_KEY}"

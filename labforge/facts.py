@@ -180,10 +180,10 @@ class DockerVolumeDevice(FactBase[str | None]):
 class CvatSuperusers(FactBase[list[str] | None]):
     """Superuser names in the running CVAT (None when cvat_server cannot be asked)."""
 
-    def command(self) -> str:
+    def command(self, manage_py: str = "/home/django/manage.py") -> str:  # the release's (cvat_stack_compat)
         script = ("from django.contrib.auth import get_user_model as m; "
                   "print(chr(10).join(m().objects.filter(is_superuser=True).values_list(\"username\", flat=True)))")
-        return (f"docker exec cvat_server python3 /home/django/manage.py shell -c '{script}' 2>/dev/null "
+        return (f"docker exec cvat_server python3 {manage_py} shell -c '{script}' 2>/dev/null "
                 "&& echo __labforge_ok__ || true")
 
     def process(self, output: list[str]) -> list[str] | None:

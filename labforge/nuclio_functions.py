@@ -31,6 +31,8 @@ class FunctionSource:
     digest: str
     gpu: bool
     memory_limit: str | None = None  # set at deploy (nuctl --resource-limit); None: the YAML's own
+    root: str = ""  # the CVAT tree it is built from (holding serverless/openvino/base): the checkout, or an older tag's
+    source_tag: str = ""  # the CVAT tag of that tree
 
     @property
     def slug(self) -> str:
@@ -74,16 +76,41 @@ def memory_limit(path: str, limits: dict[str, str | None]) -> str | None:
 
 
 def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
-           memory_limits: dict[str, str | None] | None = None) -> FunctionSource:
+           memory_limits: dict[str, str | None] | None = None, nuctl: str = "",
+           source_tags: dict[str, str] | None = None) -> FunctionSource:
     """The function at ``path`` as this host deploys it; ``memory_limits`` is ``nuclio_function_memory_limit``
-    (None: no limit set at deploy). The limit set is part of the source hash, so changing it redeploys."""
+    (None: no limit set at deploy), ``nuctl`` the nuctl that deploys it and ``source_tags``
+    ``cvat_function_sources``: a CVAT function removed after a tag is built from that tag's tree (extracted under
+    LOCAL_FUNCTIONS_DIR) once cvat_version is newer. The limit, nuctl and the tree are part of the source hash, so
+    changing any of them redeploys."""
     variant = "gpu" if on_gpu else "cpu"
     memory = None if memory_limits is None else memory_limit(path, memory_limits)
     salt = variant if memory is None else f"{variant}:memory={memory}"
+    salt += f":nuctl={nuctl}" if nuctl else ""
     if path.startswith("files/"):
         return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}", local_digest(REPO / path, salt), on_gpu, memory)
-    digest = hashlib.sha256(f"{cvat_version}:{path}:{salt}".encode()).hexdigest()[:16]
-    return FunctionSource(path, f"{cvat_dir}/{path}/nuclio", digest, on_gpu, memory)
+    tag, root = cvat_version, cvat_dir
+    pinned = (source_tags or {}).get(path)
+    if pinned and release(cvat_version) > release(pinned):
+        tag, root = pinned, f"{LOCAL_FUNCTIONS_DIR}/cvat-{pinned}"
+    digest = hashlib.sha256(f"{tag}:{path}:{salt}".encode()).hexdigest()[:16]
+    return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag)
+
+
+def release(tag: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", tag)[:3])
+
+
+def extract_command(fn: FunctionSource, cvat_dir: str) -> str:
+    """Put a function of an older CVAT tag (and the OpenVINO base image's Dockerfile it builds on) under fn.root,
+    from the checkout's git objects: the tag is fetched when the clone lacks it. Written under a temporary name and
+    renamed, so a killed run never leaves half a tree that the next run would take as there."""
+    parts = " ".join(shlex.quote(p) for p in ("serverless/openvino/base", fn.path))
+    tmp = f"{fn.root}.partial"
+    return (f"git -C {cvat_dir} rev-parse -q --verify refs/tags/{fn.source_tag} >/dev/null || "
+            f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {fn.source_tag}; "
+            f"rm -rf {tmp} && mkdir -p {tmp} && {{ [ ! -d {fn.root} ] || cp -a {fn.root}/. {tmp}/; }} && "
+            f"git -C {cvat_dir} archive {fn.source_tag} {parts} | tar -x -C {tmp} && rm -rf {fn.root} && mv {tmp} {fn.root}")
 
 
 def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
@@ -111,7 +138,7 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     commands = [WAIT_API,
                 "nuctl get project cvat --platform local >/dev/null 2>&1 || nuctl create project cvat --platform local"]
     if fn.path.startswith("serverless/openvino/"):
-        commands.append(f"DOCKER_BUILDKIT=1 docker build -t cvat.openvino.base {cvat_dir}/serverless/openvino/base")
+        commands.append(f"DOCKER_BUILDKIT=1 docker build -t cvat.openvino.base {fn.root or cvat_dir}/serverless/openvino/base")
     if not fn.is_local:  # deploy_cpu.sh builds a function's own base image when its nuclio dir has a Dockerfile
         base = "cvat." + fn.path.removeprefix("serverless/").replace("/", ".") + ".base"
         commands.append(f"if [ -f {fn.yaml_dir}/Dockerfile ]; then DOCKER_BUILDKIT=1 docker build -t {base} {fn.yaml_dir}; fi")

@@ -56,10 +56,10 @@ def install_scripts() -> None:
 
 @deploy("Backups")
 def backup_layer() -> None:
-    """The scripts, and the timer when backup_schedule is set (removed when it is not)."""
+    """The timer when backup_schedule is set (removed when it is not). The scripts themselves are installed by the
+    CVAT layer, before it: an upgrade takes its backup with them."""
     if not host.data.get("cvat_start"):
         return
-    install_scripts()
     schedule = host.data.get("backup_schedule")
     units = "/etc/systemd/system"
     if schedule is None:

@@ -11,15 +11,17 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File, FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import files, python, server
 from pyinfra.operations.util import any_changed
 
-from labforge import compose, exposure, report, secrets, tls
+from labforge import compat, compose, exposure, report, secrets, tls, upgrades
+from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
-from labforge.facts import ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
+from labforge.facts import Backups, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
+from tasks.backups import install_scripts, settings
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"  # /root is root-only: the file is never readable by others, even before its chmod
 LAB_CA_CERT = "/etc/labforge/lab-ca.crt"
@@ -65,8 +67,11 @@ def cvat() -> None:
     mode = tls_mode()
     material = tls_material(mode, address) if data.get("cvat_start") else None  # refused here, before any change
     password = None  # needed only when the admin must be created; refused while planning if missing or weak
+    tags = host.get_fact(GitTagsAtHead, path=cvat_dir)
+    move = release_move(cvat_dir, version, tags)  # refused here, before any change, when it makes no sense
     if data.get("cvat_start"):
-        superusers = host.get_fact(CvatSuperusers)
+        running = move.current or version  # the release cvat_server runs now
+        superusers = host.get_fact(CvatSuperusers, manage_py=manage_py(running))
         if superusers is None or data.get("cvat_admin_user") not in superusers:
             password = admin_password()
 
@@ -75,16 +80,20 @@ def cvat() -> None:
                     group=share_group, mode="2775")
 
     wanted = data.get("cvat_share_services")
-    tags = host.get_fact(GitTagsAtHead, path=cvat_dir)
-    if tags is not None and version in tags:  # checked out already: check its files while planning
-        problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "",
-                                           data.get("nuctl_version"), version)
+    nuctl = compat.nuctl_version(data)
+    if tags is not None and version in tags and not move.is_switch:  # checked out already: check its files now
+        problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "", nuctl, version)
         if problem:
             raise Refused(problem)
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
+    elif move.is_switch:  # fetch the new tag and check its files; the upgrade script switches HEAD later
+        services = compose.share_services(wanted, None)
+        server.shell(name=f"CVAT {version}: fetch the tag and check its files (dashboard/nuctl, services) first",
+                     commands=[f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {version} && "
+                               f"{{ {compose.tag_checks_command(cvat_dir, version, nuctl, services)}; }}"])
     else:  # the tag's files are only on the host once fetched: the checkout op checks them before switching
         services = compose.share_services(wanted, None)
-        checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, data.get("nuctl_version"), services))
+        checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, nuctl, services))
 
     override = compose.render_override(services, share_path, exposure.cvat_ports(mode),
                                        data.get("nuclio_dashboard_publish"), tls=mode != "off")
@@ -99,6 +108,11 @@ def cvat() -> None:
 
     secrets.private_upload_dir()
     certificate = tls_files(material, address)
+    install_scripts()
+    files.put(name="CVAT upgrade script", src=StringIO(upgrade_script()), dest=upgrades.UPGRADE_SCRIPT,
+              user="root", group="root", mode="0700", create_remote_dir=True)
+    if move.is_switch or move.unfinished:
+        switch_release(move)
     report.cvat_at(f"https://{address}" if mode != "off" else f"http://{address}:8080", data.get("cvat_admin_user"))
     digest = compose.inputs_digest(version, override, env_text)
     states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
@@ -186,7 +200,7 @@ def create_admin(user: str, email: str, password: str) -> None:
     """createsuperuser --noinput with the secret in a root-only env file (never on a command line), then removed."""
     env = f"DJANGO_SUPERUSER_USERNAME={user}\nDJANGO_SUPERUSER_EMAIL={email}\nDJANGO_SUPERUSER_PASSWORD={password}\n"
     secrets.put_secret("CVAT admin credentials (root-only, removed after use)", env, ADMIN_ENV)
-    manage = "docker exec {opts} cvat_server python3 /home/django/manage.py"
+    manage = "docker exec {opts} cvat_server python3 " + manage_py(host.data.get("cvat_version"))
     exists = (f"{manage.format(opts='')} shell -c 'from django.contrib.auth import get_user_model as m; "
               f"print(m().objects.filter(username=\"{user}\").exists())' | grep -qx True")
     create = f"{manage.format(opts=f'--env-file {ADMIN_ENV}')} createsuperuser --noinput"
@@ -194,3 +208,82 @@ def create_admin(user: str, email: str, password: str) -> None:
         WAIT_API,
         f"( {exists} || {create} ); rc=$?; rm -f {ADMIN_ENV}; exit $rc",
     ])
+
+
+# --- moving between releases (labforge/upgrades.py) ------------------------------------------------------------------
+
+
+def manage_py(version: str) -> str:
+    """CVAT's manage.py inside cvat_server at this release (cvat_stack_compat: /opt/cvat from v2.72.0 on)."""
+    try:
+        return compat.stack(host.data, version).manage_py
+    except compat.Incompatible:  # a release outside the table (refused elsewhere): the path every release has
+        return "/home/django/manage.py"
+
+
+def journal() -> dict[str, str] | None:
+    """The journal an unfinished upgrade left (its KEY=VALUE lines), or None."""
+    lines = host.get_fact(FileContents, path=upgrades.STATE)
+    if lines is None:
+        return None
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrades.Move:
+    """From which release to which this converge moves the host; an unfinished upgrade counts as at its old release
+    until the new one was verified (the script rolls it back first)."""
+    current = next((t for t in tags or [] if t in (host.data.get("cvat_stack_compat") or {})), None)
+    if tags and current is None:
+        current = next((t for t in tags if t.startswith("v")), None)
+    unfinished = journal()
+    if unfinished:
+        current = unfinished.get("TO") if unfinished.get("PHASE") == "verified" else unfinished.get("FROM")
+        report.notice(f"an upgrade {unfinished.get('FROM')} -> {unfinished.get('TO')} did not finish (phase "
+                      f"{unfinished.get('PHASE')}): this run finishes or rolls it back first")
+    needs_backups = host.data.get("restore_backup") and current and compat.release(version) < compat.release(current)
+    complete = host.get_fact(Backups, directory=settings()[0])[0] if needs_backups else {}
+    try:
+        move = upgrades.plan(host.data, current, complete, interrupted=bool(unfinished))
+        if move.is_switch and not host.data.get("cvat_start"):
+            raise upgrades.UpgradeRefused(f"cvat_version {version} differs from the {current} this host runs, and "
+                                          "cvat_start is false: an upgrade needs the stack")
+    except (upgrades.UpgradeRefused, compat.Incompatible) as exc:
+        raise Refused(str(exc)) from exc
+    return move
+
+
+def upgrade_script() -> str:
+    """The host's upgrade script: the same for every move (the rows' manage.py and steps are in it), so that it
+    changes only when labforge or the table does."""
+    data = host.data
+    table = data.get("cvat_stack_compat") or {}
+    rows = sorted(table, key=compat.release)
+    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=upgrades.UPGRADE_SCRIPT, unit=upgrades.UNIT,
+                  state=upgrades.STATE, log=upgrades.LOG, cvat_dir=data.get("cvat_dir"), project=compose.PROJECT,
+                  compose_args=compose_args(), network=compose.NETWORK, timeout=int(data.get("cvat_api_timeout")),
+                  wait_api=compose.WAIT_API, backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT,
+                  backup_dir=settings()[0], rows=rows, manage_py={tag: manage_py(tag) for tag in rows},
+                  steps={tag: upgrades.row_checks(data, tag) for tag in rows})
+
+
+def switch_release(move: upgrades.Move) -> None:
+    """Run the upgrade script in its own systemd unit and wait for it; one that a killed run left is waited for
+    first. The script's last line says what happened; on failure it is the run's error."""
+    u, log, rc = upgrades.UNIT, upgrades.LOG, upgrades.RC_FILE
+    args = " ".join([move.wanted, *([move.restore] if move.restore else [])])
+    what = (f"CVAT {move.current} -> {move.wanted}" if move.is_switch else f"CVAT: finish the unfinished upgrade to {move.wanted}")
+    done = server.shell(name=f"{what} (backup first, rollback on failure)", commands=[
+        f"while systemctl is-active -q {u}; do sleep 2; done; rm -f {rc}; size=$(stat -c %s {log} 2>/dev/null || echo 0); "
+        f"systemd-run --unit={u} --wait --collect --quiet --property=StandardOutput=append:{log} "
+        f"--property=StandardError=append:{log} /bin/sh -c '{upgrades.UPGRADE_SCRIPT} \"$@\"; echo $? > {rc}' -- {args}; "
+        f"code=$(cat {rc} 2>/dev/null || echo 1); "
+        f"last=$(tail -c +$((size + 1)) {log} | grep -E '^(labforge-upgrade: |upgraded=|at=)' | tail -n 1); "
+        "if [ \"$code\" = 0 ]; then echo \"$last\"; else echo \"${last:-labforge-upgrade: the upgrade script failed; see "
+        f"{log}}}\" >&2; fi; exit $code"])
+    python.call(name="Say what the upgrade did", function=_say_upgraded, op=done)
+
+
+def _say_upgraded(op) -> None:
+    line = next((line for line in reversed(op.stdout_lines) if line.startswith(("upgraded=", "at="))), "")
+    if line.startswith("upgraded="):
+        report.notice(upgrades.summary(line))

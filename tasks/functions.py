@@ -11,9 +11,9 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File
 from pyinfra.operations import files, server
 
-from labforge import gpu, report
+from labforge import compat, gpu, report
 from labforge.facts import NuclioFunctions
-from labforge.nuclio_functions import REPO, deploy_commands, is_current, source
+from labforge.nuclio_functions import REPO, deploy_commands, extract_command, is_current, source
 from labforge.report import Refused
 
 
@@ -39,7 +39,8 @@ def functions() -> None:
     for path in data.get("nuclio_functions") or []:
         try:
             fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
-                        data.get("nuclio_function_memory_limit") or {})
+                        data.get("nuclio_function_memory_limit") or {}, compat.nuctl_version(data),
+                        data.get("cvat_function_sources") or {})
         except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
             raise Refused(str(exc)) from exc
         if fn.is_local:
@@ -53,6 +54,9 @@ def functions() -> None:
         if gpu_variant:  # Nuclio would start it with --gpus all before the new driver is loaded
             report.function_state(path, f"{report.WAITS} (NVIDIA driver not loaded yet)")
             continue
+        if fn.root and fn.root != data.get("cvat_dir") and not host.get_fact(Directory, path=fn.yaml_dir):
+            server.shell(name=f"{path} from CVAT {fn.source_tag}'s tree (removed from later releases)",
+                         commands=[extract_command(fn, data.get("cvat_dir"))])
         op = server.shell(name=f"Deploy function {path}",
                           commands=deploy_commands(fn, data.get("cvat_dir"), data.get("nuclio_function_env") or {},
                                                    reboot_guard=gpu_variant is None))

@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
-from labforge import downloads, pins, platform, report
+from labforge import compat, downloads, pins, platform, report
 from labforge.report import Refused
 
 NUCTL = "/usr/local/bin/nuctl"
@@ -44,7 +44,7 @@ def pin_and_install(fetched, lock: Path, version: str, arch: str) -> None:
 def nuclio() -> None:
     p = platform.current()
     data = host.data
-    version = data.get("nuctl_version")
+    version = compat.nuctl_version(data)  # the row of cvat_version, unless nuctl_version is set
     src = data.get("nuctl_url").format(version=version, arch=p.deb_arch)
     lock = pins.lock_path(data.get("download_lock_file"))
     explicit = (data.get("nuctl_sha256") or {}).get(p.deb_arch)

@@ -16,11 +16,14 @@ from pathlib import Path
 
 from testlab.standins import STANDIN_MARK, packages
 
-# CVAT v2.51.0's compose files (commit dfd505e7: docker-compose.yml, components/serverless/docker-compose.serverless.yml),
-# as the stand-in repo reproduces them: the same services, container names, images, networks and volumes, cvat_db's
-# environment (POSTGRES_USER root, POSTGRES_DB cvat, POSTGRES_HOST_AUTH_METHOD trust), the traefik labels routing on
-# ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS.
-SERVER_IMAGE = "cvat/server:${CVAT_VERSION:-v2.51.0}"
+# CVAT's compose files as the stand-in repo reproduces them, at v2.51.0 (commit dfd505e7) and v2.73.0 (commit
+# 7972cb4f2; v2.52.0 is v2.51.0's with dashboard 1.15.9, for the refusals): docker-compose.yml and
+# components/serverless/docker-compose.serverless.yml with the same services, container names, images, networks and
+# volumes, cvat_db's environment (POSTGRES_USER root, POSTGRES_DB cvat, POSTGRES_HOST_AUTH_METHOD trust), the traefik
+# labels routing on ${CVAT_HOST:-localhost}, and the serverless file's nuclio service and CVAT_SERVERLESS. What
+# differs at v2.73.0, read at the tag: cvat/server and cvat/ui default to v2.73.0, cvat_server's command is
+# `init run server nginx`, kvrocks is 2.15.0, OPA 1.12.2, the dashboard 1.16.3 with no host port (#10306), and
+# serverless/openvino/dextr and serverless/openvino/omz/public/yolo-v3-tf are gone (deleted at v2.52.0, 826d205f1).
 BACKEND_COMMANDS = {  # service -> command; all run cvat/server with CVAT's data, keys and logs volumes
     "cvat_server": "init run server", "cvat_worker_utils": "run worker notifications cleaning",
     "cvat_worker_import": "run worker import", "cvat_worker_export": "run worker export",
@@ -34,7 +37,15 @@ OTHER_IMAGES = {"cvat_db": "postgres:15-alpine", "cvat_redis_inmem": "redis:7.2.
                 "cvat_clickhouse": "clickhouse/clickhouse-server:23.11-alpine", "cvat_vector": "timberio/vector:0.26.0-alpine",
                 "cvat_grafana": "grafana/grafana-oss:10.1.2"}
 CVAT_SERVICES = [*BACKEND_COMMANDS, *OTHER_IMAGES]
-CVAT_TAGS = [("v2.51.0", "1.13.0"), ("v2.52.0", "1.15.9")]
+# tag -> (the Nuclio dashboard its serverless file runs, images that differ from v2.51.0's, cvat_server's command,
+# whether the dashboard publishes 8070, the CVAT functions its tree still has)
+CVAT_TAGS = {
+    "v2.51.0": ("1.13.0", {}, "init run server", True, None),
+    "v2.52.0": ("1.15.9", {}, "init run server", True, None),
+    "v2.73.0": ("1.16.3", {"cvat_redis_ondisk": "apache/kvrocks:2.15.0", "cvat_ui": "cvat/ui:${CVAT_VERSION:-v2.73.0}",
+                           "cvat_opa": "openpolicyagent/opa:1.12.2"}, "init run server nginx", False,
+                {"serverless/pytorch/facebookresearch/sam"}),
+}
 CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
                   "serverless/openvino/dextr": ("openvino-dextr", False),
                   "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
@@ -44,6 +55,14 @@ IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefi
                "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
                "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
                "quay.io/nuclio/dashboard:1.13.0-amd64": "dashboard", "labforge-standin/function:latest": "function"}
+# v2.73.0's images, built only on the lab hosts that upgrade (load_images(..., releases=...)).
+RELEASE_IMAGE_ROLES = {"v2.73.0": {"cvat/server:v2.73.0": "server", "cvat/ui:v2.73.0": "ui",
+                                   "apache/kvrocks:2.15.0": "sleeper", "openpolicyagent/opa:1.12.2": "sleeper",
+                                   "quay.io/nuclio/dashboard:1.16.3-amd64": "dashboard"}}
+# Build arguments beyond the role: the release a cvat/server image is (its migrations, /api/server/about) and where
+# its manage.py lives (CVAT's Dockerfile: ${HOME}/ at dfd505e7, /opt/cvat with a link in /home/django at 7972cb4f2).
+IMAGE_BUILD_ARGS = {"cvat/server:v2.51.0": {"RELEASE": "v2.51.0"},
+                    "cvat/server:v2.73.0": {"RELEASE": "v2.73.0", "SOURCE_DIR": "/opt/cvat"}}
 BASE_IMAGE = "labforge-standin/base:latest"
 # The roles on the base image with Debian's PostgreSQL packages (packages.POSTGRESQL_SETS: the set's image)...
 POSTGRESQL_IMAGES = {"client": "labforge-standin/postgresql-client:latest", "server": "labforge-standin/postgresql:latest"}
@@ -53,7 +72,9 @@ ROLE_POSTGRESQL = {"server": "client", "db": "server"}
 ROLE_STOPSIGNAL = {"db": "SIGINT"}
 
 
-def cvat_compose() -> dict:
+def cvat_compose(tag: str = "v2.51.0") -> dict:
+    _, images, server_command, _, _ = CVAT_TAGS[tag]
+    server_image = f"cvat/server:${{CVAT_VERSION:-{'v2.73.0' if tag == 'v2.73.0' else 'v2.51.0'}}}"
     backend_env = {"CVAT_POSTGRES_HOST": "cvat_db", "CVAT_REDIS_INMEM_HOST": "cvat_redis_inmem",
                    "CVAT_REDIS_INMEM_PORT": 6379, "CVAT_REDIS_ONDISK_HOST": "cvat_redis_ondisk",
                    "CVAT_REDIS_ONDISK_PORT": 6666}
@@ -61,8 +82,9 @@ def cvat_compose() -> dict:
     data_volumes = ["cvat_data:/home/django/data", "cvat_keys:/home/django/keys", "cvat_logs:/home/django/logs"]
     services: dict = {}
     for name, command in BACKEND_COMMANDS.items():
-        services[name] = {"container_name": name, "image": SERVER_IMAGE, "restart": "always", "depends_on": deps,
+        services[name] = {"container_name": name, "image": server_image, "restart": "always", "depends_on": deps,
                           "environment": backend_env, "command": command, "volumes": data_volumes, "networks": ["cvat"]}
+    services["cvat_server"]["command"] = server_command
     services["cvat_server"]["depends_on"] = {**deps, "cvat_opa": {"condition": "service_started"}}
     services["cvat_server"]["labels"] = {
         "traefik.enable": "true", "traefik.http.services.cvat.loadbalancer.server.port": "8080",
@@ -70,7 +92,7 @@ def cvat_compose() -> dict:
                                           "PathPrefix(`/static/`) || PathPrefix(`/admin`) || PathPrefix(`/django-rq`))",
         "traefik.http.routers.cvat.entrypoints": "web"}
     services["cvat_server"]["networks"] = {"cvat": {"aliases": ["cvat-server"]}}
-    for name, image in OTHER_IMAGES.items():
+    for name, image in {**OTHER_IMAGES, **images}.items():
         services[name] = {"container_name": name, "image": image, "restart": "always", "networks": ["cvat"]}
     services["cvat_db"].update(environment={"POSTGRES_USER": "root", "POSTGRES_DB": "cvat", "POSTGRES_HOST_AUTH_METHOD": "trust"},
                                volumes=["cvat_db:/var/lib/postgresql/data"])
@@ -97,8 +119,8 @@ def cvat_compose() -> dict:
     return {"name": "cvat", "services": services, "volumes": volumes, "networks": {"cvat": None}}
 
 
-def serverless_compose(dashboard: str) -> dict:
-    return {"services": {
+def serverless_compose(dashboard: str, publishes: bool = True) -> dict:
+    doc = {"services": {
         "nuclio": {"container_name": "nuclio", "image": f"quay.io/nuclio/dashboard:{dashboard}-amd64", "restart": "always",
                    "networks": ["cvat"], "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
                    "environment": {"NUCLIO_CHECK_FUNCTION_CONTAINERS_HEALTHINESS": "true",
@@ -106,6 +128,9 @@ def serverless_compose(dashboard: str) -> dict:
                    "ports": ["8070:8070"]},
         "cvat_server": {"environment": {"CVAT_SERVERLESS": 1}, "extra_hosts": ["host.docker.internal:host-gateway"]},
         "cvat_worker_annotation": {"extra_hosts": ["host.docker.internal:host-gateway"]}}}
+    if not publishes:  # v2.73.0: "fix(serverless): remove Nuclio dashboard port binding (#10306)"
+        del doc["services"]["nuclio"]["ports"]
+    return doc
 
 
 def build_cvat_repo(bare: Path) -> Path:
@@ -135,12 +160,15 @@ def build_cvat_repo(bare: Path) -> Path:
         (work / "components/analytics/grafana_conf.yml").write_text(f"# {STANDIN_MARK}\n")
         (work / "components/analytics/vector/vector.toml").write_text(f"# {STANDIN_MARK}\n")
         (work / "components/analytics/grafana/dashboards/all_events.json").write_text("{}\n")
-        (work / "docker-compose.yml").write_text(f"# {STANDIN_MARK}: CVAT v2.51.0's compose structure\n"
-                                                 + yaml.safe_dump(cvat_compose(), sort_keys=False))
         (work / "components/serverless").mkdir(parents=True)
-        for tag, dashboard in CVAT_TAGS:
+        for tag, (dashboard, _, _, publishes, kept) in CVAT_TAGS.items():
+            (work / "docker-compose.yml").write_text(f"# {STANDIN_MARK}: CVAT {tag}'s compose structure\n"
+                                                     + yaml.safe_dump(cvat_compose(tag), sort_keys=False))
             (work / "components/serverless/docker-compose.serverless.yml").write_text(
-                yaml.safe_dump(serverless_compose(dashboard), sort_keys=False))
+                yaml.safe_dump(serverless_compose(dashboard, publishes), sort_keys=False))
+            for path in CVAT_FUNCTIONS if kept is not None else ():
+                if path not in kept:
+                    shutil.rmtree(work / path, ignore_errors=True)
             subprocess.run([*git, "add", "-A"], check=True)
             subprocess.run([*git, "commit", "-q", "-m", f"CVAT {tag} ({STANDIN_MARK})"], check=True)
             subprocess.run([*git, "tag", tag], check=True)
@@ -150,7 +178,7 @@ def build_cvat_repo(bare: Path) -> Path:
     return bare
 
 
-def load_images(lab_host, base_tarball: Path) -> None:
+def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = ()) -> None:
     """Build the stand-in images inside the lab host's own Docker Engine, tagged with CVAT v2.51.0's image names:
     the host's Debian root imported as labforge-standin/base, that with Debian's PostgreSQL client or server
     packages (cvat_image/Dockerfile.postgresql, the .debs of packages.debian_postgresql), then cvat_image/Dockerfile
@@ -170,10 +198,14 @@ def load_images(lab_host, base_tarball: Path) -> None:
     shutil.copyfile(base_tarball, work / "base.tar")
     remote = "/var/tmp/labforge-standin"
     steps = [f"docker build -q -t {image} {remote}/{name} >/dev/null" for name, image in POSTGRESQL_IMAGES.items()]
-    for image, role in IMAGE_ROLES.items():
+    roles = dict(IMAGE_ROLES)
+    for release in releases:
+        roles.update(RELEASE_IMAGE_ROLES[release])
+    for image, role in roles.items():
         base = POSTGRESQL_IMAGES[ROLE_POSTGRESQL[role]] if role in ROLE_POSTGRESQL else BASE_IMAGE
+        extra = "".join(f" --build-arg {k}={v}" for k, v in IMAGE_BUILD_ARGS.get(image, {}).items())
         steps.append(f"docker build -q --build-arg BASE={base} --build-arg ROLE={role} --build-arg "
-                     f"STOPSIGNAL={ROLE_STOPSIGNAL.get(role, 'SIGTERM')} -t {image} {remote}/context >/dev/null")
+                     f"STOPSIGNAL={ROLE_STOPSIGNAL.get(role, 'SIGTERM')}{extra} -t {image} {remote}/context >/dev/null")
     lab_host.ssh(timeout=900, command=f"docker image inspect {BASE_IMAGE} >/dev/null 2>&1 || "
                  f"docker import {remote}/base.tar {BASE_IMAGE} >/dev/null && {' && '.join(steps)} && "
                  f"rm -rf {remote}/base.tar {remote}/client {remote}/server")

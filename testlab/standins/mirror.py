@@ -134,10 +134,11 @@ def build_mirror(root: Path, base_url: str) -> dict:
     _write_index(cuda_repo, cuda_repo, cuda_repo, signer, None)
 
     # nuctl: https://github.com/nuclio/nuclio/releases/download/<v>/nuctl-<v>-linux-amd64
-    nv = p["nuctl_version"]
-    nuctl_file = root / f"nuclio/releases/download/{nv}/nuctl-{nv}-linux-{DEB_ARCH}"
-    nuctl_file.parent.mkdir(parents=True)
-    nuctl_file.write_text(nuctl.program(nv))
+    for row in p["cvat_stack_compat"].values():  # every release of the table: an upgrade takes the next row's nuctl
+        nv = row["nuctl"]
+        nuctl_file = root / f"nuclio/releases/download/{nv}/nuctl-{nv}-linux-{DEB_ARCH}"
+        nuctl_file.parent.mkdir(parents=True)
+        nuctl_file.write_text(nuctl.program(nv))
 
     return {
         "docker_repo_url": f"{base_url}/docker/linux",

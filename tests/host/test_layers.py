@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from labforge import compat
 from labforge import pins as labforge_pins
 from labforge.compat import api, docker_dpkg_versions, upstream_version
 from labforge.facts import NvidiaDriverPackages
@@ -144,10 +145,10 @@ def test_nuctl_is_the_pinned_file(host, pins):
     nuctl = host.file("/usr/local/bin/nuctl")
     assert nuctl.mode == 0o755
     expected = (pins.get("nuctl_sha256") or {}).get(arch) or labforge_pins.pinned(
-        labforge_pins.lock_path(pins.get("download_lock_file")), "nuctl", pins["nuctl_version"], arch)
+        labforge_pins.lock_path(pins.get("download_lock_file")), "nuctl", compat.nuctl_version(pins), arch)
     assert expected, "no sha256 for nuctl: neither nuctl_sha256 nor the lock file has one"
     assert nuctl.sha256sum == expected
-    assert f"Label: {pins['nuctl_version']}" in host.check_output("nuctl version")
+    assert f"Label: {compat.nuctl_version(pins)}" in host.check_output("nuctl version")
 
 
 # --- real GPU only (skipped without a loaded driver) ------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from labforge import compat
 from testlab import labhosts, runner, standins
 from testlab.standins import packages
 from tests.lab.conftest import TEST_LAB_DIR
@@ -44,7 +45,7 @@ def hosts_yml(hosts, mirror, name: str, group: str = "gpu_servers", **extra) -> 
 
 
 def nuctl_path(mirror) -> Path:
-    v = standins.pins()["nuctl_version"]
+    v = compat.nuctl_version(standins.pins())
     return mirror_file(mirror, f"nuclio/releases/download/{v}/nuctl-{v}-linux-amd64")
 
 

@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, deploy_commands, is_current, source
+from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, deploy_commands, extract_command, is_current, source
 
 CVAT = "/opt/cvat"
 
@@ -123,3 +123,30 @@ def test_our_functions_keep_their_yaml_memory_limit_unless_the_setting_names_the
         override = source(path, CVAT, "v2.51.0", True, {**limits, path: "12Gi"})
         args = nuctl_deploy_args(deploy_commands(override, CVAT, {}))
         assert args[args.index("--resource-limit") + 1] == "memory=12Gi" and override.digest != own.digest
+
+
+SOURCES = {"serverless/openvino/dextr": "v2.51.0", "serverless/openvino/omz/public/yolo-v3-tf": "v2.51.0"}
+
+
+def test_a_function_cvat_removed_is_built_from_the_tag_that_had_it_once_cvat_is_newer():
+    at_old = source("serverless/openvino/dextr", CVAT, "v2.51.0", False, None, "1.13.23", SOURCES)
+    assert (at_old.root, at_old.yaml_dir, at_old.source_tag) == (CVAT, f"{CVAT}/serverless/openvino/dextr/nuclio", "v2.51.0")
+    at_new = source("serverless/openvino/dextr", CVAT, "v2.73.0", False, None, "1.16.3", SOURCES)
+    root = "/opt/labforge/functions/cvat-v2.51.0"
+    assert (at_new.root, at_new.yaml_dir, at_new.source_tag) == (root, f"{root}/serverless/openvino/dextr/nuclio", "v2.51.0")
+    commands = deploy_commands(at_new, CVAT, {})
+    assert f"docker build -t cvat.openvino.base {root}/serverless/openvino/base" in " ".join(commands)
+    assert f"--path {root}/serverless/openvino/dextr/nuclio" in " ".join(commands)
+
+
+def test_a_new_nuctl_redeploys_every_function_even_one_from_an_older_tree():
+    old = source("serverless/openvino/dextr", CVAT, "v2.73.0", False, None, "1.13.23", SOURCES)
+    assert old.digest != source("serverless/openvino/dextr", CVAT, "v2.73.0", False, None, "1.16.3", SOURCES).digest
+
+
+def test_the_older_tree_is_extracted_from_the_checkouts_git_objects_under_a_temporary_name():
+    fn = source("serverless/openvino/dextr", CVAT, "v2.73.0", False, None, "1.16.3", SOURCES)
+    command = extract_command(fn, CVAT)
+    assert f"git -C {CVAT} fetch --quiet --depth 1 origin tag v2.51.0" in command
+    assert f"git -C {CVAT} archive v2.51.0 serverless/openvino/base serverless/openvino/dextr" in command
+    assert command.endswith(f"mv {fn.root}.partial {fn.root}")

@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from labforge import compat
 from labforge.platform import Platform, UnsupportedHost, detect
 
 GIB = 1024**3
@@ -115,8 +116,12 @@ def upstream_urls(data: dict[str, Any], p: Platform, gpu_layers: bool) -> list[t
         urls.append(("cuda", f"{data.get('cuda_repo_url')}/{p.cuda_distro}/{p.cuda_arch}/"
                              f"cuda-keyring_{data.get('cuda_keyring_version')}_all.deb"))
     nuctl_url = data.get("nuctl_url")
-    if nuctl_url:
-        urls.append(("nuctl", str(nuctl_url).format(version=data.get("nuctl_version"), arch=p.deb_arch)))
+    try:
+        nuctl = compat.nuctl_version(data)
+    except compat.Incompatible:  # the deploy refuses this pair while planning, with its own line
+        nuctl = None
+    if nuctl_url and nuctl:
+        urls.append(("nuctl", str(nuctl_url).format(version=nuctl, arch=p.deb_arch)))
     return urls
 
 

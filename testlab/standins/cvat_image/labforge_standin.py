@@ -257,25 +257,78 @@ def psql(sql: str, timeout: float = 300) -> list[list[str]]:
     return [line.split("|") for line in proc.stdout.splitlines() if line]
 
 
+# CVAT's `init` runs Django's migrations before `run server` (backend_entrypoint.sh cmd_init: `manage.py migrate` at
+# dfd505e7, `django-admin migrate` at 7972cb4f2, under `set -eu`, so a failing migration ends the container). Here:
+# the stand-in's migrations per release, recorded in django_migrations (app, name, applied) as Django does, each in
+# its own transaction (Django wraps each migration in one on PostgreSQL). The release is the image's
+# (LABFORGE_STANDIN_RELEASE, set per cvat/server tag when the images are built).
+MIGRATIONS = [  # (app, name, SQL, the first release that has it)
+    ("engine", "0001_labforge_standin_initial", SCHEMA, "v2.51.0"),
+    # v2.73.0's: a new column, and a constraint that fails on data it does not allow (as a real migration can:
+    # cvat-ai/cvat#10092 "Cannot upgrade past v2.39.0"): a task mode other than annotation/interpolation.
+    ("engine", "0002_labforge_standin_v2_73", "ALTER TABLE engine_labeledshape ADD COLUMN score double precision; "
+     "ALTER TABLE engine_task ADD CONSTRAINT engine_task_mode_known CHECK (mode IN ('annotation', 'interpolation'));",
+     "v2.73.0"),
+]
+DJANGO_MIGRATIONS = ("CREATE TABLE IF NOT EXISTS django_migrations (id bigserial PRIMARY KEY, app varchar(255) NOT NULL, "
+                     "name varchar(255) NOT NULL, applied timestamptz NOT NULL);\n")
+
+
+def release() -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", os.environ.get("LABFORGE_STANDIN_RELEASE", "v2.51.0"))[:3])
+
+
+def migrations() -> list[tuple[str, str, str, str]]:
+    """This release's migrations."""
+    return [m for m in MIGRATIONS if tuple(int(x) for x in re.findall(r"\d+", m[3])[:3]) <= release()]
+
+
+def applied() -> set[tuple[str, str]]:
+    return {(app, name) for app, name in psql(DJANGO_MIGRATIONS + "SELECT app, name FROM django_migrations;")}
+
+
+def migrate() -> None:
+    """`manage.py migrate`: every migration of this release not applied yet, in order; raises DatabaseError."""
+    done = applied()
+    for app, name, sql, _ in migrations():
+        if (app, name) in done:
+            continue
+        print(f"  Applying {app}.{name}...", flush=True)
+        psql(f"{sql}\nINSERT INTO django_migrations (app, name, applied) VALUES ('{app}', '{name}', now());\n")
+        print(f"  Applying {app}.{name}... OK", flush=True)
+
+
+def unapplied() -> list[str]:
+    """`manage.py migrate --check`'s question: which of this release's migrations are not applied."""
+    done = applied()
+    return [f"{app}.{name}" for app, name, _, _ in migrations() if (app, name) not in done]
+
+
 class Schema:
-    """CVAT's `init` migrates before `run server`: here the stand-in's few tables, created when missing, retried
-    until cvat_db answers. /api/server/about answers meanwhile; the data endpoints wait for it."""
+    """CVAT's `init`: wait for cvat_db as wait-for-it does (no timeout), then migrate; a failing migration ends the
+    process (exit 1), as `set -eu` ends backend_entrypoint.sh. Only then does the server answer."""
 
     ready = threading.Event()
     error = "not tried yet"
 
     @classmethod
-    def create(cls) -> None:
-        while not cls.ready.is_set():
+    def init(cls) -> None:
+        while True:
             try:
-                psql(SCHEMA)
+                psql("SELECT 1;")
+                break
             except (DatabaseError, subprocess.TimeoutExpired, OSError) as exc:
                 cls.error = str(exc)
                 time.sleep(1)
-                continue
-            print(f"{MARK}: schema ready in database {os.environ.get('CVAT_POSTGRES_DBNAME', 'cvat')} at "
-                  f"{os.environ.get('CVAT_POSTGRES_HOST', 'cvat_db')}", flush=True)
-            cls.ready.set()
+        print("Operations to perform: Apply all migrations", flush=True)
+        try:
+            migrate()
+        except (DatabaseError, subprocess.TimeoutExpired) as exc:
+            print(f"django.db.utils.IntegrityError: {str(exc).splitlines()[-1] if str(exc) else exc}", flush=True)
+            sys.exit(1)
+        print(f"{MARK}: migrations applied in database {os.environ.get('CVAT_POSTGRES_DBNAME', 'cvat')} at "
+              f"{os.environ.get('CVAT_POSTGRES_HOST', 'cvat_db')}", flush=True)
+        cls.ready.set()
 
     @classmethod
     def wait(cls, timeout: float = 20) -> None:
@@ -376,7 +429,8 @@ class Server(Quiet):
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
         if path == "/api/server/about":
-            about = {"name": "Computer Vision Annotation Tool", "description": MARK, "version": "2.51.0"}
+            about = {"name": "Computer Vision Annotation Tool", "description": MARK,
+                     "version": os.environ.get("LABFORGE_STANDIN_RELEASE", "v2.51.0").lstrip("v")}
             self.answer(200, json.dumps(about).encode())
         elif path == "/api/lambda/functions":
             try:
@@ -714,9 +768,9 @@ class Dashboard(Quiet):
 def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     role, args = sys.argv[1], sys.argv[2:]
-    if role == "server" and args[-2:] == ["run", "server"]:
+    if role == "server" and args[:1] == ["init"] and "server" in args:  # `init run server` (v2.73.0: `... nginx`)
         ensure_secret_key()
-        threading.Thread(target=Schema.create, daemon=True).start()
+        Schema.init()
         serve(8080, Server)
     elif role == "db":
         postgres(args[1:] if args[:1] == ["postgres"] else args)

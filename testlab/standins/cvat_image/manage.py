@@ -5,12 +5,17 @@ Implements what labforge calls, with Django's behaviour for it:
   them with --noinput); "Error: That username is already taken." and exit 1 when it exists.
 - `shell -c CODE`: runs CODE, against the stand-in `django` package next to this file (users kept in
   /home/django/data, CVAT's data volume).
+- `migrate --check`: exit 1 when a migration of this release is not applied (Django's migrate: "--check: Exits
+  with a non-zero status if unapplied migrations are detected"), against the real PostgreSQL (labforge_standin.py).
+From v2.72.0 it lives at /opt/cvat/manage.py and /home/django/manage.py links to it (CVAT's Dockerfile at 7972cb4f2,
+"Link manage.py to the home directory for backwards compatibility").
 """
 
 import os
 import sys
 
 sys.path.insert(0, "/opt/labforge-standin")
+sys.path.insert(1, "/")  # labforge_standin.py: the migrations
 
 from django.contrib.auth import get_user_model  # the stand-in package
 
@@ -31,6 +36,16 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["shell"] and "-c" in argv:
         exec(argv[argv.index("-c") + 1], {"__name__": "__main__"})
+        return 0
+    if argv[:1] == ["migrate"]:
+        import labforge_standin as standin
+
+        if "--check" in argv:
+            missing = standin.unapplied()
+            if missing:
+                print(f"Unapplied migrations: {', '.join(missing)}", file=sys.stderr)
+            return 1 if missing else 0
+        standin.migrate()
         return 0
     print(f"labforge test stand-in: manage.py {' '.join(argv)} is not implemented", file=sys.stderr)
     return 1

@@ -88,7 +88,7 @@ def test_gpu():
 def test_upstream_urls_follow_the_deploys_variables():
     data = remote.group_data("gpu_servers")
     urls = dict(checks.upstream_urls(data, NOBLE_X86, gpu_layers=True))
-    keyring, nuctl = data["cuda_keyring_version"], data["nuctl_version"]
+    keyring, nuctl = data["cuda_keyring_version"], "1.13.23"  # cvat_stack_compat's for v2.51.0
     assert urls == {
         "docker": "https://download.docker.com/linux/ubuntu/gpg",
         "nvidia-container-toolkit": "https://nvidia.github.io/libnvidia-container/gpgkey",

@@ -1,0 +1,110 @@
+"""Moving a lab from one CVAT release to another: what a converge with a new cvat_version must do, decided while
+planning, and the upgrade guide's per-release steps as checks the host's upgrade script runs.
+
+CVAT's upgrade guide (site/content/en/docs/administration/community/advanced/upgrade_guide.md at v2.73.0, commit
+7972cb4f2): back up, `docker compose down` with every -f file, replace the source tree, `docker compose up -d`, and
+wait: "When CVAT starts, it will upgrade its DB in accordance with the latest schema ... do not terminate the
+migration". The migrations run in cvat_server's `init` before `run server` (docker-compose.yml `command: init run
+server` at dfd505e7, `init run server nginx` at 7972cb4f2; backend_entrypoint.sh `cmd_init`: `manage.py migrate` at
+dfd505e7, `django-admin migrate` at 7972cb4f2, under `set -eu`), so the API answers only once they are applied and a
+failed one ends the container, which `restart: always` restarts (its RestartCount grows). The script then asks
+Django itself: `manage.py migrate --check` exits non-zero while any migration is unapplied (Django's migrate docs).
+
+The guide's release steps between the rows of cvat_stack_compat (v2.51.0 -> v2.73.0): only "Upgrade to v2.72.0 or
+later" applies (the v2.47.0 FFmpeg note and the v2.26.0 export cache clean-up are older than v2.51.0). It moves the
+source to /opt/cvat and tells deployments that bind-mount into the source tree to move their mounts; the data
+directories stay under /home/django. labforge mounts only its share (/home/django/share, a data directory), and
+calls manage.py at the row's path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from labforge import compat
+
+UPGRADE_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"
+STATE = "/var/lib/labforge/cvat-upgrade.state"  # the journal of a run in progress (or killed): root only
+LOG = "/var/lib/labforge/cvat-upgrade.log"
+RC_FILE = "/var/lib/labforge/cvat-upgrade.rc"  # the script's exit status, written by the unit's shell
+UNIT = "labforge-cvat-upgrade"  # the transient systemd unit the upgrade runs in, so that a dropped SSH session
+# (or a killed pyinfra) does not stop it half-way
+DATA_DIRS = ("/home/django/data", "/home/django/keys", "/home/django/logs", "/home/django/share",
+             "/home/django/auth_config.yml")
+
+# step name (cvat_stack_compat's upgrade_steps) -> a shell check run once the new stack answers; a failing one rolls
+# the upgrade back. MANAGE_PY is the row's manage.py.
+STEPS = {
+    "v2.72.0: source in /opt/cvat": (
+        "docker exec cvat_server test -f MANAGE_PY || { WHY='cvat_server has no MANAGE_PY (v2.72.0 moved the source "
+        "to /opt/cvat)'; return 1; }; for c in $(compose ps -q); do for d in $(docker inspect -f "
+        "'{{range .Mounts}}{{.Destination}} {{end}}' \"$c\"); do case \"$d\" in " + " | ".join(DATA_DIRS)
+        + ") ;; /home/django/*) WHY=\"a mount at $d is in the old source tree, which v2.72.0 moved to /opt/cvat "
+        "(upgrade guide)\"; return 1 ;; esac; done; done"),
+}
+
+
+class UpgradeRefused(ValueError):
+    """A cvat_version change the converge will not make; one actionable line."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """What the converge does to the release on the host: from (None: no checkout yet) -> to."""
+    current: str | None
+    wanted: str
+    restore: str | None = None  # the backup a downgrade restores
+    unfinished: bool = False  # a journal of an upgrade that did not finish is on the host
+
+    @property
+    def is_switch(self) -> bool:
+        return self.current is not None and self.current != self.wanted
+
+    @property
+    def is_downgrade(self) -> bool:
+        return self.is_switch and compat.release(self.wanted) < compat.release(self.current or "")
+
+
+def plan(data, current: str | None, backups: dict[str, dict], interrupted: bool = False) -> Move:
+    """Decide the move while planning. A release outside the table is refused by compat already; an upgrade is
+    allowed only to a newer row; a downgrade only with restore_backup naming a complete backup taken at the older
+    release (its data), since a newer CVAT's migrations cannot be run backwards."""
+    wanted = data.get("cvat_version")
+    move = Move(current, wanted, data.get("restore_backup") or None, interrupted)
+    if not move.is_switch:
+        return Move(current, wanted, None, interrupted)
+    compat.row(data, current)  # the release the host is at must be known too (its manage.py, its steps)
+    if not move.is_downgrade:
+        return Move(current, wanted, None, interrupted)
+    if not move.restore:
+        raise UpgradeRefused(f"cvat_version {wanted} is older than the {current} this host's data is at; a downgrade "
+                             f"needs a backup taken at {wanted}: --data restore_backup=NAME (list: ls "
+                             f"{data.get('backup_dir')})")
+    manifest = backups.get(move.restore)
+    if manifest is None:
+        raise UpgradeRefused(f"restore_backup={move.restore} is not a complete backup in {data.get('backup_dir')}")
+    if manifest.get("cvat_tag") != wanted:
+        raise UpgradeRefused(f"backup {move.restore} was taken at CVAT {manifest.get('cvat_tag')}, not {wanted}; a "
+                             f"downgrade to {wanted} restores a backup of {wanted}")
+    return move
+
+
+def row_checks(data, tag: str) -> list[str]:
+    """The shell checks of the upgrade guide's steps for moving up to the row ``tag`` (its upgrade_steps)."""
+    row = (data.get("cvat_stack_compat") or {}).get(tag) or {}
+    checks = []
+    for name in row.get("upgrade_steps") or ():
+        if name not in STEPS:
+            raise UpgradeRefused(f"cvat_stack_compat[{tag!r}] names the upgrade step {name!r}, which labforge does not "
+                                 f"know (known: {', '.join(STEPS)})")
+        checks.append(STEPS[name].replace("MANAGE_PY", compat.stack(data, tag).manage_py))
+    return checks
+
+
+def summary(line: str) -> str:
+    """The upgrade script's last line, as the run summary says it."""
+    fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+    if "upgraded" in fields:
+        return (f"CVAT {fields.get('from')} -> {fields.get('upgraded')}: backup {fields.get('backup')} taken first; CVAT was "
+                f"down {fields.get('down')} s")
+    return line

@@ -1,0 +1,155 @@
+"""Moving forward, on real parts: a lab converged at CVAT v2.51.0 holds real rows in Debian's PostgreSQL and real
+files in its volumes, and one converge with cvat_version v2.73.0 upgrades it (testlab/standins/cvat.py carries both
+tags' compose files as read at them; the stand-in cvat/server:v2.73.0 migrates the real database in its `init`).
+
+The order is the story of one lab: an upgrade that fails on its data and rolls back, the data fixed, an upgrade
+killed half-way (pyinfra and the host's upgrade unit both killed, as a power cut would), converged again, and then
+the upgraded lab: its data, its functions, a second converge with nothing to do, and a downgrade refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from labforge import upgrades
+from testlab import labhosts, runner
+from testlab.standins import cvat
+from tests.lab.conftest import TEST_LAB_DIR
+from tests.lab.test_backup import BACKUP_DIR, PASSWORD, complete_backups, started_at, volume_files
+
+NAME = "citest-upgrade.lab"
+OLD, NEW = "v2.51.0", "v2.73.0"
+FUNCTIONS = {"openvino-omz-public-yolo-v3-tf", "openvino-dextr"}
+
+
+def hosts(host, mirror, version: str, **extra) -> Path:
+    return labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "upgrade.yml", group="cpu_servers", cvat_start=True,
+                               cvat_version=version, backup_keep=4, **extra)
+
+
+def converge(host, mirror, version: str, ok: bool = True, **extra) -> runner.DeployRun:
+    result = runner.deploy(hosts(host, mirror, version, **extra), env=PASSWORD)
+    if ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def host(boot_host, mirror):
+    lab_host = boot_host("citest-upgrade", "127.0.0.50")
+    first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "upgrade-files.yml", group="cpu_servers"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    cvat.load_images(lab_host, labhosts.base_tarball(), releases=(NEW,))
+    converge(lab_host, mirror, OLD)
+    return lab_host
+
+
+def api(host, method: str, path: str, body: dict | None = None) -> dict | list:
+    data = f"-d '{json.dumps(body)}' -H 'Content-Type: application/json'" if body is not None else ""
+    proc = host.ssh(f"curl -fsS -X {method} {data} -H 'Host: {NAME}' http://127.0.0.1:8080{path}", check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def sql(host, statement: str) -> str:
+    return host.ssh(f"docker exec cvat_db psql -U root -d cvat -X -A -t -c \"{statement}\"").stdout.strip()
+
+
+def state(host) -> dict:
+    """What the lab is at: release, data, schema."""
+    return {"tag": host.ssh("git -C /opt/cvat describe --tags --exact-match HEAD").stdout.strip(),
+            "about": api(host, "GET", "/api/server/about")["version"],
+            "rows": api(host, "GET", "/api/labforge-standin/annotations"),
+            "files": volume_files(host),
+            "migrations": sql(host, "SELECT name FROM django_migrations ORDER BY id").split(),
+            "journal": (host.root / upgrades.STATE.lstrip("/")).exists()}
+
+
+@pytest.fixture(scope="module")
+def data(host):
+    """3,000 shapes in PostgreSQL, a 1 MiB media file, the secret key; and a task whose mode v2.73.0's migration
+    does not allow (as data an older CVAT wrote can break a newer one's migration)."""
+    for _ in range(60):
+        if host.ssh(f"curl -fsS -o /dev/null -H 'Host: {NAME}' http://127.0.0.1:8080/api/labforge-standin/annotations",
+                    check=False).returncode == 0:
+            break
+        time.sleep(2)
+    api(host, "POST", "/api/labforge-standin/annotations", {"count": 3000})
+    api(host, "POST", "/api/labforge-standin/media", {"name": "7/raw/frame_000001.jpg", "bytes": 2**20})
+    sql(host, "INSERT INTO engine_task (name, mode) VALUES ('imported long ago', 'legacy')")
+    return state(host)
+
+
+def test_a_failing_migration_rolls_back_to_the_old_release_with_its_data_byte_for_byte(host, mirror, data):
+    failed = converge(host, mirror, NEW, ok=False)
+    assert failed.returncode != 0
+    (line,) = [x for x in failed.stderr.splitlines() if "labforge-upgrade: " in x][-1:]
+    print(f"\nfailed upgrade: {failed.seconds:.1f}s\n{line.strip()}")
+    assert f"upgrade {OLD} -> {NEW} failed: cvat_server exited while starting" in line, line
+    assert f"rolled back: CVAT is at {OLD} again with the data of backup cvat-" in line and f"-before-{NEW}" in line, line
+    after = state(host)
+    assert after == data, {k: (data[k], after[k]) for k in data if data[k] != after[k]}
+    assert after["migrations"] == ["0001_labforge_standin_initial"]
+    backup = line.split("data of backup ")[1].split()[0]
+    assert backup in complete_backups(host)
+
+
+def test_killed_half_way_then_converged_again_ends_upgraded_never_half(host, mirror, data):
+    sql(host, "UPDATE engine_task SET mode = 'annotation' WHERE mode = 'legacy'")  # the admin fixes the data
+    before = state(host)
+    journal = host.root / upgrades.STATE.lstrip("/")
+
+    def past_the_stop() -> str | None:
+        text = journal.read_text() if journal.exists() else ""
+        return next((line for line in text.splitlines() if line in ("PHASE=switched", "PHASE=up")), None)
+
+    def power_cut(proc) -> None:
+        runner.kill(proc)
+        host.ssh(f"systemctl kill --signal=KILL {upgrades.UNIT}.service", check=False)
+
+    seen, killed = runner.deploy_interrupted(hosts(host, mirror, NEW), when=past_the_stop, then=power_cut, env=PASSWORD)
+    assert seen, f"the run ended before the upgrade got past `down` (rc={killed.returncode}): {killed.stderr[-2000:]}"
+    print(f"\nkilled at {seen} after {killed.seconds:.1f}s")
+    again = converge(host, mirror, NEW)
+    print(f"converged again: {again.seconds:.1f}s; " + "; ".join(again.summary_lines()))
+    after = state(host)
+    assert after["tag"] == NEW and after["about"] == NEW.lstrip("v") and not after["journal"]
+    assert after["migrations"] == ["0001_labforge_standin_initial", "0002_labforge_standin_v2_73"]
+    assert (after["rows"], after["files"]) == (before["rows"], before["files"])
+    assert any(f"CVAT {OLD} -> {NEW}: backup cvat-" in line for line in again.summary_lines()), again.summary_lines()
+
+
+def test_the_upgraded_lab_runs_the_new_stack_and_its_functions_answer(host):
+    images = dict(line.split() for line in host.ssh("docker ps --format '{{.Names}} {{.Image}}'").stdout.splitlines())
+    assert images["nuclio"] == "quay.io/nuclio/dashboard:1.16.3-amd64" and images["cvat_server"] == "cvat/server:v2.73.0"
+    assert "Label: 1.16.3" in host.ssh("nuctl version").stdout
+    assert host.ssh("docker exec cvat_server python3 /opt/cvat/manage.py migrate --check", check=False).returncode == 0
+    # CVAT v2.73.0's tree has no dextr and no yolo-v3-tf: they are built from v2.51.0's (cvat_function_sources)
+    assert not (host.root / "opt/cvat/serverless/openvino/dextr").exists()
+    assert (host.root / "opt/labforge/functions/cvat-v2.51.0/serverless/openvino/dextr/nuclio/function.yaml").exists()
+    listed = {f["id"]: f for f in api(host, "GET", "/api/lambda/functions")}
+    assert set(listed) >= FUNCTIONS and all(listed[n]["state"] == "ready" for n in FUNCTIONS), listed
+    for name in sorted(listed):  # nothing listed that does not answer
+        assert api(host, "POST", f"/api/lambda/functions/{name}", {"frame": 0})["function"] == name
+
+
+def test_the_second_converge_after_the_upgrade_changes_nothing(host, mirror):
+    again = converge(host, mirror, NEW)
+    assert (again.totals.changed, again.totals.errors) == (0, 0), again.totals.changed_ops
+    print(f"\nsecond converge: {again.totals.operations} ops, changed=0, {again.seconds:.1f}s")
+
+
+def test_a_downgrade_is_refused_with_one_line_and_nothing_changes(host, mirror):
+    before = started_at(host)
+    refused = converge(host, mirror, OLD, ok=False)
+    assert refused.returncode != 0
+    assert f"cvat_version {OLD} is older than the {NEW} this host's data is at; a downgrade needs a backup taken " \
+           f"at {OLD}: --data restore_backup=NAME" in refused.stderr, refused.stderr[-2000:]
+    assert started_at(host) == before
+    assert host.ssh("git -C /opt/cvat describe --tags --exact-match HEAD").stdout.strip() == NEW
+    assert all(name.startswith("cvat-") for name in complete_backups(host))
+    assert (host.root / BACKUP_DIR.lstrip("/")).is_dir()

@@ -1,0 +1,110 @@
+"""labforge/upgrades.py: which release move a converge makes, what it refuses, and the host script it runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from labforge import compat, compose, upgrades
+from labforge.groupdata import load
+from labforge.templates import render
+
+DATA = load("cpu_servers")
+OLD, NEW = "v2.51.0", "v2.73.0"
+
+
+def with_(**changes):
+    return {**DATA, **changes}
+
+
+def test_the_table_has_the_default_and_the_current_release_with_their_nuctl():
+    old, new = compat.stack(DATA, OLD), compat.stack(with_(cvat_version=NEW))
+    assert (old.dashboard, old.nuctl, old.docker_api, old.manage_py) == ("1.13.0", "1.13.23", "1.42", "/home/django/manage.py")
+    assert (new.dashboard, new.nuctl, new.docker_api, new.manage_py) == ("1.16.3", "1.16.3", "1.44", "/opt/cvat/manage.py")
+    assert DATA["cvat_version"] == OLD and DATA["nuctl_version"] is None
+
+
+def test_nuctl_follows_cvat_version_unless_it_is_set():
+    assert compat.nuctl_version(with_(cvat_version=NEW)) == "1.16.3"
+    assert compat.nuctl_version(with_(cvat_version=NEW, nuctl_version="1.16.7")) == "1.16.7"
+    with pytest.raises(compat.Incompatible, match=r"nuctl 1\.13\.23 does not match CVAT v2\.73\.0's Nuclio dashboard 1\.16\.3"):
+        compat.nuctl_version(with_(cvat_version=NEW, nuctl_version="1.13.23"))
+
+
+def test_a_release_outside_the_table_is_refused_naming_the_listed_ones():
+    with pytest.raises(compat.Incompatible, match=r"CVAT v2\.60\.0 is not in cvat_stack_compat .*listed: v2\.51\.0, v2\.73\.0"):
+        compat.stack(with_(cvat_version="v2.60.0"))
+
+
+def test_an_upgrade_a_fresh_install_and_no_move():
+    up = upgrades.plan(with_(cvat_version=NEW), OLD, {})
+    assert (up.is_switch, up.is_downgrade, up.restore) == (True, False, None)
+    assert not upgrades.plan(DATA, None, {}).is_switch  # no checkout yet: the clone, not an upgrade
+    assert not upgrades.plan(DATA, OLD, {}).is_switch
+    assert upgrades.plan(DATA, OLD, {}, interrupted=True).unfinished
+
+
+def test_an_upgrade_ignores_restore_backup():
+    assert upgrades.plan(with_(cvat_version=NEW, restore_backup="cvat-x"), OLD, {}).restore is None
+
+
+def test_a_host_at_a_release_outside_the_table_is_refused():
+    with pytest.raises(compat.Incompatible, match=r"CVAT v2\.40\.0 is not in cvat_stack_compat"):
+        upgrades.plan(with_(cvat_version=NEW), "v2.40.0", {})
+
+
+@pytest.mark.parametrize(("restore", "backups", "message"), [
+    (None, {}, r"cvat_version v2\.51\.0 is older than the v2\.73\.0 this host's data is at; a downgrade needs a backup "
+               r"taken at v2\.51\.0: --data restore_backup=NAME"),
+    ("cvat-a", {}, r"restore_backup=cvat-a is not a complete backup in /var/backups/labforge"),
+    ("cvat-a", {"cvat-a": {"cvat_tag": NEW}}, r"backup cvat-a was taken at CVAT v2\.73\.0, not v2\.51\.0"),
+])
+def test_a_downgrade_is_refused_without_a_backup_of_the_older_release(restore, backups, message):
+    with pytest.raises(upgrades.UpgradeRefused, match=message):
+        upgrades.plan(with_(restore_backup=restore), NEW, backups)
+
+
+def test_a_downgrade_with_a_backup_of_the_older_release_restores_it():
+    move = upgrades.plan(with_(restore_backup="cvat-a"), NEW, {"cvat-a": {"cvat_tag": OLD}})
+    assert (move.is_switch, move.is_downgrade, move.restore) == (True, True, "cvat-a")
+
+
+def test_the_guides_v2_72_step_belongs_to_the_v2_73_row():
+    assert upgrades.row_checks(DATA, OLD) == []
+    (check,) = upgrades.row_checks(DATA, NEW)
+    assert "docker exec cvat_server test -f /opt/cvat/manage.py" in check and "/home/django/*)" in check
+
+
+def test_an_unknown_step_in_the_table_is_refused():
+    table = {**DATA["cvat_stack_compat"], NEW: {**DATA["cvat_stack_compat"][NEW], "upgrade_steps": ["reticulate"]}}
+    with pytest.raises(upgrades.UpgradeRefused, match="names the upgrade step 'reticulate'"):
+        upgrades.row_checks(with_(cvat_stack_compat=table), NEW)
+
+
+def test_the_summary_names_the_versions_the_backup_and_the_downtime():
+    line = "upgraded=v2.73.0 from=v2.51.0 backup=cvat-20261201T130000Z-before-v2.73.0 restored=none down=41"
+    assert upgrades.summary(line) == ("CVAT v2.51.0 -> v2.73.0: backup cvat-20261201T130000Z-before-v2.73.0 taken first; "
+                                      "CVAT was down 41 s")
+
+
+def script() -> str:
+    rows = sorted(DATA["cvat_stack_compat"], key=compat.release)
+    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=upgrades.UPGRADE_SCRIPT, unit=upgrades.UNIT,
+                  state=upgrades.STATE, log=upgrades.LOG, cvat_dir="/opt/cvat", project=compose.PROJECT,
+                  compose_args=compose.compose_args(), network=compose.NETWORK, timeout=600, wait_api=compose.WAIT_API,
+                  backup_script="/usr/local/lib/labforge/backup", restore_script="/usr/local/lib/labforge/restore",
+                  backup_dir="/var/backups/labforge", rows=rows,
+                  manage_py={t: compat.stack(DATA, t).manage_py for t in rows},
+                  steps={t: upgrades.row_checks(DATA, t) for t in rows})
+
+
+def test_the_upgrade_script_parses_and_never_removes_volumes():
+    text = script()
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    assert "down -v" not in text and "--volumes" not in text and "volume rm" not in text
+    if shutil.which("shellcheck"):
+        found = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC1090,SC2194", "-"], input=text, text=True,
+                               capture_output=True)
+        assert found.returncode == 0, found.stdout
