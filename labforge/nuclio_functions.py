@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from labforge import compat
 from labforge.compose import WAIT_API
 from labforge.paths import REPO
 from labforge.report import REBOOT_MARKER, WAITS
@@ -91,14 +92,17 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
         return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}", local_digest(REPO / path, salt), on_gpu, memory)
     tag, root = cvat_version, cvat_dir
     pinned = (source_tags or {}).get(path)
-    if pinned and release(cvat_version) > release(pinned):
+    if pinned and compat.release(cvat_version) > compat.release(pinned):
         tag, root = pinned, f"{LOCAL_FUNCTIONS_DIR}/cvat-{pinned}"
     digest = hashlib.sha256(f"{tag}:{path}:{salt}".encode()).hexdigest()[:16]
     return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag)
 
 
-def release(tag: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", tag)[:3])
+def from_settings(path: str, data, on_gpu: bool) -> FunctionSource:
+    """The function at ``path`` as a host with these settings deploys it (the deploy, testinfra and the lab agree)."""
+    return source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
+                  data.get("nuclio_function_memory_limit") or {}, compat.nuctl_version(data),
+                  data.get("cvat_function_sources") or {})
 
 
 def extract_command(fn: FunctionSource, cvat_dir: str) -> str:

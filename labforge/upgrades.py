@@ -105,6 +105,8 @@ def summary(line: str) -> str:
     """The upgrade script's last line, as the run summary says it."""
     fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
     if "upgraded" in fields:
-        return (f"CVAT {fields.get('from')} -> {fields.get('upgraded')}: backup {fields.get('backup')} taken first; CVAT was "
-                f"down {fields.get('down')} s")
+        restored = fields.get("restored", "none")
+        also = "" if restored == "none" else f", backup {restored} restored"
+        return (f"CVAT {fields.get('from')} -> {fields.get('upgraded')}: backup {fields.get('backup')} taken first{also}; "
+                f"CVAT was down {fields.get('down')} s")
     return line

@@ -11,9 +11,9 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File
 from pyinfra.operations import files, server
 
-from labforge import compat, gpu, report
+from labforge import gpu, report
 from labforge.facts import NuclioFunctions
-from labforge.nuclio_functions import REPO, deploy_commands, extract_command, is_current, source
+from labforge.nuclio_functions import REPO, deploy_commands, extract_command, from_settings, is_current
 from labforge.report import Refused
 
 
@@ -38,9 +38,7 @@ def functions() -> None:
     deployed = host.get_fact(NuclioFunctions)
     for path in data.get("nuclio_functions") or []:
         try:
-            fn = source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
-                        data.get("nuclio_function_memory_limit") or {}, compat.nuctl_version(data),
-                        data.get("cvat_function_sources") or {})
+            fn = from_settings(path, data, on_gpu)
         except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
             raise Refused(str(exc)) from exc
         if fn.is_local:

@@ -15,10 +15,10 @@ import subprocess
 import pytest
 from cryptography import x509
 
-from labforge import compose, exposure, report, tls
+from labforge import compat, compose, exposure, report, tls, upgrades
 from labforge.compose import compose_args
 from labforge.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
-from labforge.nuclio_functions import SLUG_LABEL, is_current, source
+from labforge.nuclio_functions import SLUG_LABEL, from_settings, is_current
 from labforge.paths import in_repo
 
 
@@ -85,9 +85,19 @@ def test_api_answers(host, pins, running, cvat_name):
     assert json.loads(about)["version"]
 
 
+def test_cvat_server_runs_the_pinned_release(host, pins, running):
+    image = host.check_output("docker inspect -f '{{.Config.Image}}' cvat_server")
+    assert image.endswith(f":{pins['cvat_version']}"), image
+
+
+def test_no_upgrade_left_unfinished(host):
+    assert not host.file(upgrades.STATE).exists, f"an upgrade did not finish ({upgrades.STATE}): converge again"
+
+
 def test_admin_exists(host, pins, running):
     fact = CvatSuperusers()
-    assert pins["cvat_admin_user"] in (fact.process(host.run(fact.command()).stdout.splitlines()) or [])
+    manage_py = compat.stack(pins).manage_py
+    assert pins["cvat_admin_user"] in (fact.process(host.run(fact.command(manage_py)).stdout.splitlines()) or [])
 
 
 def test_enabled_functions_ready(host, pins, running, gpu_role):
@@ -97,7 +107,7 @@ def test_enabled_functions_ready(host, pins, running, gpu_role):
     deployed = fact.process(host.run(fact.command()).stdout.splitlines())
     awaiting_reboot = gpu_role and host.file(report.REBOOT_MARKER).exists
     for path in pins["nuclio_functions"]:
-        fn = source(path, pins["cvat_dir"], pins["cvat_version"], gpu_role, pins.get("nuclio_function_memory_limit") or {})
+        fn = from_settings(path, pins, gpu_role)
         if awaiting_reboot and host.file(f"{fn.yaml_dir}/function-gpu.yaml").exists:
             assert not any((f["labels"] or {}).get(SLUG_LABEL) == fn.slug for f in deployed), f"{path} deployed before the reboot"
             continue

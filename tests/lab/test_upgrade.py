@@ -24,6 +24,7 @@ from tests.lab.test_backup import BACKUP_DIR, PASSWORD, complete_backups, starte
 NAME = "citest-upgrade.lab"
 OLD, NEW = "v2.51.0", "v2.73.0"
 FUNCTIONS = {"openvino-omz-public-yolo-v3-tf", "openvino-dextr"}
+TAKEN: dict[str, str] = {}  # what earlier tests of this module took (the lab's story runs in order)
 
 
 def hosts(host, mirror, version: str, **extra) -> Path:
@@ -96,6 +97,7 @@ def test_a_failing_migration_rolls_back_to_the_old_release_with_its_data_byte_fo
     assert after["migrations"] == ["0001_labforge_standin_initial"]
     backup = line.split("data of backup ")[1].split()[0]
     assert backup in complete_backups(host)
+    TAKEN["before the failed upgrade"] = backup
 
 
 def test_killed_half_way_then_converged_again_ends_upgraded_never_half(host, mirror, data):
@@ -153,3 +155,15 @@ def test_a_downgrade_is_refused_with_one_line_and_nothing_changes(host, mirror):
     assert host.ssh("git -C /opt/cvat describe --tags --exact-match HEAD").stdout.strip() == NEW
     assert all(name.startswith("cvat-") for name in complete_backups(host))
     assert (host.root / BACKUP_DIR.lstrip("/")).is_dir()
+
+
+def test_a_downgrade_naming_a_backup_of_the_older_release_restores_it(host, mirror, data):
+    """The backup the failed upgrade took holds v2.51.0's data as it was then (with the task v2.73.0 refused)."""
+    name = TAKEN["before the failed upgrade"]
+    down = converge(host, mirror, OLD, restore_backup=name)
+    print(f"\ndowngrade to {OLD} with backup {name}: {down.seconds:.1f}s; " + "; ".join(down.summary_lines()))
+    after = state(host)
+    assert after == data, {k: (data[k], after[k]) for k in data if data[k] != after[k]}
+    assert any(f"CVAT {NEW} -> {OLD}: backup cvat-" in line for line in down.summary_lines()), down.summary_lines()
+    listed = {f["id"]: f for f in api(host, "GET", "/api/lambda/functions")}
+    assert set(listed) >= FUNCTIONS and all(listed[n]["state"] == "ready" for n in FUNCTIONS), listed

@@ -87,6 +87,8 @@ def test_the_summary_names_the_versions_the_backup_and_the_downtime():
     line = "upgraded=v2.73.0 from=v2.51.0 backup=cvat-20261201T130000Z-before-v2.73.0 restored=none down=41"
     assert upgrades.summary(line) == ("CVAT v2.51.0 -> v2.73.0: backup cvat-20261201T130000Z-before-v2.73.0 taken first; "
                                       "CVAT was down 41 s")
+    down = "upgraded=v2.51.0 from=v2.73.0 backup=cvat-b restored=cvat-a down=30"
+    assert upgrades.summary(down) == "CVAT v2.73.0 -> v2.51.0: backup cvat-b taken first, backup cvat-a restored; CVAT was down 30 s"
 
 
 def script() -> str:
