@@ -73,7 +73,10 @@ def plan(data, current: str | None, backups: dict[str, dict], interrupted: bool 
     move = Move(current, wanted, data.get("restore_backup") or None, interrupted)
     if not move.is_switch:
         return Move(current, wanted, None, interrupted)
-    compat.row(data, current)  # the release the host is at must be known too (its manage.py, its steps)
+    if current not in (data.get("cvat_stack_compat") or {}):  # its manage.py and steps must be known too
+        raise UpgradeRefused(f"this host runs CVAT {current}, which is not in cvat_stack_compat (listed: "
+                             f"{', '.join(data.get('cvat_stack_compat') or {})}); labforge moves a lab only between the "
+                             "releases of its table")
     if not move.is_downgrade:
         return Move(current, wanted, None, interrupted)
     if not move.restore:

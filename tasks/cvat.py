@@ -81,12 +81,13 @@ def cvat() -> None:
 
     wanted = data.get("cvat_share_services")
     nuctl = compat.nuctl_version(data)
+    upgrade = move.is_switch and bool(data.get("cvat_start"))  # done by the upgrade script, below
     if tags is not None and version in tags and not move.is_switch:  # checked out already: check its files now
         problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "", nuctl, version)
         if problem:
             raise Refused(problem)
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
-    elif move.is_switch:  # fetch the new tag and check its files; the upgrade script switches HEAD later
+    elif upgrade:  # fetch the new tag and check its files; the upgrade script switches HEAD later
         services = compose.share_services(wanted, None)
         server.shell(name=f"CVAT {version}: fetch the tag and check its files (dashboard/nuctl, services) first",
                      commands=[f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {version} && "
@@ -235,6 +236,8 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
     current = next((t for t in tags or [] if t in (host.data.get("cvat_stack_compat") or {})), None)
     if tags and current is None:
         current = next((t for t in tags if t.startswith("v")), None)
+    if not host.data.get("cvat_start"):  # CVAT's files only: labforge runs no stack here, so the checkout just moves
+        return upgrades.Move(current, version)
     unfinished = journal()
     if unfinished:
         current = unfinished.get("TO") if unfinished.get("PHASE") == "verified" else unfinished.get("FROM")
@@ -243,13 +246,9 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
     needs_backups = host.data.get("restore_backup") and current and compat.release(version) < compat.release(current)
     complete = host.get_fact(Backups, directory=settings()[0])[0] if needs_backups else {}
     try:
-        move = upgrades.plan(host.data, current, complete, interrupted=bool(unfinished))
-        if move.is_switch and not host.data.get("cvat_start"):
-            raise upgrades.UpgradeRefused(f"cvat_version {version} differs from the {current} this host runs, and "
-                                          "cvat_start is false: an upgrade needs the stack")
+        return upgrades.plan(host.data, current, complete, interrupted=bool(unfinished))
     except (upgrades.UpgradeRefused, compat.Incompatible) as exc:
         raise Refused(str(exc)) from exc
-    return move
 
 
 def upgrade_script() -> str:

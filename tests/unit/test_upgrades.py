@@ -51,7 +51,7 @@ def test_an_upgrade_ignores_restore_backup():
 
 
 def test_a_host_at_a_release_outside_the_table_is_refused():
-    with pytest.raises(compat.Incompatible, match=r"CVAT v2\.40\.0 is not in cvat_stack_compat"):
+    with pytest.raises(upgrades.UpgradeRefused, match=r"this host runs CVAT v2\.40\.0, which is not in cvat_stack_compat"):
         upgrades.plan(with_(cvat_version=NEW), "v2.40.0", {})
 
 
