@@ -140,6 +140,9 @@ cvat_share_services = ["cvat_server", "cvat_worker_import", "cvat_worker_export"
 cvat_start = True
 # Seconds to wait for CVAT's API (/api/server/about) before creating the admin or deploying functions.
 cvat_api_timeout = 600
+# Seconds an upgrade waits for the new release's API, i.e. for its migrations (CVAT's upgrade guide: "It can take
+# time especially if you have a lot of data. Please do not terminate the migration"), before it rolls back.
+cvat_upgrade_timeout = 3600
 # CVAT superuser created non-interactively; the password comes from $LABFORGE_CVAT_ADMIN_PASSWORD or
 # from cvat_admin_password_file (a path on the control machine, outside this repository), never from here.
 cvat_admin_user = "admin"

@@ -14,7 +14,7 @@ from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.operations import files, python, server
 from pyinfra.operations.util import any_changed
 
-from labforge import compat, compose, exposure, report, secrets, tls, upgrades
+from labforge import compat, compose, exposure, nuctl, report, secrets, tls, upgrades
 from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
 from labforge.facts import Backups, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
@@ -80,10 +80,10 @@ def cvat() -> None:
                     group=share_group, mode="2775")
 
     wanted = data.get("cvat_share_services")
-    nuctl = compat.nuctl_version(data)
+    nuctl_release = compat.nuctl_version(data)
     upgrade = move.is_switch and bool(data.get("cvat_start"))  # done by the upgrade script, below
     if tags is not None and version in tags and not move.is_switch:  # checked out already: check its files now
-        problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "", nuctl, version)
+        problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "", nuctl_release, version)
         if problem:
             raise Refused(problem)
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
@@ -91,10 +91,10 @@ def cvat() -> None:
         services = compose.share_services(wanted, None)
         server.shell(name=f"CVAT {version}: fetch the tag and check its files (dashboard/nuctl, services) first",
                      commands=[f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {version} && "
-                               f"{{ {compose.tag_checks_command(cvat_dir, version, nuctl, services)}; }}"])
+                               f"{{ {compose.tag_checks_command(cvat_dir, version, nuctl_release, services)}; }}"])
     else:  # the tag's files are only on the host once fetched: the checkout op checks them before switching
         services = compose.share_services(wanted, None)
-        checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, nuctl, services))
+        checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, nuctl_release, services))
 
     override = compose.render_override(services, share_path, exposure.cvat_ports(mode),
                                        data.get("nuclio_dashboard_publish"), tls=mode != "off")
@@ -259,9 +259,11 @@ def upgrade_script() -> str:
     rows = sorted(table, key=compat.release)
     return render("labforge-cvat-upgrade.sh.j2", upgrade_script=upgrades.UPGRADE_SCRIPT, unit=upgrades.UNIT,
                   state=upgrades.STATE, log=upgrades.LOG, cvat_dir=data.get("cvat_dir"), project=compose.PROJECT,
-                  compose_args=compose_args(), network=compose.NETWORK, timeout=int(data.get("cvat_api_timeout")),
+                  compose_args=compose_args(), network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")),
                   wait_api=compose.WAIT_API, backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT,
                   backup_dir=settings()[0], rows=rows, manage_py={tag: manage_py(tag) for tag in rows},
+                  nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
+                  kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
                   steps={tag: upgrades.row_checks(data, tag) for tag in rows})
 
 

@@ -1,8 +1,10 @@
 """Nuclio layer: the nuctl CLI, verified against its pin before it reaches /usr/local/bin.
 
 The pin is nuctl_sha256 when set, else the lock file's entry (labforge/pins.py). With neither, nuctl is
-pinned on first use: the download must report nuctl_version in `nuctl version`, its sha256 is recorded
-in the lock file on the control machine, and only then is it moved into place.
+pinned on first use: the download must report its version in `nuctl version`, its sha256 is recorded
+in the lock file on the control machine, and only then is it moved into place. The version is the row of
+cvat_version in cvat_stack_compat (or nuctl_version). A copy of each nuctl installed is kept in
+/usr/local/lib/labforge, so a CVAT upgrade that rolls back puts the old release's nuctl back too.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import Sha256File
 from pyinfra.operations import python, server
 
 from labforge import compat, downloads, pins, platform, report
+from labforge.nuctl import NUCTL, STAGED, kept
 from labforge.report import Refused
-
-NUCTL = "/usr/local/bin/nuctl"
-STAGED = "/usr/local/bin/.nuctl-first-use"
 
 
 def version_check(version: str) -> str:
@@ -33,7 +34,7 @@ def pin_and_install(fetched, lock: Path, version: str, arch: str) -> None:
     except pins.PinMismatch as exc:
         host.run_shell_command(f"rm -f {STAGED}")
         raise pins.PinMismatch(f"labforge: {host.name}: {exc}") from exc
-    ok, output = host.run_shell_command(f"mv -f {STAGED} {NUCTL}")
+    ok, output = host.run_shell_command(f"mv -f {STAGED} {NUCTL} && install -D -m 0755 {NUCTL} {kept(version)}")
     if not ok:
         raise RuntimeError(f"labforge: {host.name}: could not move nuctl into {NUCTL}: {output.stderr}")
     if new:
@@ -57,6 +58,10 @@ def nuclio() -> None:
                                      src=src, dest=NUCTL, sha256=sha, mode="0755")
         server.shell(name=f"nuctl reports version {version}", _if=fetched.did_change,
                      commands=[version_check(version).format(file=NUCTL)])
+        copy = kept(version)
+        if host.get_fact(Sha256File, path=copy) != sha:
+            server.shell(name=f"nuctl {version} kept as {copy} (for an upgrade's rollback)",
+                         commands=[f"install -D -m 0755 {NUCTL} {copy}"])
         return
     fetched = server.shell(name=f"nuctl {version}: first download, checked with `nuctl version` (pin on first use)",
                            commands=[downloads.first_use_command(src, STAGED, version_check(version))])

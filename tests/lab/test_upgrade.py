@@ -95,6 +95,7 @@ def test_a_failing_migration_rolls_back_to_the_old_release_with_its_data_byte_fo
     after = state(host)
     assert after == data, {k: (data[k], after[k]) for k in data if data[k] != after[k]}
     assert after["migrations"] == ["0001_labforge_standin_initial"]
+    assert "Label: 1.13.23" in host.ssh("nuctl version").stdout  # the run had installed 1.16.3: the old one is back
     backup = line.split("data of backup ")[1].split()[0]
     assert backup in complete_backups(host)
     TAKEN["before the failed upgrade"] = backup

@@ -99,6 +99,8 @@ def script() -> str:
                   backup_script="/usr/local/lib/labforge/backup", restore_script="/usr/local/lib/labforge/restore",
                   backup_dir="/var/backups/labforge", rows=rows,
                   manage_py={t: compat.stack(DATA, t).manage_py for t in rows},
+                  nuctl={t: DATA["cvat_stack_compat"][t]["nuctl"] for t in rows}, nuctl_path="/usr/local/bin/nuctl",
+                  kept_nuctl="/usr/local/lib/labforge/nuctl-<version>", kept_nuctl_dir="/usr/local/lib/labforge",
                   steps={t: upgrades.row_checks(DATA, t) for t in rows})
 
 
