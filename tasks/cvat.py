@@ -271,7 +271,7 @@ def switch_release(move: upgrades.Move) -> None:
     """Run the upgrade script in its own systemd unit and wait for it; one that a killed run left is waited for
     first. The script's last line says what happened; on failure it is the run's error."""
     u, log, rc = upgrades.UNIT, upgrades.LOG, upgrades.RC_FILE
-    args = " ".join([move.wanted, *([move.restore] if move.restore else [])])
+    args = " ".join([move.wanted, compat.nuctl_version(host.data), *([move.restore] if move.restore else [])])
     what = (f"CVAT {move.current} -> {move.wanted}" if move.is_switch else f"CVAT: finish the unfinished upgrade to {move.wanted}")
     done = server.shell(name=f"{what} (backup first, rollback on failure)", commands=[
         f"while systemctl is-active -q {u}; do sleep 2; done; rm -f {rc}; size=$(stat -c %s {log} 2>/dev/null || echo 0); "
