@@ -78,6 +78,9 @@ def stack(data: Any, version: str | None = None) -> Stack:
     dashboard = str(found["nuclio_dashboard"])
     nuctl = data.get("nuctl_version") if version == data.get("cvat_version") else None
     nuctl = str(nuctl or found.get("nuctl") or "")
+    if not nuctl:
+        raise Incompatible(f"cvat_stack_compat[{version!r}] names no nuctl: add the nuctl release of its Nuclio dashboard "
+                           f"{dashboard} (\"nuctl\": \"{dashboard}\"), or set nuctl_version")
     if minor(nuctl) != minor(dashboard):
         raise Incompatible(f"nuctl {nuctl} does not match CVAT {version}'s Nuclio dashboard {dashboard} "
                            f"(cvat_stack_compat); set nuctl_version to a {minor(dashboard)}.x release, or unset it to "

@@ -83,7 +83,8 @@ def test_release_outside_the_table_refused_while_planning(host, mirror):
 
 def test_a_wrong_table_row_is_caught_by_the_tags_own_files_and_checkout_kept(host, mirror):
     """cvat_stack_compat claims v2.52.0 runs dashboard 1.13.0; the fetched tag's serverless file says 1.15.9."""
-    wrong = {**standins.pins()["cvat_stack_compat"], "v2.52.0": {"nuclio_dashboard": "1.13.0", "docker_api": "1.42"}}
+    wrong = {**standins.pins()["cvat_stack_compat"], "v2.52.0": {"nuclio_dashboard": "1.13.0", "nuctl": "1.13.23",
+                                                                  "docker_api": "1.42"}}
     run = runner.deploy(labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "v252.yml", cvat_version="v2.52.0",
                                             cvat_stack_compat=wrong))
     assert run.returncode != 0

@@ -112,3 +112,9 @@ def test_the_upgrade_script_parses_and_never_removes_volumes():
         found = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC1090,SC2194", "-"], input=text, text=True,
                                capture_output=True)
         assert found.returncode == 0, found.stdout
+
+
+def test_a_row_without_nuctl_is_refused_with_what_to_add():
+    table = {**DATA["cvat_stack_compat"], "v2.60.0": {"nuclio_dashboard": "1.15.9", "docker_api": "1.44"}}
+    with pytest.raises(compat.Incompatible, match=r"cvat_stack_compat\['v2\.60\.0'\] names no nuctl"):
+        compat.stack(with_(cvat_stack_compat=table, cvat_version="v2.60.0"))

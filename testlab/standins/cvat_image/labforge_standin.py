@@ -18,11 +18,13 @@ and files in CVAT's volumes. The rest is stand-in.
   image's postgresql.conf.sample, as the official Dockerfile seds it). CVAT's compose file gives POSTGRES_USER root,
   POSTGRES_DB cvat, POSTGRES_HOST_AUTH_METHOD trust. The image's STOPSIGNAL is SIGINT, the official image's:
   PostgreSQL's fast shutdown, so `docker stop` leaves a cleanly shut down cluster ("database system is shut down").
-- server (cvat/server): `init run server` creates keys/secret_key.py once as CVAT does (cvat/settings/base.py at
-  dfd505e7, generate_secret_key: /home/django/keys, the cvat_keys volume), creates its few CVAT-like tables
-  (engine_task, engine_job, engine_labeledshape) in CVAT's database when missing, the way CVAT connects to it
-  (CVAT_POSTGRES_HOST/_PORT/_DBNAME/_USER/_PASSWORD, defaults cvat_db, 5432, cvat, root, ''; Debian's psql),
-  retrying until cvat_db answers, and answers on :8080 meanwhile. Its own endpoints (not CVAT's API) write and
+- server (cvat/server): `init run server` (v2.73.0: `init run server nginx`) creates keys/secret_key.py once as
+  CVAT does (cvat/settings/base.py at dfd505e7, generate_secret_key: /home/django/keys, the cvat_keys volume), then,
+  as CVAT's `init`, waits for cvat_db and applies its release's migrations (MIGRATIONS: its few CVAT-like tables
+  engine_task, engine_job, engine_labeledshape, recorded in django_migrations; v2.73.0 adds a column and a
+  constraint) the way CVAT connects to it (CVAT_POSTGRES_HOST/_PORT/_DBNAME/_USER/_PASSWORD, defaults cvat_db, 5432,
+  cvat, root, ''; Debian's psql); a failing migration ends the process, and only then does it answer on :8080.
+  The release is the image's (LABFORGE_STANDIN_RELEASE). Its own endpoints (not CVAT's API) write and
   read real data, JSON in and out:
     POST /api/labforge-standin/annotations {"count": N} -> 201 {"task_id", "job_id", "inserted": N, "rows",
          "checksum", "tasks", "jobs"}: one task with one job holding N shapes (one INSERT ... generate_series);
