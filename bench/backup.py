@@ -25,9 +25,10 @@ PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-bench"}
 NAME = "bench-backup.lab"
 
 
-def api(host, method: str, path: str, body: dict | None = None, timeout: float = 900) -> dict:
+def api(host, method: str, path: str, body: dict | None = None, timeout: float = 900, name: str = NAME) -> dict:
+    """The stand-in server's endpoints through traefik, under CVAT's name ``name`` (the lab host's cvat_host)."""
     data = f"-d '{json.dumps(body)}' -H 'Content-Type: application/json'" if body is not None else ""
-    out = host.ssh(f"curl -fsS --max-time {int(timeout)} -X {method} {data} -H 'Host: {NAME}' http://127.0.0.1:8080{path}",
+    out = host.ssh(f"curl -fsS --max-time {int(timeout)} -X {method} {data} -H 'Host: {name}' http://127.0.0.1:8080{path}",
                    timeout=timeout + 10).stdout
     return json.loads(out) if out.strip() else {}
 

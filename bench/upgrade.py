@@ -12,11 +12,11 @@ Usage: .venv/bin/python -m bench.upgrade [--rows 100000] [--media-mib 256]
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
 from bench.backup import PASSWORD
+from bench.backup import api as backup_api
 from bench.deploy_noop import machine
 from testlab import labhosts, runner
 from testlab.standins import cvat
@@ -26,11 +26,8 @@ NAME = "bench-upgrade.lab"  # the lab host's cvat_host (testlab/labhosts.py host
 OLD, NEW = "v2.51.0", "v2.73.0"
 
 
-def api(host, method: str, path: str, body: dict | None = None, timeout: float = 900) -> dict:
-    data = f"-d '{json.dumps(body)}' -H 'Content-Type: application/json'" if body is not None else ""
-    out = host.ssh(f"curl -fsS --max-time {int(timeout)} -X {method} {data} -H 'Host: {NAME}' http://127.0.0.1:8080{path}",
-                   timeout=timeout + 10).stdout
-    return json.loads(out) if out.strip() else {}
+def api(host, method: str, path: str, body: dict | None = None) -> dict:
+    return backup_api(host, method, path, body, name=NAME)
 
 
 def main() -> int:

@@ -94,6 +94,14 @@ def nuctl_version(data: Any) -> str:
     return stack(data).nuctl
 
 
+def release_at_head(tags: list[str] | None, table: Any = ()) -> str | None:
+    """The release a checkout is at, from the tags at its HEAD: one of ``table`` (cvat_stack_compat) first, else the
+    first v-tag, else the first tag; None without a checkout."""
+    tags = tags or []
+    return next((t for t in tags if t in table), None) or next((t for t in tags if t.startswith("v")), None) or \
+        next(iter(tags), None)
+
+
 def release(tag: str) -> tuple[int, ...]:
     """'v2.73.0' -> (2, 73, 0), for telling an upgrade from a downgrade."""
     return tuple(int(part) for part in re.findall(r"\d+", tag)[:3])

@@ -233,9 +233,7 @@ def journal() -> dict[str, str] | None:
 def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrades.Move:
     """From which release to which this converge moves the host; an unfinished upgrade counts as at its old release
     until the new one was verified (the script rolls it back first)."""
-    current = next((t for t in tags or [] if t in (host.data.get("cvat_stack_compat") or {})), None)
-    if tags and current is None:
-        current = next((t for t in tags if t.startswith("v")), None)
+    current = compat.release_at_head(tags, host.data.get("cvat_stack_compat") or {})
     if not host.data.get("cvat_start"):  # CVAT's files only: labforge runs no stack here, so the checkout just moves
         return upgrades.Move(current, version)
     unfinished = journal()

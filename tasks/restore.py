@@ -10,22 +10,18 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
-from labforge import backups, report
+from labforge import backups, compat, report
 from labforge.backups import RESTORE_SCRIPT, BackupProblem
 from labforge.facts import BackupChecksums, Backups, GitTagsAtHead
 from labforge.report import Refused
 from tasks.backups import install_scripts, settings
 
 
-def release_tag(tags: list[str] | None) -> str | None:
-    return next((t for t in tags or [] if t.startswith("v")), (tags or [None])[0])
-
-
 @deploy("Restore")
 def restore_now() -> None:
     directory, _ = settings()
     complete, partial = host.get_fact(Backups, directory=directory)
-    tag = release_tag(host.get_fact(GitTagsAtHead, path=host.data.get("cvat_dir")))
+    tag = compat.release_at_head(host.get_fact(GitTagsAtHead, path=host.data.get("cvat_dir")))
     try:
         name, manifest = backups.choose(complete, partial, host.data.get("restore_backup"), tag, directory)
         bad = backups.mismatches(manifest, host.get_fact(BackupChecksums, directory=directory, backup=name))

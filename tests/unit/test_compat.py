@@ -66,3 +66,10 @@ def test_docker_versions_per_distro_are_exact_dpkg_strings():
     assert set(versions) == {"docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"}
 
 
+
+
+def test_the_release_at_head_prefers_the_tables_tag_then_a_v_tag():
+    assert compat.release_at_head(None) is None and compat.release_at_head([]) is None
+    assert compat.release_at_head(["latest", "v2.51.0"]) == "v2.51.0"
+    assert compat.release_at_head(["v2.51.0", "v2.73.0"], {"v2.73.0": {}}) == "v2.73.0"
+    assert compat.release_at_head(["nightly"]) == "nightly"
