@@ -89,6 +89,15 @@ def stack(data: Any, version: str | None = None) -> Stack:
                  tuple(found.get("upgrade_steps") or ()))
 
 
+def manage_py(data: Any, version: str) -> str:
+    """CVAT's manage.py inside cvat_server at this release (its row; /opt/cvat from v2.72.0 on), or the path every
+    release has (/home/django/manage.py, a link from v2.72.0 on) for one outside the table (refused elsewhere)."""
+    try:
+        return stack(data, version).manage_py
+    except Incompatible:
+        return Stack.manage_py
+
+
 def nuctl_version(data: Any) -> str:
     """The nuctl the pinned CVAT tag gets (cvat_stack_compat's row, or nuctl_version when set)."""
     return stack(data).nuctl

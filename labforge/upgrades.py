@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labforge import compat
+from labforge import compat, compose, nuctl
+from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
+from labforge.templates import render
 
 UPGRADE_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"
 STATE = "/var/lib/labforge/cvat-upgrade.state"  # the journal of a run in progress (or killed): root only
@@ -102,6 +104,21 @@ def row_checks(data, tag: str) -> list[str]:
                                  f"know (known: {', '.join(STEPS)})")
         checks.append(STEPS[name].replace("MANAGE_PY", compat.stack(data, tag).manage_py))
     return checks
+
+
+def script(data, backup_dir: str) -> str:
+    """The host's upgrade script (templates/labforge-cvat-upgrade.sh.j2): the same for every move, since every row's
+    manage.py, nuctl and steps are in it, so that it changes only when labforge or the table does."""
+    table = data.get("cvat_stack_compat") or {}
+    rows = sorted(table, key=compat.release)
+    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=UPGRADE_SCRIPT, unit=UNIT, state=STATE, log=LOG,
+                  cvat_dir=data.get("cvat_dir"), project=compose.PROJECT, compose_args=compose.compose_args(),
+                  network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")), wait_api=compose.WAIT_API,
+                  backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT, backup_dir=backup_dir, rows=rows,
+                  manage_py={tag: compat.manage_py(data, tag) for tag in rows},
+                  nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
+                  kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
+                  steps={tag: row_checks(data, tag) for tag in rows})
 
 
 def summary(line: str) -> str:

@@ -14,8 +14,7 @@ from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.operations import files, python, server
 from pyinfra.operations.util import any_changed
 
-from labforge import compat, compose, exposure, nuctl, report, secrets, tls, upgrades
-from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
+from labforge import compat, compose, exposure, report, secrets, tls, upgrades
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
 from labforge.facts import Backups, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
@@ -110,7 +109,7 @@ def cvat() -> None:
     secrets.private_upload_dir()
     certificate = tls_files(material, address)
     install_scripts()
-    files.put(name="CVAT upgrade script", src=StringIO(upgrade_script()), dest=upgrades.UPGRADE_SCRIPT,
+    files.put(name="CVAT upgrade script", src=StringIO(upgrades.script(data, settings()[0])), dest=upgrades.UPGRADE_SCRIPT,
               user="root", group="root", mode="0700", create_remote_dir=True)
     if move.is_switch or move.unfinished:
         switch_release(move)
@@ -215,11 +214,7 @@ def create_admin(user: str, email: str, password: str) -> None:
 
 
 def manage_py(version: str) -> str:
-    """CVAT's manage.py inside cvat_server at this release (cvat_stack_compat: /opt/cvat from v2.72.0 on)."""
-    try:
-        return compat.stack(host.data, version).manage_py
-    except compat.Incompatible:  # a release outside the table (refused elsewhere): the path every release has
-        return "/home/django/manage.py"
+    return compat.manage_py(host.data, version)
 
 
 def journal() -> dict[str, str] | None:
@@ -247,22 +242,6 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
         return upgrades.plan(host.data, current, complete, interrupted=bool(unfinished))
     except (upgrades.UpgradeRefused, compat.Incompatible) as exc:
         raise Refused(str(exc)) from exc
-
-
-def upgrade_script() -> str:
-    """The host's upgrade script: the same for every move (the rows' manage.py and steps are in it), so that it
-    changes only when labforge or the table does."""
-    data = host.data
-    table = data.get("cvat_stack_compat") or {}
-    rows = sorted(table, key=compat.release)
-    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=upgrades.UPGRADE_SCRIPT, unit=upgrades.UNIT,
-                  state=upgrades.STATE, log=upgrades.LOG, cvat_dir=data.get("cvat_dir"), project=compose.PROJECT,
-                  compose_args=compose_args(), network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")),
-                  wait_api=compose.WAIT_API, backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT,
-                  backup_dir=settings()[0], rows=rows, manage_py={tag: manage_py(tag) for tag in rows},
-                  nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
-                  kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
-                  steps={tag: upgrades.row_checks(data, tag) for tag in rows})
 
 
 def switch_release(move: upgrades.Move) -> None:

@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from labforge import compat, compose, upgrades
+from labforge import compat, upgrades
 from labforge.groupdata import load
-from labforge.templates import render
 
 DATA = load("cpu_servers")
 OLD, NEW = "v2.51.0", "v2.73.0"
@@ -92,16 +91,7 @@ def test_the_summary_names_the_versions_the_backup_and_the_downtime():
 
 
 def script() -> str:
-    rows = sorted(DATA["cvat_stack_compat"], key=compat.release)
-    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=upgrades.UPGRADE_SCRIPT, unit=upgrades.UNIT,
-                  state=upgrades.STATE, log=upgrades.LOG, cvat_dir="/opt/cvat", project=compose.PROJECT,
-                  compose_args=compose.compose_args(), network=compose.NETWORK, timeout=600, wait_api=compose.WAIT_API,
-                  backup_script="/usr/local/lib/labforge/backup", restore_script="/usr/local/lib/labforge/restore",
-                  backup_dir="/var/backups/labforge", rows=rows,
-                  manage_py={t: compat.stack(DATA, t).manage_py for t in rows},
-                  nuctl={t: DATA["cvat_stack_compat"][t]["nuctl"] for t in rows}, nuctl_path="/usr/local/bin/nuctl",
-                  kept_nuctl="/usr/local/lib/labforge/nuctl-<version>", kept_nuctl_dir="/usr/local/lib/labforge",
-                  steps={t: upgrades.row_checks(DATA, t) for t in rows})
+    return upgrades.script(with_(cvat_upgrade_timeout=600), "/var/backups/labforge")
 
 
 def test_the_upgrade_script_parses_and_never_removes_volumes():
