@@ -7,6 +7,7 @@ from tasks.cvat import cvat
 from tasks.docker import docker
 from tasks.exposure import exposure_layer
 from tasks.functions import functions
+from tasks.inference import inference_layer
 from tasks.nuclio import nuclio
 from tasks.nvidia import container_toolkit, driver
 from tasks.preflight import preflight
@@ -19,6 +20,7 @@ driver()  # GPU hosts only
 container_toolkit()  # GPU hosts only
 nuclio()
 exposure_layer()  # the firewall rules for what Docker publishes, before the stack starts
+inference_layer()  # a split lab's inference host: the Nuclio dashboard, before its CVAT host's stack starts
 cvat()  # checkout, share, override, compose up, admin
 functions()  # Nuclio functions for the host's group
 backup_layer()  # the backup and restore scripts, and the timer when backup_schedule is set

@@ -168,6 +168,22 @@ cvat_tls_lab_ca_dir = "lab-ca"
 # lab-ca: a host certificate with fewer days left than this is issued anew (certificates are valid for 365 days).
 cvat_tls_renew_days = 30
 
+# --- A split lab (labforge/split.py, docs/settings.md "A split lab") ------------------------------
+# "all": CVAT and its functions on this host. "inference": this host runs only Docker (and the NVIDIA layers on a
+# GPU host), nuctl, the Nuclio dashboard and the functions, for the one CVAT host that names it.
+lab_role = "all"
+# On a CVAT host: the name (in the hosts file) of the inference host that runs its Nuclio dashboard and functions;
+# None: its own. One host only: CVAT talks to a single Nuclio endpoint (docs/kubernetes.md for more).
+inference_host = None
+# The address the other host of a split lab reaches this one at (the network they share); None: its SSH address
+# (`host:` in the hosts file). The CVAT host's must be an IPv4 address: the inference host's firewall lets it in.
+lab_address = None
+# Set by the hosts file loader, never by hand: the inference host's address on its CVAT host, and the CVAT host's
+# address on its inference host (the one address its dashboard answers).
+inference_address = None
+cvat_address = None
+inference_for = None  # on an inference host: the name of the CVAT host it serves
+
 # --- Nuclio functions ------------------------------------------------------------------------
 # Functions deployed on every host: paths in the CVAT checkout (serverless/...) or in this repo (files/...).
 nuclio_functions = ["serverless/openvino/omz/public/yolo-v3-tf", "serverless/openvino/dextr"]

@@ -24,10 +24,28 @@ SHARE_VOLUME_KEY = "cvat_share"
 SHARE_VOLUME = f"{PROJECT}_{SHARE_VOLUME_KEY}"
 
 
-def compose_args() -> str:
-    """The --env-file and -f arguments every `docker compose -p cvat` call of ours passes."""
-    files_ = ("docker-compose.yml", SERVERLESS_COMPOSE, OVERRIDE)
+# The services that call Nuclio (cvat_server lists and calls functions in cvat/apps/lambda_manager/views.py; the
+# RQ queue "annotation", run by cvat_worker_annotation alone, runs auto-annotation jobs: docker-compose.yml at
+# dfd505e7 and 7972cb4f2), the two the serverless file gives extra_hosts (host.docker.internal).
+NUCLIO_CALLERS = ("cvat_server", "cvat_worker_annotation")
+
+
+def compose_args(serverless: bool = True) -> str:
+    """The --env-file and -f arguments every `docker compose -p cvat` call of ours passes. A CVAT host of a split
+    lab leaves the serverless file out (it would start a local Nuclio dashboard): the override then gives CVAT
+    its Nuclio settings instead (nuclio_environment)."""
+    files_ = ("docker-compose.yml", *((SERVERLESS_COMPOSE,) if serverless else ()), OVERRIDE)
     return f"--env-file {ENV_FILE} " + " ".join(f"-f {f}" for f in files_)
+
+
+def nuclio_environment(inference_address: str, port: int = 8070) -> dict[str, str]:
+    """What the Nuclio callers of a split lab's CVAT host get: CVAT's Nuclio settings (cvat/settings/base.py 345-357
+    at dfd505e7, 408-420 at 7972cb4f2) pointed at the inference host's dashboard, and invocations through it:
+    `direct` ignores CVAT_NUCLIO_HOST and calls http://host.docker.internal:<port> (views.py 141-154 at dfd505e7),
+    which is the CVAT host itself. CVAT_SERVERLESS comes from the serverless file on an all-in-one host."""
+    return {"CVAT_SERVERLESS": "1", "CVAT_NUCLIO_SCHEME": "http", "CVAT_NUCLIO_HOST": inference_address,
+            "CVAT_NUCLIO_PORT": str(port), "CVAT_NUCLIO_INVOKE_METHOD": "dashboard",
+            "CVAT_NUCLIO_FUNCTION_NAMESPACE": "nuclio"}
 
 
 def compose_services(text: str) -> list[str]:
@@ -45,15 +63,19 @@ def share_services(wanted: list[str], compose_text: str | None) -> list[str]:
 
 
 def render_override(services: list[str], share_path: str, cvat_ports: list[int], dashboard_publish: str | None = None,
-                    tls: bool = False) -> str:
+                    tls: bool = False, nuclio_env: dict[str, str] | None = None) -> str:
     """The override: the share in `services`, what traefik and the Nuclio dashboard publish (CVAT's files publish
     traefik's 8080 and 8090 and the dashboard's 8070 on every interface: replaced with `!override`/`!reset`,
     Compose's merge tags, in Compose 2.40.3's compose-go v2.9.1 loader/reset.go), and with TLS traefik's
     entrypoints and certificate as CVAT's docker-compose.https.yml and custom_certificates.md set them (dfd505e7)."""
     if not services:
         raise ValueError("no CVAT service to mount the share into")
-    return render(OVERRIDE + ".j2", services=services, share_path=share_path, volume=SHARE_VOLUME_KEY,
-                  cvat_ports=cvat_ports, dashboard_publish=dashboard_publish, tls=tls, tls_dir=TLS_DIR)
+    entries = list(services) + [s for s in NUCLIO_CALLERS if nuclio_env and s not in services]
+    if tls and "cvat_server" not in entries:  # its router labels
+        entries.append("cvat_server")
+    return render(OVERRIDE + ".j2", services=services, entries=entries, share_path=share_path, volume=SHARE_VOLUME_KEY,
+                  cvat_ports=cvat_ports, dashboard_publish=dashboard_publish, tls=tls, tls_dir=TLS_DIR,
+                  nuclio_env=nuclio_env, nuclio_callers=NUCLIO_CALLERS)
 
 
 def dashboard_version(serverless_text: str) -> str | None:

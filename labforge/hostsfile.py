@@ -8,6 +8,8 @@ Format (see hosts.example.yml):
         data: {cvat_host: 192.168.1.15}
     cpu_servers:
       - 192.168.1.20                           # a bare address is fine too
+A split lab (labforge/split.py): a CVAT host with data `inference_host: <name>`, and that host with data
+`lab_role: inference`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from labforge import settings
+from labforge import groupdata, settings, split
 from labforge.paths import REPO
 
 GROUPS = ("gpu_servers", "cpu_servers")
@@ -132,7 +134,16 @@ def load(path: str | Path) -> dict[str, list[HostEntry]]:
             seen.add(name)
     if not seen:
         raise HostsFileError(f"{path}: no hosts in gpu_servers or cpu_servers")
+    try:
+        split.check(groups, functions_of)
+    except split.SplitLabError as exc:
+        raise HostsFileError(f"{path}: {exc}") from exc
     return groups
+
+
+def functions_of(group: str, data: dict[str, Any]) -> list[str]:
+    """The functions a host of this group deploys: its own nuclio_functions, else its group's."""
+    return list(data.get("nuclio_functions") or groupdata.load(group).get("nuclio_functions") or [])
 
 
 def ssh_config(groups: dict[str, list[HostEntry]]) -> str:

@@ -14,8 +14,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from labforge import compat
-from labforge.compose import WAIT_API
+from labforge import compat, split
+from labforge.compose import NETWORK, WAIT_API
 from labforge.paths import REPO
 from labforge.report import REBOOT_MARKER, WAITS
 
@@ -94,13 +94,17 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
     pinned = (source_tags or {}).get(path)
     if pinned and compat.release(cvat_version) > compat.release(pinned):
         tag, root = pinned, f"{LOCAL_FUNCTIONS_DIR}/cvat-{pinned}"
+    elif not cvat_dir:  # an inference host: no checkout, the tag's tree is extracted like an older tag's
+        root = f"{LOCAL_FUNCTIONS_DIR}/cvat-{tag}"
     digest = hashlib.sha256(f"{tag}:{path}:{salt}".encode()).hexdigest()[:16]
     return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag)
 
 
 def from_settings(path: str, data, on_gpu: bool) -> FunctionSource:
-    """The function at ``path`` as a host with these settings deploys it (the deploy, testinfra and the lab agree)."""
-    return source(path, data.get("cvat_dir"), data.get("cvat_version"), on_gpu,
+    """The function at ``path`` as a host with these settings deploys it (the deploy, testinfra and the lab agree); an
+    inference host of a split lab has no CVAT checkout: its CVAT functions come from their tag's tree."""
+    checkout = "" if split.role(data) == "inference" else data.get("cvat_dir")
+    return source(path, checkout, data.get("cvat_version"), on_gpu,
                   data.get("nuclio_function_memory_limit") or {}, compat.nuctl_version(data),
                   data.get("cvat_function_sources") or {})
 
@@ -125,7 +129,8 @@ def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
     return None
 
 
-def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], reboot_guard: bool = False) -> list[str]:
+def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], reboot_guard: bool = False,
+                    network: str = NETWORK, ready: str = WAIT_API) -> list[str]:
     """What deploy_{cpu,gpu}.sh run for one function, plus our labels, its memory limit (``fn.memory_limit``, as
     ``--resource-limit memory=<quantity>``: see ``memory_limit``) and a readiness check.
 
@@ -133,13 +138,16 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     whether this function has a GPU variant) it becomes one command that deploys nothing when the
     function turns out to need the GPU (Nuclio starts those with `--gpus all`, which fails until the
     new driver is loaded: nuclio 1.13.x pkg/platform/local/platform.go) and says so.
+
+    ``network`` is the Docker network the function joins (CVAT's, or an inference host's: labforge/inference.py) and
+    ``ready`` the command that must succeed first (CVAT's API answers, or the inference host's network exists).
     """
     yaml_choice = (f'f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml' if fn.gpu
                    else f"f={fn.yaml_dir}/function.yaml")
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
     memory_arg = f" --resource-limit {shlex.quote(f'memory={fn.memory_limit}')}" if fn.memory_limit else ""
-    platform_config = shlex.quote(json.dumps({"attributes": {"network": "cvat_cvat"}}))
-    commands = [WAIT_API,
+    platform_config = shlex.quote(json.dumps({"attributes": {"network": network}}))
+    commands = [ready,
                 "nuctl get project cvat --platform local >/dev/null 2>&1 || nuctl create project cvat --platform local"]
     if fn.path.startswith("serverless/openvino/"):
         commands.append(f"DOCKER_BUILDKIT=1 docker build -t cvat.openvino.base {fn.root or cvat_dir}/serverless/openvino/base")

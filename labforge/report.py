@@ -24,6 +24,7 @@ _functions: dict[str, list[tuple[str, str, object | None]]] = defaultdict(list)
 _notices: dict[str, list[str]] = defaultdict(list)
 _refusals: dict[str, str] = {}
 _cvat: dict[str, str] = {}
+_served: dict[str, str] = {}
 
 
 class Refused(DeployError):
@@ -46,6 +47,11 @@ class Refused(DeployError):
 def cvat_at(url: str, admin: str) -> None:
     """Where CVAT answers on this host, for the summary of a run that brought the stack up."""
     _cvat[host.name] = f"CVAT at {url} (admin user '{admin}')"
+
+
+def served_by(text: str) -> None:
+    """Which host of a split lab serves which, for this host's summary (labforge/split.py)."""
+    _served[host.name] = text
 
 
 def notice(text: str) -> None:
@@ -132,6 +138,8 @@ def summarise(st, h) -> str:
         parts.append(f"function {path}: {status}")
     if executed and not failed and h.name in _cvat:
         parts.append(_cvat[h.name])
+    if h.name in _served:
+        parts.append(_served[h.name])
     parts.extend(f"notice: {text}" for text in _notices.get(h.name, []))
     return f"[labforge] {h.name}: " + "; ".join(parts)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labforge import compat, compose, nuctl
+from labforge import compat, compose, nuctl, split
 from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
 from labforge.templates import render
 
@@ -112,7 +112,7 @@ def script(data, backup_dir: str) -> str:
     table = data.get("cvat_stack_compat") or {}
     rows = sorted(table, key=compat.release)
     return render("labforge-cvat-upgrade.sh.j2", upgrade_script=UPGRADE_SCRIPT, unit=UNIT, state=STATE, log=LOG,
-                  cvat_dir=data.get("cvat_dir"), project=compose.PROJECT, compose_args=compose.compose_args(),
+                  cvat_dir=data.get("cvat_dir"), project=compose.PROJECT, compose_args=compose.compose_args(split.local_nuclio(data)),
                   network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")), wait_api=compose.WAIT_API,
                   backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT, backup_dir=backup_dir, rows=rows,
                   manage_py={tag: compat.manage_py(data, tag) for tag in rows},

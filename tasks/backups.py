@@ -15,7 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
-from labforge import backups, compose, report, secrets
+from labforge import backups, compose, report, secrets, split
 from labforge.backups import BACKUP_SCRIPT, LAST_RESULT, RESTORE_SCRIPT, SERVICE, TIMER
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
@@ -44,7 +44,7 @@ def settings() -> tuple[str, int]:
 def install_scripts() -> None:
     directory, keep = settings()
     values = {"backup_dir": directory, "keep": keep, "cvat_dir": host.data.get("cvat_dir"), "project": compose.PROJECT,
-              "compose_args": compose.compose_args(), "volumes": backups.VOLUMES, "last_result": LAST_RESULT,
+              "compose_args": compose.compose_args(split.local_nuclio(host.data)), "volumes": backups.VOLUMES, "last_result": LAST_RESULT,
               "backup_script": BACKUP_SCRIPT, "restore_script": RESTORE_SCRIPT, "wait_api": compose.WAIT_API,
               "labforge_version": labforge_version()}
     files.directory(name="/var/lib/labforge", path="/var/lib/labforge", user="root", group="root", mode="0755")
@@ -58,7 +58,7 @@ def install_scripts() -> None:
 def backup_layer() -> None:
     """The timer when backup_schedule is set (removed when it is not). The scripts themselves are installed by the
     CVAT layer, before it: an upgrade takes its backup with them."""
-    if not host.data.get("cvat_start"):
+    if not host.data.get("cvat_start") or split.role(host.data) == "inference":  # no CVAT data there
         return
     schedule = host.data.get("backup_schedule")
     units = "/etc/systemd/system"
@@ -81,6 +81,8 @@ def backup_layer() -> None:
 
 @deploy("Backup")
 def backup_now() -> None:
+    if split.role(host.data) == "inference":
+        raise Refused("an inference host holds no CVAT data (only functions, rebuilt by a converge): back up its CVAT host")
     directory, _ = settings()
     fetch_dir = host.data.get("backup_fetch_dir")
     install_scripts()

@@ -14,7 +14,7 @@ from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.operations import files, python, server
 from pyinfra.operations.util import any_changed
 
-from labforge import compat, compose, exposure, report, secrets, tls, upgrades
+from labforge import compat, compose, exposure, report, secrets, split, tls, upgrades
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
 from labforge.facts import Backups, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
@@ -60,6 +60,10 @@ def checkout(cvat_dir: str, version: str, tags: list[str] | None, checks: str) -
 @deploy("CVAT")
 def cvat() -> None:
     data = host.data
+    if split.role(data) == "inference":  # a split lab's inference host: Nuclio only (tasks/inference.py)
+        return
+    serverless = split.local_nuclio(data)  # False on a split lab's CVAT host: its Nuclio is on its inference host
+    nuclio_env = None if serverless else compose.nuclio_environment(data.get("inference_address"), split.DASHBOARD_PORT)
     cvat_dir, version = data.get("cvat_dir"), data.get("cvat_version")
     share_path, share_group = data.get("share_path"), data.get("share_group")
     address = cvat_host()
@@ -96,7 +100,7 @@ def cvat() -> None:
         checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, nuctl_release, services))
 
     override = compose.render_override(services, share_path, exposure.cvat_ports(mode),
-                                       data.get("nuclio_dashboard_publish"), tls=mode != "off")
+                                       data.get("nuclio_dashboard_publish"), tls=mode != "off", nuclio_env=nuclio_env)
     env_text = f"# Managed by labforge: passed to docker compose with --env-file\nCVAT_HOST={address}\n"
     files.put(name=compose.OVERRIDE, src=StringIO(override), dest=f"{cvat_dir}/{compose.OVERRIDE}", mode="0644")
     files.directory(name="/etc/labforge", path="/etc/labforge", mode="0755")
@@ -113,9 +117,12 @@ def cvat() -> None:
               user="root", group="root", mode="0700", create_remote_dir=True)
     if move.is_switch or move.unfinished:
         switch_release(move)
+    if not serverless:
+        report.served_by(f"functions from the Nuclio dashboard of {data.get('inference_host')} at "
+                         f"http://{data.get('inference_address')}:{split.DASHBOARD_PORT} (no local Nuclio)")
     report.cvat_at(f"https://{address}" if mode != "off" else f"http://{address}:8080", data.get("cvat_admin_user"))
     digest = compose.inputs_digest(version, override, env_text)
-    states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args())
+    states = host.get_fact(ComposeServiceStates, project=PROJECT, cvat_dir=cvat_dir, compose_args=compose_args(serverless))
     all_running = bool(states) and all(state == "running" for state in states.values())
     device = host.get_fact(DockerVolumeDevice, volume=compose.SHARE_VOLUME)
     share_moved = device is not None and device != share_path
@@ -123,12 +130,12 @@ def cvat() -> None:
         # The share moved: the services must let go of the old volume before it can be made again (the files of
         # both directories stay where they are: the volume is only a bind of the directory).
         server.shell(name=f"Recreate the share volume ({device} -> {share_path})", commands=[
-            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} rm --stop --force {' '.join(services)}",
+            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args(serverless)} rm --stop --force {' '.join(services)}",
             f"docker volume rm {compose.SHARE_VOLUME}",
         ])
     if (read(DIGEST_FILE) or "").strip() != digest or not all_running or share_moved:
-        server.shell(name="docker compose up -d (CVAT + serverless)", commands=[
-            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args()} up -d",
+        server.shell(name=f"docker compose up -d (CVAT{' + serverless' if serverless else ''})", commands=[
+            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args(serverless)} up -d",
             f"echo {digest} > {DIGEST_FILE}",
         ])
     elif certificate is not None:  # traefik reads its certificate when it starts (the file provider watches tls.yml only)

@@ -15,13 +15,16 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import exposure
+from labforge import exposure, split
 from labforge.report import Refused
 from labforge.templates import render
 
 
 def settings() -> tuple[list[int], list[str]]:
-    """CVAT's ports and the allowed networks, or a one-line refusal while planning."""
+    """CVAT's ports and the allowed networks, or a one-line refusal while planning. On a split lab's inference host:
+    the Nuclio dashboard's port, for its CVAT host's address alone (its functions' ports answer nobody outside)."""
+    if split.role(host.data) == "inference":
+        return [split.DASHBOARD_PORT], [f"{host.data.get('cvat_address')}/32"]
     try:
         networks = exposure.allowed_networks(host.data.get("cvat_allowed_networks"))
         exposure.dashboard_publish(host.data.get("nuclio_dashboard_publish"))
@@ -35,7 +38,8 @@ def exposure_layer() -> None:
     if not host.data.get("cvat_start"):
         return
     ports, networks = settings()
-    script = files.put(name=f"Firewall script (CVAT {', '.join(map(str, ports))} from {', '.join(networks)})",
+    what = "Nuclio dashboard" if split.role(host.data) == "inference" else "CVAT"
+    script = files.put(name=f"Firewall script ({what} {', '.join(map(str, ports))} from {', '.join(networks)})",
                        src=StringIO(render("labforge-firewall.sh.j2", ports=ports, networks=networks,
                                            chain=exposure.CHAIN, unit=exposure.FIREWALL_UNIT,
                                            rules=exposure.rules(ports, networks))),

@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File
 from pyinfra.operations import files, server
 
-from labforge import gpu, report
+from labforge import compose, gpu, inference, report, split
 from labforge.facts import NuclioFunctions
 from labforge.nuclio_functions import REPO, deploy_commands, extract_command, from_settings, is_current
 from labforge.report import Refused
@@ -31,8 +31,19 @@ def needs_gpu(fn) -> bool | None:
 @deploy("Functions")
 def functions() -> None:
     data = host.data
-    if not data.get("cvat_start"):
+    role = split.role(data)
+    if not data.get("cvat_start") or role == "cvat":  # a split lab's CVAT host: its functions run on its inference host
         return
+    on_inference = role == "inference"
+    env = data.get("nuclio_function_env") or {}
+    network, ready, sources = compose.NETWORK, compose.WAIT_API, data.get("cvat_dir")
+    if on_inference:
+        env = inference.function_env(env)
+        network, ready, sources = inference.NETWORK, f"docker network inspect {inference.NETWORK} >/dev/null", inference.SOURCES
+        if any(not path.startswith("files/") for path in data.get("nuclio_functions") or []) and \
+                not host.get_fact(Directory, path=inference.SOURCES):
+            server.shell(name=f"CVAT's git objects for the functions' sources ({inference.SOURCES}, no checkout)",
+                         commands=[inference.sources_command(data.get("cvat_repo_url"))])
     on_gpu = gpu.enabled()
     awaiting_reboot = on_gpu and report.driver_awaits_reboot()
     deployed = host.get_fact(NuclioFunctions)
@@ -53,9 +64,10 @@ def functions() -> None:
             report.function_state(path, f"{report.WAITS} (NVIDIA driver not loaded yet)")
             continue
         if fn.root and fn.root != data.get("cvat_dir") and not host.get_fact(Directory, path=fn.yaml_dir):
-            server.shell(name=f"{path} from CVAT {fn.source_tag}'s tree (removed from later releases)",
-                         commands=[extract_command(fn, data.get("cvat_dir"))])
+            why = "no CVAT checkout on an inference host" if on_inference and fn.source_tag == data.get("cvat_version") \
+                else "removed from later releases"
+            server.shell(name=f"{path} from CVAT {fn.source_tag}'s tree ({why})", commands=[extract_command(fn, sources)])
         op = server.shell(name=f"Deploy function {path}",
-                          commands=deploy_commands(fn, data.get("cvat_dir"), data.get("nuclio_function_env") or {},
-                                                   reboot_guard=gpu_variant is None))
+                          commands=deploy_commands(fn, data.get("cvat_dir"), env, reboot_guard=gpu_variant is None,
+                                                   network=network, ready=ready))
         report.function_state(path, "deployed, ready", op)

@@ -16,7 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import python, server
 
-from labforge import compat, downloads, pins, platform, report
+from labforge import compat, downloads, pins, platform, report, split
 from labforge.nuctl import NUCTL, STAGED, kept
 from labforge.report import Refused
 
@@ -43,8 +43,10 @@ def pin_and_install(fetched, lock: Path, version: str, arch: str) -> None:
 
 @deploy("Nuclio")
 def nuclio() -> None:
-    p = platform.current()
     data = host.data
+    if split.role(data) == "cvat":  # a split lab's CVAT host: nuctl, the dashboard and the functions are on its inference host
+        return
+    p = platform.current()
     version = compat.nuctl_version(data)  # the row of cvat_version, unless nuctl_version is set
     src = data.get("nuctl_url").format(version=version, arch=p.deb_arch)
     lock = pins.lock_path(data.get("download_lock_file"))

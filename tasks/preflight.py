@@ -4,10 +4,10 @@ another process for longer than apt_lock_timeout."""
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import deploy
 
-from labforge import apt, compat, gpu, platform, report, settings
+from labforge import apt, compat, gpu, platform, report, settings, split
 from labforge.facts import Identity, InitProcess
 from labforge.report import Refused
 
@@ -18,6 +18,10 @@ def preflight() -> None:
     problems = settings.unknown(host.data.dict())  # the hosts file's vars/data and --data, all of them
     if problems:
         raise Refused(f"{problems[0]} (hosts file or --data)")
+    partner = split.partner(host.data)
+    if partner and partner in {h.name for h in state.failed_hosts}:
+        raise Refused(f"its {'inference' if split.role(host.data) == 'cvat' else 'CVAT'} host {partner} could not be reached "
+                      f"(its line above says why); a split lab converges both hosts or neither, so this one is left as it is")
     uid, user = host.get_fact(Identity)
     if uid != "0":
         raise Refused(f"connected as '{user}', not root: add --sudo to the pyinfra command (the user needs "

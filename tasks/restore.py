@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
-from labforge import backups, compat, report
+from labforge import backups, compat, report, split
 from labforge.backups import RESTORE_SCRIPT, BackupProblem
 from labforge.facts import BackupChecksums, Backups, GitTagsAtHead
 from labforge.report import Refused
@@ -19,6 +19,8 @@ from tasks.backups import install_scripts, settings
 
 @deploy("Restore")
 def restore_now() -> None:
+    if split.role(host.data) == "inference":
+        raise Refused("an inference host holds no CVAT data (only functions, rebuilt by a converge): restore its CVAT host")
     directory, _ = settings()
     complete, partial = host.get_fact(Backups, directory=directory)
     tag = compat.release_at_head(host.get_fact(GitTagsAtHead, path=host.data.get("cvat_dir")))

@@ -370,8 +370,9 @@ class Mirror:
 
 
 def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", ssh_user: str = "root",
-               **extra_vars) -> Path:
-    """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror."""
+               placed: dict[str, tuple[str, dict]] | None = None, **extra_vars) -> Path:
+    """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror. `placed`: a host's
+    group and data beyond cvat_host, by name (a split lab's roles: split_lab_placement)."""
     doc = {
         "vars": {
             **mirror.data,
@@ -387,11 +388,21 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
         "cpu_servers": [],
     }
     # a host in its own network namespace has no default route, so CVAT's name is given (users would type it)
-    doc[group] = [{"host": h.address, "name": h.name, "ssh_user": ssh_user, "ssh_port": SSH_PORT,
-                   "ssh_key": str(ssh_key()), "data": {"cvat_host": f"{h.name}.lab"}} for h in hosts]
+    for h in hosts:
+        where, data = (placed or {}).get(h.name, (group, {}))
+        doc[where].append({"host": h.address, "name": h.name, "ssh_user": ssh_user, "ssh_port": SSH_PORT,
+                           "ssh_key": str(ssh_key()), "data": {"cvat_host": f"{h.name}.lab", **data}})
     path.write_text("# labforge test lab hosts (generated)\n" + yaml.safe_dump(doc, sort_keys=False))
     (path.parent / "known_hosts").touch()
     return path
+
+
+def split_lab_placement(cvat: LabHost, inference: LabHost, addresses: dict[str, str],
+                        inference_group: str = "gpu_servers") -> dict[str, tuple[str, dict]]:
+    """A split lab (docs/settings.md, "A split lab"): CVAT on `cvat` (a CPU server), its Nuclio dashboard and
+    functions on `inference`, each reaching the other at its address on the lab network (testlab/lan.LabNetwork)."""
+    return {cvat.name: ("cpu_servers", {"inference_host": inference.name, "lab_address": addresses[cvat.name]}),
+            inference.name: (inference_group, {"lab_role": "inference", "lab_address": addresses[inference.name]})}
 
 
 STATE_FILE = LAB_DIR / "state.json"

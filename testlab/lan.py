@@ -112,3 +112,64 @@ def listening_ports(host: labhosts.LabHost) -> dict[int, str]:
         for port in PUBLISHED.findall(ports):
             found[int(port)] = f"published by container {name}"
     return found
+
+
+NETWORK_PREFIX = "198.51.100"  # TEST-NET-2 (RFC 5737): only inside the namespaces below
+OUTSIDER_ADDRESS = f"{NETWORK_PREFIX}.250"
+
+
+@dataclass
+class LabNetwork:
+    """The network of a split lab: a namespace the lab makes, holding a bridge that every host's end of a veth pair
+    joins (host i is 198.51.100.10+i), and an address of its own (OUTSIDER_ADDRESS): a third machine on that
+    network, which no host is told about. Nothing of it exists outside the hosts' namespaces and this one."""
+
+    hosts: list[labhosts.LabHost]
+    index: int = 0
+
+    @property
+    def namespace(self) -> str:
+        return f"labforge-net{self.index}"
+
+    def address(self, lab_host: labhosts.LabHost) -> str:
+        return f"{NETWORK_PREFIX}.{10 + [h.name for h in self.hosts].index(lab_host.name)}"
+
+    def attach(self) -> LabNetwork:
+        self.detach()
+        _ip("netns", "add", self.namespace)
+        _ip("-n", self.namespace, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.namespace, "addr", "add", f"{OUTSIDER_ADDRESS}/{PREFIX}", "dev", "br0")
+        for dev in ("br0", "lo"):
+            _ip("-n", self.namespace, "link", "set", dev, "up")
+        for lab_host in self.hosts:
+            self.join(lab_host)
+        return self
+
+    def join(self, lab_host: labhosts.LabHost) -> None:
+        """Plug a (booted) host in; again after it booted anew (its end went with its old namespace)."""
+        i = [h.name for h in self.hosts].index(lab_host.name)
+        host_end, net_end = f"lfn{self.index}h{i}", f"lfn{self.index}n{i}"
+        subprocess.run(["ip", "-n", self.namespace, "link", "del", net_end], capture_output=True)
+        leader = labhosts._leader(lab_host.pid)
+        _ip("link", "add", host_end, "type", "veth", "peer", "name", net_end)
+        _ip("link", "set", net_end, "netns", self.namespace)
+        _ip("link", "set", host_end, "netns", str(leader))
+        _ip("-n", self.namespace, "link", "set", net_end, "master", "br0")
+        _ip("-n", self.namespace, "link", "set", net_end, "up")
+        into = ["nsenter", "-t", str(leader), "-n", "ip"]
+        for args in (["addr", "add", f"{self.address(lab_host)}/{PREFIX}", "dev", host_end], ["link", "set", host_end, "up"]):
+            subprocess.run([*into, *args], check=True, capture_output=True)
+
+    def detach(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
+
+    def run(self, *argv: str, timeout: float = 60, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+        """A command on the third machine of the network."""
+        return subprocess.run(["ip", "netns", "exec", self.namespace, *argv], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=cwd)
+
+    def probe(self, address: str, ports: set[int]) -> dict[int, str]:
+        proc = self.run("python3", "-c", PROBE, address, *map(str, sorted(ports)))
+        if proc.returncode:
+            raise RuntimeError(f"probe failed: {proc.stderr}")
+        return {int(port): state for port, state in json.loads(proc.stdout).items()}

@@ -13,7 +13,8 @@ CVAT repo and releases, CVAT's images, Nuclio), one module for each thing they s
   PostgreSQL 15 (packages.debian_postgresql) and cvat_server keeps real rows there and real files in its volumes;
 - nuctl.py: nuctl (nuctl_program.py), which runs one labelled container per function on that engine, publishing
   its port as Nuclio's local platform does;
-- cvat_api.py: CVAT v2.51.0's REST API as labforge.tools.cvat_check uses it.
+- cvat_api.py: CVAT v2.51.0's REST API as labforge.tools.cvat_check uses it (in unit tests, and as the CVAT API
+  wing of the lab's stand-in cvat_server, which calls the functions through the Nuclio dashboard).
 
 The production defaults in group_data/all.py stay the real upstreams; the lab overrides them through the hosts
 file (mirror.build_mirror returns those settings).

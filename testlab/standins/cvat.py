@@ -46,9 +46,11 @@ CVAT_TAGS = {
                            "cvat_opa": "openpolicyagent/opa:1.12.2"}, "init run server nginx", False,
                 {"serverless/pytorch/facebookresearch/sam"}),
 }
-CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False),
-                  "serverless/openvino/dextr": ("openvino-dextr", False),
-                  "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True)}
+# path -> (metadata.name, a GPU variant, metadata.annotations.type): each function.yaml at dfd505e7 (dextr: interactor,
+# yolo-v3-tf: detector, SAM: interactor), the type being what CVAT's function list reports as its kind.
+CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False, "detector"),
+                  "serverless/openvino/dextr": ("openvino-dextr", False, "interactor"),
+                  "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True, "interactor")}
 # The stand-in image of each image name (the images' role, see cvat_image/labforge_standin.py).
 IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefik:v3.6": "traefik",
                "postgres:15-alpine": "db", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
@@ -141,10 +143,11 @@ def build_cvat_repo(bare: Path) -> Path:
         work = Path(tmp)
         git = ["git", "-C", str(work), "-c", "user.name=labforge tests", "-c", "user.email=tests@labforge.invalid"]
         subprocess.run(["git", "init", "-q", str(work)], check=True)
-        for path, (name, has_gpu) in CVAT_FUNCTIONS.items():
+        for path, (name, has_gpu, kind) in CVAT_FUNCTIONS.items():
             fn_dir = work / path / "nuclio"
             fn_dir.mkdir(parents=True)
-            spec = {"metadata": {"name": name, "namespace": "cvat", "annotations": {"name": f"{name} ({STANDIN_MARK})"}},
+            spec = {"metadata": {"name": name, "namespace": "cvat",
+                                 "annotations": {"name": f"{name} ({STANDIN_MARK})", "type": kind}},
                     "spec": {"handler": "main:handler"}}
             (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
             if has_gpu:
@@ -178,11 +181,15 @@ def build_cvat_repo(bare: Path) -> Path:
     return bare
 
 
-def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = ()) -> None:
+INFERENCE_IMAGES = ("quay.io/nuclio/dashboard:1.13.0-amd64", "labforge-standin/function:latest")  # a split lab's inference host
+
+
+def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
     """Build the stand-in images inside the lab host's own Docker Engine, tagged with CVAT v2.51.0's image names:
     the host's Debian root imported as labforge-standin/base, that with Debian's PostgreSQL client or server
     packages (cvat_image/Dockerfile.postgresql, the .debs of packages.debian_postgresql), then cvat_image/Dockerfile
-    once per role on its base. Docker's build cache keeps every step whose inputs did not change."""
+    once per role on its base. Docker's build cache keeps every step whose inputs did not change. `only`: these
+    images alone (INFERENCE_IMAGES for a split lab's inference host)."""
     work = lab_host.root / "var/tmp/labforge-standin"
     shutil.rmtree(work, ignore_errors=True)
     here = Path(__file__).parent / "cvat_image"
@@ -190,6 +197,7 @@ def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = ()) ->
     import yaml  # traefik's stand-in reads the file provider's YAML: the same PyYAML as the control machine (CPython 3.11)
 
     shutil.copytree(Path(yaml.__file__).parent, work / "context/pylib/yaml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(Path(__file__).with_name("cvat_api.py"), work / "context/pylib/cvat_api.py")  # the server's CVAT API wing
     for name, debs in packages.debian_postgresql(base_tarball).items():
         (work / name).mkdir()
         shutil.copyfile(here / "Dockerfile.postgresql", work / name / "Dockerfile")
@@ -197,10 +205,12 @@ def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = ()) ->
             shutil.copyfile(deb, work / name / deb.name)
     shutil.copyfile(base_tarball, work / "base.tar")
     remote = "/var/tmp/labforge-standin"
-    steps = [f"docker build -q -t {image} {remote}/{name} >/dev/null" for name, image in POSTGRESQL_IMAGES.items()]
     roles = dict(IMAGE_ROLES)
     for release in releases:
         roles.update(RELEASE_IMAGE_ROLES[release])
+    roles = {image: role for image, role in roles.items() if not only or image in only}
+    steps = [f"docker build -q -t {image} {remote}/{name} >/dev/null" for name, image in POSTGRESQL_IMAGES.items()
+             if any(role in ROLE_POSTGRESQL and ROLE_POSTGRESQL[role] == name for role in roles.values())]
     for image, role in roles.items():
         base = POSTGRESQL_IMAGES[ROLE_POSTGRESQL[role]] if role in ROLE_POSTGRESQL else BASE_IMAGE
         extra = "".join(f" --build-arg {k}={v}" for k, v in IMAGE_BUILD_ARGS.get(image, {}).items())

@@ -16,6 +16,7 @@ What it reproduces, from nuclio's 1.13.x branch:
   RunOptionsRandomPort, and pkg/dockerclient/shell.go RunContainer (lines 217-226) turns that into
   `--publish '<port>:8080'` or `--publish '8080'`: no host address, so Docker binds 0.0.0.0 (and [::]). (Until
   this round this stand-in published on 127.0.0.1 only, which hid that every function answered the LAN.)
+- metadata.annotations as the YAML sets them (CVAT's functions keep name, type and spec there), reported back;
 - `get functions -o json` (pkg/nuctl/command/get.go renderFunctionConfigWithStatus): one JSON object with
   metadata, spec and status for one function, a list for several, and "No functions found" for none;
 - projects: `get project NAME` fails when it does not exist, `create project NAME` creates it.
@@ -77,6 +78,22 @@ def yaml_memory(path: Path) -> str | None:
     return None
 
 
+def read_annotations(path: Path) -> dict[str, str]:
+    """metadata.annotations' plain `key: value` lines (CVAT's function YAMLs keep name, type, spec... there), which
+    Nuclio reports back as the function's metadata.annotations and CVAT reads (lambda_manager/views.py at dfd505e7)."""
+    found: dict[str, str] = {}
+    inside = False
+    for line in path.read_text().splitlines():
+        if line.startswith("  annotations:"):
+            inside = True
+        elif inside and line.startswith("    ") and ":" in line:
+            key, _, value = line.strip().partition(":")
+            found[key] = value.strip().strip("'\"")
+        elif inside and line.strip() and not line.startswith("    "):
+            break
+    return found
+
+
 def read_spec(path: Path) -> tuple[str, bool]:
     """metadata.name (the key one level under `metadata:`) and whether resources.limits has nvidia.com/gpu > 0."""
     lines = path.read_text().splitlines()
@@ -101,7 +118,8 @@ def deploy(args: list[str]) -> int:
     spec_file = Path(option(args, "--file") or path / "function.yaml")
     name, gpu = read_spec(spec_file)
     labels = {"nuclio.io/platform": "local", "nuclio.io/namespace": namespace, "nuclio.io/function-name": name,
-              "nuclio.io/function-spec": json.dumps({"file": str(spec_file), "gpu": gpu}),
+              "nuclio.io/function-spec": json.dumps({"file": str(spec_file), "gpu": gpu,
+                                                     "annotations": read_annotations(spec_file)}),
               "nuclio.io/project-name": option(args, "--project-name", "default")}
     for item in option(args, "--labels").split(","):
         if "=" in item:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labforge import groupdata
+from labforge import groupdata, hostsfile, split
 from labforge.facts import NvidiaGpuDevices
 
 
@@ -23,12 +23,30 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
-def pins(gpu_role) -> dict:
-    """What the deploy was told: group_data (all + the host's group), then the LAB_HOSTS file's `vars:`."""
+def pins(host, gpu_role) -> dict:
+    """What the deploy was told: group_data (all + the host's group), then the LAB_HOSTS file's `vars:`, then this
+    host's own `data:` there as the loader reads it (a split lab's roles and addresses included), when it is in it."""
     values = groupdata.load("gpu_servers" if gpu_role else "cpu_servers")
     if os.environ.get("LAB_HOSTS"):
         values.update((yaml.safe_load(Path(os.environ["LAB_HOSTS"]).read_text()) or {}).get("vars") or {})
+        target = getattr(host.backend, "hostname", None)
+        for entries in hostsfile.load(os.environ["LAB_HOSTS"]).values():
+            for name, data in entries:
+                if target in (name, data.get("ssh_hostname")):
+                    values.update(data)
     return values
+
+
+@pytest.fixture(scope="module")
+def lab_role(pins) -> str:
+    """"all" (an all-in-one lab), or a split lab's "cvat" or "inference" host (labforge/split.py)."""
+    return split.role(pins)
+
+
+@pytest.fixture(scope="module")
+def cvat_here(lab_role):
+    if lab_role == "inference":
+        pytest.skip("a split lab's inference host: no CVAT here")
 
 
 @pytest.fixture(scope="module")

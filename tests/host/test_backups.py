@@ -11,7 +11,7 @@ from labforge.backups import BACKUP_SCRIPT, LAST_RESULT, RESTORE_SCRIPT, TIMER
 
 
 @pytest.fixture(scope="module")
-def stack_host(pins):
+def stack_host(pins, cvat_here):
     if not pins.get("cvat_start"):
         pytest.skip("cvat_start is off: no backups on this host")
 

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from cryptography import x509
 
-from labforge import compat, compose, exposure, report, tls, upgrades
+from labforge import compat, compose, exposure, inference, report, split, tls, upgrades
 from labforge.compose import compose_args
 from labforge.facts import ComposeServiceStates, CvatSuperusers, NuclioFunctions
 from labforge.nuclio_functions import SLUG_LABEL, from_settings, is_current
@@ -23,7 +23,7 @@ from labforge.paths import in_repo
 
 
 @pytest.fixture(scope="module")
-def cvat_dir(pins) -> str:
+def cvat_dir(pins, cvat_here) -> str:
     return pins["cvat_dir"]
 
 
@@ -39,12 +39,12 @@ def test_override_mounts_share_read_only(host, pins, cvat_dir):
     assert "cvat_share:/home/django/share:ro" in text and f"device: {pins['share_path']}" in text
 
 
-def test_share_is_group_writable_never_world(host, pins):
+def test_share_is_group_writable_never_world(host, pins, cvat_here):
     share = host.file(pins["share_path"])
     assert share.is_directory and share.group == pins["share_group"] and share.mode == 0o2775
 
 
-def test_cvat_host_env_file(host):
+def test_cvat_host_env_file(host, cvat_here):
     assert host.file("/etc/labforge/cvat.env").contains("^CVAT_HOST=.")
 
 
@@ -52,15 +52,15 @@ def test_cvat_host_env_file(host):
 def running(host, pins, cvat_dir):
     """Only where the stack is up (real servers, the Vagrant VM, a lab host converged with cvat_start)."""
     fact = ComposeServiceStates()
-    states = fact.process(host.run(fact.command("cvat", cvat_dir, compose_args())).stdout.splitlines())
+    states = fact.process(host.run(fact.command("cvat", cvat_dir, compose_args(split.local_nuclio(pins)))).stdout.splitlines())
     if not states:
         pytest.skip("CVAT's containers are not running here (docker compose ps has no answer)")
     return states
 
 
-def test_all_cvat_containers_running(running):
+def test_all_cvat_containers_running(running, lab_role):
     assert {s: st for s, st in running.items() if st != "running"} == {}
-    assert {"cvat_server", "cvat_ui", "traefik", "nuclio"} <= set(running)
+    assert {"cvat_server", "cvat_ui", "traefik", *(["nuclio"] if lab_role == "all" else [])} <= set(running)
 
 
 def test_share_mounted_read_only_in_each_service(host, pins, running):
@@ -90,7 +90,7 @@ def test_cvat_server_runs_the_pinned_release(host, pins, running):
     assert image.endswith(f":{pins['cvat_version']}"), image
 
 
-def test_no_upgrade_left_unfinished(host):
+def test_no_upgrade_left_unfinished(host, cvat_here):
     assert not host.file(upgrades.STATE).exists, f"an upgrade did not finish ({upgrades.STATE}): converge again"
 
 
@@ -100,7 +100,16 @@ def test_admin_exists(host, pins, running):
     assert pins["cvat_admin_user"] in (fact.process(host.run(fact.command(manage_py)).stdout.splitlines()) or [])
 
 
-def test_enabled_functions_ready(host, pins, running, gpu_role):
+@pytest.fixture(scope="module")
+def functions_here(host, lab_role):
+    """Where the functions run: an all-in-one host or a split lab's inference host, with its dashboard up."""
+    if lab_role == "cvat":
+        pytest.skip("a split lab's CVAT host: its functions run on its inference host")
+    if host.run("docker inspect -f '{{.State.Running}}' nuclio").stdout.strip() != "true":
+        pytest.skip("no Nuclio dashboard running here (the stack is not up)")
+
+
+def test_enabled_functions_ready(host, pins, functions_here, gpu_role):
     """Every enabled function is current, except a GPU function while the driver awaits its reboot: that one
     must not be deployed at all (Nuclio would start it with `--gpus all` before the driver is loaded)."""
     fact = NuclioFunctions()
@@ -117,9 +126,11 @@ def test_enabled_functions_ready(host, pins, running, gpu_role):
 # --- exposure, from outside -------------------------------------------------------------------------------------
 
 
-def test_nuclio_dashboard_not_published(host, pins, running):
+def test_nuclio_dashboard_not_published(host, pins, running, lab_role):
     """The dashboard has no authentication and holds the Docker socket: not on any host address but, when
-    nuclio_dashboard_publish says so, the host's loopback."""
+    nuclio_dashboard_publish says so, the host's loopback. A split lab's CVAT host runs none."""
+    if lab_role == "cvat":
+        return  # test_a_split_labs_cvat_host_runs_no_nuclio
     bindings = json.loads(host.check_output("docker inspect nuclio"))[0]["HostConfig"].get("PortBindings") or {}
     addresses = {b.get("HostIp") for port in bindings.values() for b in port or []}
     if pins.get("nuclio_dashboard_publish") is None:
@@ -187,3 +198,28 @@ def test_tls_certificate_valid_for_cvat_host_and_not_near_expiry(host, pins, run
     assert tls.covers(cert, cvat_name), cert.extensions
     left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
     assert left > datetime.timedelta(days=14), f"the certificate expires in {left.days} days"
+
+
+# --- a split lab (labforge/split.py) -------------------------------------------------------------------------------
+
+
+def test_a_split_labs_cvat_host_runs_no_nuclio_and_calls_its_inference_host(host, pins, lab_role, running):
+    if lab_role != "cvat":
+        pytest.skip("not a split lab's CVAT host")
+    assert host.run("docker inspect nuclio").rc != 0 and "nuclio" not in running
+    assert host.check_output("docker ps -aq --filter label=nuclio.io/function-name") == ""
+    env = set(host.check_output("docker exec cvat_server env").split())
+    assert {"CVAT_NUCLIO_INVOKE_METHOD=dashboard", f"CVAT_NUCLIO_HOST={pins['inference_address']}"} <= env
+
+
+def test_an_inference_host_runs_its_dashboard_on_the_functions_network_and_no_cvat(host, pins, lab_role, functions_here):
+    if lab_role != "inference":
+        pytest.skip("not a split lab's inference host")
+    dashboard = json.loads(host.check_output("docker inspect nuclio"))[0]
+    assert dashboard["Config"]["Image"] == inference.dashboard_image(compat.stack(pins).dashboard)
+    assert set(dashboard["NetworkSettings"]["Networks"]) == {inference.NETWORK}
+    assert {b["HostPort"] for b in dashboard["HostConfig"]["PortBindings"]["8070/tcp"]} == {"8070"}
+    for name in host.check_output("docker ps -q --filter label=nuclio.io/function-name").split():
+        networks = json.loads(host.check_output(f"docker inspect {name}"))[0]["NetworkSettings"]["Networks"]
+        assert set(networks) == {inference.NETWORK}, name
+    assert not host.file(pins["cvat_dir"]).exists, "a CVAT checkout on an inference host"

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 
-from testlab import labhosts
+from testlab import labhosts, runner
+from testlab.standins import cvat
 from tests.conftest import cannot_run
 
 # apart from a person's ./lab hosts, and from other test runs on the same machine
 TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"
 
 
+# One lab's life on one host (stack_host): these modules run in this order, each from where the one before left it.
+STACK_STORY = ("test_lab_database.py", "test_backup.py", "test_upgrade.py")
+STACK_NAME = "citest-stack"
+STACK_PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-backups"}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
+    # the story's modules in its order, each where the first of them was collected; every other item stays in place
+    story = [item for item in items if item.fspath.basename in STACK_STORY and "tests/lab/" in str(item.fspath)]
+    if story:
+        first = items.index(story[0])
+        rest = [item for item in items if item not in story]
+        story.sort(key=lambda item: STACK_STORY.index(item.fspath.basename))  # stable: file order within a module
+        items[:] = rest[:first] + story + rest[first:]
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +70,21 @@ def boot_host(mirror):
     yield boot
     for lab_host in booted:
         lab_host.destroy()
+
+
+@pytest.fixture(scope="session")
+def stack_host(boot_host, mirror):
+    """A CPU lab host with CVAT's stand-in stack up at v2.51.0 and v2.73.0's images loaded: the one lab whose life
+    test_lab_database, test_backup and test_upgrade follow, in that order (STACK_STORY): its database filled and
+    restarted, then backed up, lost and restored, then upgraded. One host for the three saves two boots, two
+    converges and two image builds (about two minutes of CI)."""
+    lab_host = boot_host(STACK_NAME, "127.0.0.18")
+    files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack-files.yml", group="cpu_servers"))
+    assert files.returncode == 0, files.stderr[-3000:]
+    started = time.monotonic()
+    cvat.load_images(lab_host, labhosts.base_tarball(), releases=("v2.73.0",))
+    print(f"stand-in images built in {time.monotonic() - started:.1f}s")
+    up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack.yml", group="cpu_servers",
+                                           cvat_start=True), env=STACK_PASSWORD)
+    assert up.returncode == 0, up.stderr[-3000:]
+    return lab_host

@@ -14,11 +14,10 @@ import pytest
 
 from labforge.backups import LAST_RESULT
 from testlab import labhosts, runner
-from testlab.standins import cvat
-from tests.lab.conftest import TEST_LAB_DIR
+from tests.lab.conftest import STACK_NAME, STACK_PASSWORD, TEST_LAB_DIR
 
-PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-backups"}
-NAME = "citest-backup.lab"
+PASSWORD = STACK_PASSWORD
+NAME = f"{STACK_NAME}.lab"
 BACKUP_DIR = "/var/backups/labforge"
 
 
@@ -34,11 +33,9 @@ def run(host, mirror, script: str, ok: bool = True, **extra) -> runner.DeployRun
 
 
 @pytest.fixture(scope="module")
-def host(boot_host, mirror):
-    lab_host = boot_host("citest-backup", "127.0.0.18")
-    first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "backup-files.yml", group="cpu_servers"))
-    assert first.returncode == 0, first.stderr[-3000:]
-    cvat.load_images(lab_host, labhosts.base_tarball())
+def host(stack_host, mirror):
+    """The lab's host (tests/lab/conftest.py stack_host), after test_lab_database, converged with this module's settings."""
+    lab_host = stack_host
     converged = run(lab_host, mirror, "deploy.py")
     print(f"converge with the stack: {converged.totals.operations} ops, changed={converged.totals.changed}")
     return lab_host
@@ -195,7 +192,12 @@ def test_a_killed_backup_is_not_listed_and_the_next_one_succeeds(host, mirror, f
 
 def test_a_full_disk_fails_with_one_line_cvat_back_up_and_older_backups_untouched(host, mirror, first_backup):
     small = "/var/backups/small"
-    host.ssh(f"mkdir -p {small} && mount -t tmpfs -o size=160m,mode=700 tmpfs {small}")
+    # room for one backup, then for the database's archive again and 60 MiB: the next backup, with 120 MiB more media,
+    # runs out of space archiving cvat_data (the lab's database holds what earlier stories wrote: its size is measured)
+    sizes = {volume: int(host.ssh(f"du -sb $(docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}) | cut -f1").stdout)
+             for volume in ("cvat_cvat_db", "cvat_cvat_data")}
+    mib = (2 * sizes["cvat_cvat_db"] + sizes["cvat_cvat_data"]) // 2**20 + 60
+    host.ssh(f"mkdir -p {small} && mount -t tmpfs -o size={mib}m,mode=700 tmpfs {small}")
     try:
         good = run(host, mirror, "backup.py", backup_dir=small)
         # the tmpfs is mounted in the host's own mount namespace: look from inside

@@ -18,12 +18,9 @@ import time
 import pytest
 
 from labforge import compose
-from testlab import labhosts, runner
-from testlab.standins import cvat
-from tests.lab.conftest import TEST_LAB_DIR
+from tests.lab.conftest import STACK_NAME
 
-PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-lab"}
-NAME, ADDRESS = "citest-db", "127.0.0.17"
+NAME = STACK_NAME
 API = "http://127.0.0.1:8080/api/labforge-standin"
 ROWS = 100_000
 PSQL = "docker exec cvat_db psql -X -A -t -v ON_ERROR_STOP=1 -U root -d cvat -c "
@@ -33,18 +30,9 @@ MEDIA = "1/raw/frame_000000.jpg"
 
 
 @pytest.fixture(scope="module")
-def host(boot_host, mirror):
-    """A CPU host (no GPU layers) with CVAT's files, the stand-in images loaded, then the stack brought up."""
-    lab_host = boot_host(NAME, ADDRESS)
-    files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "db.yml", group="cpu_servers"))
-    assert files.returncode == 0, files.stderr[-3000:]
-    started = time.monotonic()
-    cvat.load_images(lab_host, labhosts.base_tarball())
-    print(f"stand-in images built in {time.monotonic() - started:.1f}s")
-    up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "db-start.yml", group="cpu_servers",
-                                           cvat_start=True), env=PASSWORD)
-    assert up.returncode == 0, up.stderr[-3000:]
-    return lab_host
+def host(stack_host):
+    """The lab's host (tests/lab/conftest.py stack_host: CVAT's stand-in stack just brought up), first in its story."""
+    return stack_host
 
 
 def api(host, method: str, path: str, body: dict | None = None) -> dict:

@@ -17,11 +17,10 @@ import pytest
 
 from labforge import upgrades
 from testlab import labhosts, runner
-from testlab.standins import cvat
-from tests.lab.conftest import TEST_LAB_DIR
+from tests.lab.conftest import STACK_NAME, TEST_LAB_DIR
 from tests.lab.test_backup import BACKUP_DIR, PASSWORD, complete_backups, started_at, volume_files
 
-NAME = "citest-upgrade.lab"
+NAME = f"{STACK_NAME}.lab"
 OLD, NEW = "v2.51.0", "v2.73.0"
 FUNCTIONS = {"openvino-omz-public-yolo-v3-tf", "openvino-dextr"}
 TAKEN: dict[str, str] = {}  # what earlier tests of this module took (the lab's story runs in order)
@@ -40,13 +39,11 @@ def converge(host, mirror, version: str, ok: bool = True, **extra) -> runner.Dep
 
 
 @pytest.fixture(scope="module")
-def host(boot_host, mirror):
-    lab_host = boot_host("citest-upgrade", "127.0.0.50")
-    first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "upgrade-files.yml", group="cpu_servers"))
-    assert first.returncode == 0, first.stderr[-3000:]
-    cvat.load_images(lab_host, labhosts.base_tarball(), releases=(NEW,))
-    converge(lab_host, mirror, OLD)
-    return lab_host
+def host(stack_host, mirror):
+    """The lab's host (tests/lab/conftest.py stack_host: v2.73.0's images loaded too), after test_backup, converged
+    at v2.51.0 with this module's settings."""
+    converge(stack_host, mirror, OLD)
+    return stack_host
 
 
 def api(host, method: str, path: str, body: dict | None = None) -> dict | list:

@@ -93,3 +93,16 @@ def test_inputs_digest_changes_with_any_input():
     assert base == compose.inputs_digest("v2.51.0", "override", "CVAT_HOST=a\n")
     assert base != compose.inputs_digest("v2.51.0", "override", "CVAT_HOST=b\n")
     assert base != compose.inputs_digest("v2.52.0", "override", "CVAT_HOST=a\n")
+
+
+def test_a_split_labs_cvat_host_gets_nuclio_settings_and_no_local_dashboard():
+    env = compose.nuclio_environment("192.0.2.20")
+    assert env["CVAT_NUCLIO_HOST"] == "192.0.2.20" and env["CVAT_NUCLIO_INVOKE_METHOD"] == "dashboard"
+    text = compose.render_override(["cvat_worker_import"], "/srv/share", [8080], nuclio_env=env)
+    doc = yaml.safe_load(text.replace("!reset", "").replace("!override", ""))
+    assert "nuclio" not in doc["services"]
+    for caller in compose.NUCLIO_CALLERS:
+        assert doc["services"][caller]["environment"] == env, caller
+    assert "environment" not in doc["services"]["cvat_worker_import"]
+    assert compose.SERVERLESS_COMPOSE not in compose.compose_args(serverless=False)
+    assert compose.SERVERLESS_COMPOSE in compose.compose_args()

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from labforge import compose, exposure
+from labforge import compose, exposure, inference
 from testlab.standins import cvat, packages
 
 SHARE = ["cvat_server", "cvat_worker_import"]
@@ -119,3 +119,32 @@ def test_tls_moves_cvat_to_443_with_80_redirecting_and_mounts_the_certificate(tm
         assert labels[f"traefik.http.routers.{router}.entrypoints"] == "websecure"
         assert labels[f"traefik.http.routers.{router}.tls"] == "true"
         assert labels[f"traefik.http.routers.{router}.rule"].startswith("Host(`lab.example`)")
+
+
+def test_a_split_labs_cvat_host_runs_no_dashboard_and_its_callers_reach_the_inference_host(tmp_path, compose_bin):
+    """The merged stack of a split lab's CVAT host: CVAT's own file and our override, without the serverless file."""
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(cvat.cvat_compose()))
+    env = compose.nuclio_environment("192.0.2.20")
+    (tmp_path / compose.OVERRIDE).write_text(compose.render_override(SHARE, "/mnt/share", [8080], nuclio_env=env))
+    proc = subprocess.run([str(compose_bin), "-f", "docker-compose.yml", "-f", compose.OVERRIDE, "config", "--format", "yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "CVAT_HOST": "lab.example"})
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert "nuclio" not in services
+    for caller in compose.NUCLIO_CALLERS:
+        assert {key: services[caller]["environment"][key] for key in env} == env
+        assert services[caller]["environment"]["CVAT_POSTGRES_HOST"] == "cvat_db"  # CVAT's own environment is kept
+    assert published(services["traefik"]) == [("", "8080")]
+
+
+def test_the_inference_hosts_dashboard_compose_file(tmp_path, compose_bin):
+    (tmp_path / "docker-compose.yml").write_text(inference.render_compose(inference.dashboard_image("1.13.0"), 8070))
+    proc = subprocess.run([str(compose_bin), "-f", "docker-compose.yml", "config", "--format", "yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    doc = yaml.safe_load(proc.stdout)
+    dashboard = doc["services"]["nuclio"]
+    assert dashboard["image"] == cvat.serverless_compose("1.13.0")["services"]["nuclio"]["image"]  # CVAT's image name
+    assert published(dashboard) == [("", "8070")]
+    assert [v["source"] for v in dashboard["volumes"]] == ["/var/run/docker.sock"]
+    assert (doc["name"], doc["networks"]["nuclio"]["name"]) == (inference.PROJECT, inference.NETWORK)

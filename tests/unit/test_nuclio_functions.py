@@ -1,10 +1,23 @@
 """Function sources, their labels and hashes, and the skip/redeploy decision."""
 
+import dataclasses
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from labforge.nuclio_functions import HASH_LABEL, SLUG_LABEL, deploy_commands, extract_command, is_current, source
+from labforge import inference
+from labforge.compose import WAIT_API
+from labforge.nuclio_functions import (
+    HASH_LABEL,
+    SLUG_LABEL,
+    deploy_commands,
+    extract_command,
+    from_settings,
+    is_current,
+    source,
+)
 
 CVAT = "/opt/cvat"
 
@@ -150,3 +163,46 @@ def test_the_older_tree_is_extracted_from_the_checkouts_git_objects_under_a_temp
     assert f"git -C {CVAT} fetch --quiet --depth 1 origin tag v2.51.0" in command
     assert f"git -C {CVAT} archive v2.51.0 serverless/openvino/base serverless/openvino/dextr" in command
     assert command.endswith(f"mv {fn.root}.partial {fn.root}")
+
+
+def test_an_inference_host_builds_cvat_functions_from_their_tags_tree_with_the_same_source_hash():
+    """No checkout on a split lab's inference host: the tag's tree is extracted (like an older tag's) and the function
+    joins the inference host's network, after that network exists instead of after CVAT's API answers."""
+    data = {"cvat_dir": CVAT, "cvat_version": "v2.51.0", "lab_role": "inference", "nuclio_function_memory_limit":
+            {"serverless/openvino/dextr": "2Gi"}, "cvat_stack_compat": {"v2.51.0": {"nuclio_dashboard": "1.13.0", "docker_api": "1.42",
+                                                                                    "nuctl": "1.13.23"}}}
+    on_inference = from_settings("serverless/openvino/dextr", data, False)
+    all_in_one = from_settings("serverless/openvino/dextr", {**data, "lab_role": "all"}, False)
+    root = "/opt/labforge/functions/cvat-v2.51.0"
+    assert (on_inference.root, on_inference.source_tag) == (root, "v2.51.0")
+    assert all_in_one.root == CVAT and on_inference.digest == all_in_one.digest
+    commands = " ".join(deploy_commands(on_inference, CVAT, {}, network=inference.NETWORK, ready="true"))
+    assert '{"attributes": {"network": "labforge_nuclio"}}' in commands and "cvat_cvat" not in commands
+    assert f"--path {root}/serverless/openvino/dextr/nuclio" in commands and WAIT_API not in commands
+    assert inference.function_env({"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk", "CVAT_FUNCTIONS_REDIS_PORT": "6666",
+                                   "OTHER": "1"}) == {"OTHER": "1"}
+
+
+def test_a_function_tree_comes_out_of_a_bare_repository_with_no_checkout(tmp_path):
+    """The inference host's sources, for real: a bare repository whose origin is CVAT's repo, the tag fetched into
+    it, the tree archived out under a temporary name."""
+    origin = tmp_path / "cvat"
+    (origin / "serverless/openvino/dextr/nuclio").mkdir(parents=True)
+    (origin / "serverless/openvino/base").mkdir(parents=True)
+    (origin / "serverless/openvino/dextr/nuclio/function.yaml").write_text("metadata: {name: openvino-dextr}\n")
+    (origin / "serverless/openvino/base/Dockerfile").write_text("FROM scratch\n")
+    (origin / "docker-compose.yml").write_text("services: {}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    subprocess.run([*git, "tag", "v2.51.0"], check=True)
+    bare = tmp_path / "cvat-sources.git"
+    fn = source("serverless/openvino/dextr", "", "v2.51.0", False, None, "1.13.23", {})
+    root = tmp_path / "functions/cvat-v2.51.0"
+    fn = dataclasses.replace(fn, root=str(root), yaml_dir=f"{root}/{fn.path}/nuclio")
+    make = inference.sources_command(f"file://{origin}").replace(inference.SOURCES, str(bare))
+    subprocess.run(["sh", "-c", f"{make} && mkdir -p {tmp_path / 'functions'} && {extract_command(fn, str(bare))}"], check=True)
+    assert (Path(fn.yaml_dir) / "function.yaml").read_text() == "metadata: {name: openvino-dextr}\n"
+    assert (root / "serverless/openvino/base/Dockerfile").exists() and not (root / "docker-compose.yml").exists()
+    assert not (bare / "docker-compose.yml").exists() and not (root.parent / "cvat-v2.51.0.partial").exists()

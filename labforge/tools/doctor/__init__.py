@@ -16,7 +16,9 @@ for entries with ssh_password):
   least --min-free-gib;
 - the upstreams (or mirrors) the deploy would download from answer, timed from the HOST with curl:
   Docker's key under docker_repo_url, nuctl_url, and on GPU hosts the toolkit key under
-  nvidia_container_toolkit_repo_url and the cuda-keyring package under cuda_repo_url.
+  nvidia_container_toolkit_repo_url and the cuda-keyring package under cuda_repo_url;
+- a split lab's CVAT host reaches its inference host's Nuclio dashboard (port 8070), from the CVAT host: no answer
+  fails, a refused connection only warns (the inference host's first converge starts the dashboard).
 
 Variables are merged the way the deploy sees them: group_data/all.py, the group's file, the hosts
 file's `vars:`, the host's `data:`. Slow upstreams only warn; everything else fails.
@@ -32,19 +34,30 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from labforge import split
 from labforge.hostsfile import HostsFileError, resolve
 from labforge.tools.doctor.checks import (
     Report,
     check_backup,
+    check_dashboard,
     check_disk,
     check_distro,
     check_gpu,
     check_sudo,
     check_upstreams,
+    dashboard_address,
     parse_os_release,
     upstream_urls,
 )
-from labforge.tools.doctor.probes import CURL_MAX_TIME, parse_probe, parse_timings, probe_script, timing_script
+from labforge.tools.doctor.probes import (
+    CURL_MAX_TIME,
+    parse_probe,
+    parse_reach,
+    parse_timings,
+    probe_script,
+    reach_script,
+    timing_script,
+)
 from labforge.tools.doctor.remote import Target, _last_line, run_remote, targets
 
 DEFAULT_MIN_FREE_GIB = 40.0
@@ -102,6 +115,12 @@ def check_host(target: Target, settings: Settings) -> Report:
     report.warnings += warnings
     if fact:
         report.facts.append(fact)
+    if split.role(target.data) == "cvat":  # a split lab: CVAT calls its inference host's dashboard
+        address, port = dashboard_address(target.data)
+        answer = run_remote(target, reach_script(address, port), settings.connect_timeout, timeout=settings.connect_timeout + 20)
+        verdict, text = check_dashboard(parse_reach(answer.stdout), str(target.data.get("inference_host")),
+                                        f"http://{address}:{port}")
+        {"ok": report.facts, "warn": report.warnings, "fail": report.failures}[verdict].append(text)
     return report
 
 

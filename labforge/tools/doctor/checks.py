@@ -135,6 +135,28 @@ class Timing:
     error: str = ""
 
 
+def dashboard_address(data: dict[str, Any]) -> tuple[str, int]:
+    """What a split lab's CVAT host calls: its inference host's Nuclio dashboard (labforge/split.py)."""
+    return str(data.get("inference_address")), 8070
+
+
+def check_dashboard(reach: str, inference_host: str, where: str) -> tuple[str, str]:
+    """("ok" | "warn" | "fail", line) for the CVAT host's reach to its inference host's dashboard (probes.reach_script's
+    answer). A refused connection means the host is there and nothing listens yet (its first converge starts the
+    dashboard); no answer, or no route, means this host cannot get there, or a firewall drops its address."""
+    state, _, detail = reach.partition(" ")
+    if state == "open" and detail == "200":
+        return "ok", f"reaches {inference_host}'s Nuclio dashboard ({where})"
+    if state == "open":
+        return "warn", f"{inference_host}'s Nuclio dashboard at {where} answered HTTP {detail or '?'}"
+    if state == "error" and "connection refused" in detail.lower():
+        return "warn", (f"nothing answers at {where} yet: {inference_host}'s first converge starts its Nuclio dashboard "
+                        "(after one, check `docker ps` there)")
+    why = "no answer within 5 s" if state == "timeout" else (detail.strip() or "no answer from the host")
+    return "fail", (f"cannot reach {inference_host}'s Nuclio dashboard at {where} ({why}): this host needs a route to it, "
+                    f"and {inference_host} must let this host's address in")
+
+
 def check_upstreams(timings: list[Timing], slow_seconds: float) -> tuple[list[str], list[str], str | None]:
     """(failures, warnings, fact): unreachable or non-2xx fail; slower than slow_seconds warns."""
     failures, warnings = [], []

@@ -96,3 +96,22 @@ def parse_timings(output: str, urls: list[tuple[str, str]]) -> list[Timing]:
     return [found.get(i, Timing(label, url, 1, "000", None, "no answer from the host")) for i, (label, url) in enumerate(urls)]
 
 
+
+
+def reach_script(address: str, port: int) -> str:
+    """Connect from the host to address:port with bash's /dev/tcp, whose error names the errno (curl's says "Couldn't
+    connect" for a refusal and a missing route alike), then ask for /api/functions over HTTP. One `@@reach` line:
+    `open <http code>`, `timeout`, or `error <bash's message>`."""
+    connect = shlex.quote(f"exec 3<>/dev/tcp/{address}/{port}")
+    url = shlex.quote(f"http://{address}:{port}/api/functions")
+    return "\n".join([
+        "LC_ALL=C; export LC_ALL",
+        f"out=$(timeout 5 bash -c {connect} 2>&1); rc=$?",
+        f'if [ $rc = 0 ]; then echo "@@reach open $(curl -s -o /dev/null --max-time 5 -w %{{http_code}} {url})"; '
+        'elif [ $rc = 124 ]; then echo "@@reach timeout"; else echo "@@reach error $(echo "$out" | tail -n 1)"; fi',
+        "",
+    ])
+
+
+def parse_reach(output: str) -> str:
+    return next((line[len("@@reach "):].strip() for line in output.splitlines() if line.startswith("@@reach ")), "error")

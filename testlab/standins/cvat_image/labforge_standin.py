@@ -43,8 +43,13 @@ and files in CVAT's volumes. The rest is stand-in.
   defaults to "nuclio" in cvat/settings/production.py, the rest in cvat/settings/base.py 345-355) and invoked with
   CVAT_NUCLIO_INVOKE_METHOD `direct` (the default outside Kubernetes): POST http://host.docker.internal:<the
   function's status.httpPort> (`_invoke_directly`), or `dashboard`: POST /api/function_invocations with
-  x-nuclio-function-name and x-nuclio-path (`_invoke_via_dashboard`). No login is asked for (CVAT asks for one):
-  the lab's tests are about which addresses reach what, not CVAT's permissions. `run worker ...` idles.
+  x-nuclio-function-name and x-nuclio-path (`_invoke_via_dashboard`). No login is asked for there (CVAT asks for
+  one): those endpoints are for the lab's tests of which addresses reach what. A request that accepts only
+  application/vnd.cvat+json, as CVAT's clients send (labforge.tools.cvat_check), gets the part of CVAT's REST API
+  that cvat_check uses instead (testlab/standins/cvat_api.py, copied into the image): a login checked against the
+  admin labforge created (manage.py createsuperuser), tasks with uploaded frames, and the lambda API over the same
+  dashboard, each function's kind and name from its metadata.annotations (LambdaFunction.__init__ at dfd505e7), an
+  interactor called with the frame and the clicks (image, pos_points, neg_points, obj_bbox). `run worker ...` idles.
 - ui (cvat/ui): a page on :8000.
 - traefik (traefik): routes by the Docker labels of running containers, as Traefik's Docker provider does
   (it reads them through the mounted /var/run/docker.sock): `traefik.enable`, `traefik.http.routers.<r>.rule`
@@ -66,7 +71,7 @@ and files in CVAT's volumes. The rest is stand-in.
   address on its network (the local platform's InternalInvocationURLs: container IP:8080, pkg/platform/local/
   platform.go populateFunctionInvocationStatus).
 - function (Nuclio functions, run by the stand-in nuctl or dashboard): answers POSTs on :8080 with
-  {"function": <its name>, "received": <bytes>}.
+  {"function": <its name>, "received": <bytes>}, plus "points" (the clicks) for an interactor's payload.
 - sleeper (everything else: Redis, kvrocks, OPA, analytics): idles until stopped.
 
 Every role but db exits 0 on SIGTERM, as a container's main process should for `docker stop`; db is PostgreSQL
@@ -428,7 +433,27 @@ STANDIN_API = "/api/labforge-standin"
 
 
 class Server(Quiet):
+    api_url = ""  # the CVAT API wing (cvat_api.CvatStandin in this process), set by main()
+
+    def relay_to_cvat_api(self) -> bool:
+        """CVAT's clients accept application/vnd.cvat+json only: they get the CVAT API wing."""
+        if self.headers.get("Accept") != "application/vnd.cvat+json" or not self.api_url:
+            return False
+        host, port = self.api_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization", "content-type")}
+        conn.request(self.command, self.path, body=self.body() or None, headers=headers)
+        reply = conn.getresponse()
+        self.answer(reply.status, reply.read(), reply.getheader("Content-Type") or "application/json")
+        return True
+
+    def do_DELETE(self):
+        if not self.relay_to_cvat_api():
+            self.answer(404, b'{"detail": "Not found."}')
+
     def do_GET(self):
+        if self.relay_to_cvat_api():
+            return
         path = self.path.split("?")[0].rstrip("/")
         if path == "/api/server/about":
             about = {"name": "Computer Vision Annotation Tool", "description": MARK,
@@ -485,6 +510,8 @@ class Server(Quiet):
         self.answer(201 if method == "POST" else 200, json.dumps(found).encode())
 
     def do_POST(self):
+        if self.relay_to_cvat_api():
+            return
         path = self.path.split("?")[0].rstrip("/")
         payload = self.body()
         if path.startswith(STANDIN_API + "/"):
@@ -504,6 +531,55 @@ class Server(Quiet):
             self.answer(503, json.dumps({"detail": f"function {name} unreachable: {exc}"}).encode())
             return
         self.answer(code, answer)
+
+
+class LambdaFunctions:
+    """CVAT's functions for the CVAT API wing, as the lambda manager builds them: listed through the dashboard at each
+    request, each with its kind and name from metadata.annotations, called through invoke()."""
+
+    def __init__(self) -> None:
+        self.api = None  # the CvatStandin whose tasks hold the frames
+
+    def items(self) -> list[tuple[str, tuple[dict, object]]]:
+        return [(name, self.entry(f)) for name, f in dashboard_functions().items()]
+
+    def __getitem__(self, name: str) -> tuple[dict, object]:
+        return self.entry(dashboard_functions()[name])
+
+    def entry(self, function: dict) -> tuple[dict, object]:
+        notes = function["metadata"].get("annotations") or {}
+        fields = {"kind": notes.get("type", "unknown"), "name": notes.get("name", function["metadata"]["name"]),
+                  "description": "", "labels_v2": []}
+
+        def call(data: dict) -> object:
+            _, frame = self.api.tasks[data["task"]]["frames"][data["frame"]]
+            payload = {"image": base64.b64encode(frame).decode(),
+                       **{key: data[key] for key in ("pos_points", "neg_points", "obj_bbox") if key in data}}
+            code, answer = invoke(function, json.dumps(payload).encode())
+            if code != 200:
+                raise OSError(f"function {function['metadata']['name']} answered {code}")
+            return json.loads(answer)
+
+        return fields, call
+
+
+def admin_login(user: str, password: str) -> bool:
+    """Whether (user, password) is a superuser manage.py createsuperuser made (the stand-in django store)."""
+    sys.path.insert(0, "/opt/labforge-standin")
+    from django.contrib.auth import STORE  # the stand-in package: users kept with a sha256 of their password
+
+    rows = json.loads(STORE.read_text()) if STORE.exists() else []
+    digest = hashlib.sha256((password or "").encode()).hexdigest()
+    return any(r["username"] == user and r["password_sha256"] == digest and r.get("is_superuser") for r in rows)
+
+
+def cvat_api_wing() -> str:
+    sys.path.insert(0, "/opt/labforge-standin/pylib")
+    import cvat_api  # testlab/standins/cvat_api.py
+
+    functions = LambdaFunctions()
+    functions.api = cvat_api.CvatStandin("", functions, login=admin_login)
+    return functions.api.url
 
 
 NUCLIO_HEADERS = {"x-nuclio-project-name": "cvat", "x-nuclio-function-namespace": "nuclio",
@@ -536,9 +612,16 @@ class Ui(Quiet):
 
 class Function(Quiet):
     def do_POST(self):
-        received = len(self.body())
+        body = self.body()
         name = os.environ.get("LABFORGE_STANDIN_FUNCTION", "")
-        self.answer(200, json.dumps({"function": name, "received": received}).encode())
+        answer = {"function": name, "received": len(body)}
+        try:
+            clicks = json.loads(body or b"{}").get("pos_points")
+        except (ValueError, AttributeError):
+            clicks = None
+        if clicks:  # an interactor's payload (CVAT's LambdaFunction.invoke): the clicks back as a polygon
+            answer["points"] = clicks
+        self.answer(200, json.dumps(answer).encode())
 
 
 class DockerSocket(http.client.HTTPConnection):
@@ -703,8 +786,9 @@ def function_containers(project: str | None = None) -> dict:
             continue
         ports = [p.get("PublicPort") for p in c.get("Ports") or [] if p.get("PrivatePort") == 8080 and p.get("PublicPort")]
         name = labels["nuclio.io/function-name"]
+        spec = json.loads(labels.get("nuclio.io/function-spec") or "{}")
         found[name] = {"metadata": {"name": name, "namespace": labels.get("nuclio.io/namespace", "nuclio"),
-                                    "labels": labels, "annotations": {}},
+                                    "labels": labels, "annotations": spec.get("annotations") or {}},
                        "spec": {}, "status": {"state": "ready" if c.get("State") == "running" else "error",
                                               "httpPort": ports[0] if ports else 0},
                        "_networks": {n: v.get("IPAddress") for n, v in ((c.get("NetworkSettings") or {}).get("Networks") or {}).items()}}
@@ -773,6 +857,7 @@ def main() -> None:
     if role == "server" and args[:1] == ["init"] and "server" in args:  # `init run server` (v2.73.0: `... nginx`)
         ensure_secret_key()
         Schema.init()
+        Server.api_url = cvat_api_wing()
         serve(8080, Server)
     elif role == "db":
         postgres(args[1:] if args[:1] == ["postgres"] else args)

@@ -1,5 +1,9 @@
 """`./lab doctor`'s pure parts: os-release parsing, the checks, the probe parsers, the line format, the merge."""
 
+import http.server
+import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -234,3 +238,41 @@ def test_the_last_backup_is_reported():
     assert not failed and "FAILED" in text and "cvat-20261202T020000Z" in text
     probe = probes.parse_probe("@@user root\n@@backup " + ok + "\n@@end\n")
     assert checks.check_backup(probe["backup"])[1].startswith("last backup cvat-20261201T020000Z")
+
+
+def test_a_split_labs_reach_to_the_dashboard_from_real_sockets():
+    """probes.reach_script run here, against a listening HTTP server and a closed port on loopback (no route and a
+    dropping firewall: tests/lab/test_split_lab.py, with the inference host stopped)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Functions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]  # bound, never listening: connections are refused
+    try:
+        answers = {name: probes.parse_reach(subprocess.run(["sh", "-c", probes.reach_script(address, port)],
+                                                           capture_output=True, text=True, timeout=30).stdout)
+                   for name, (address, port) in {"up": ("127.0.0.1", server.server_address[1]),
+                                                 "closed": ("127.0.0.1", closed_port)}.items()}
+    finally:
+        server.shutdown()
+        closed.close()
+    assert answers["up"] == "open 200"
+    assert checks.check_dashboard(answers["up"], "gpu1", "http://a:8070") == ("ok", "reaches gpu1's Nuclio dashboard (http://a:8070)")
+    verdict, line = checks.check_dashboard(answers["closed"], "gpu1", "http://a:8070")
+    assert verdict == "warn" and line.startswith("nothing answers at http://a:8070 yet: gpu1's first converge"), answers
+    for answer, why in (("timeout", "no answer within 5 s"), ("error bash: connect: No route to host", "bash: connect: No route to host")):
+        assert checks.check_dashboard(answer, "gpu1", "http://a:8070") == (
+            "fail", f"cannot reach gpu1's Nuclio dashboard at http://a:8070 ({why}): this host needs a route to it, and gpu1 "
+                    "must let this host's address in")
+    assert checks.dashboard_address({"inference_address": "192.0.2.20"}) == ("192.0.2.20", 8070)
+
+
+class Functions(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/functions" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
