@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from labforge import split
 from labforge.templates import render
 
 SERVERLESS_COMPOSE = "components/serverless/docker-compose.serverless.yml"
@@ -38,7 +39,7 @@ def compose_args(serverless: bool = True) -> str:
     return f"--env-file {ENV_FILE} " + " ".join(f"-f {f}" for f in files_)
 
 
-def nuclio_environment(inference_address: str, port: int = 8070) -> dict[str, str]:
+def nuclio_environment(inference_address: str, port: int = split.DASHBOARD_PORT) -> dict[str, str]:
     """What the Nuclio callers of a split lab's CVAT host get: CVAT's Nuclio settings (cvat/settings/base.py 345-357
     at dfd505e7, 408-420 at 7972cb4f2) pointed at the inference host's dashboard, and invocations through it:
     `direct` ignores CVAT_NUCLIO_HOST and calls http://host.docker.internal:<port> (views.py 141-154 at dfd505e7),

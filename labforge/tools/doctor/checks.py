@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from labforge import compat
+from labforge import compat, split
 from labforge.platform import Platform, UnsupportedHost, detect
 
 GIB = 1024**3
@@ -137,7 +137,7 @@ class Timing:
 
 def dashboard_address(data: dict[str, Any]) -> tuple[str, int]:
     """What a split lab's CVAT host calls: its inference host's Nuclio dashboard (labforge/split.py)."""
-    return str(data.get("inference_address")), 8070
+    return str(data.get("inference_address")), split.DASHBOARD_PORT
 
 
 def check_dashboard(reach: str, inference_host: str, where: str) -> tuple[str, str]:
