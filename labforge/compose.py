@@ -29,6 +29,13 @@ SHARE_VOLUME = f"{PROJECT}_{SHARE_VOLUME_KEY}"
 # RQ queue "annotation", run by cvat_worker_annotation alone, runs auto-annotation jobs: docker-compose.yml at
 # dfd505e7 and 7972cb4f2), the two the serverless file gives extra_hosts (host.docker.internal).
 NUCLIO_CALLERS = ("cvat_server", "cvat_worker_annotation")
+# labforge's Nuclio guard (labforge/nuclio_guard.py): the only way CVAT reaches a dashboard. On an all-in-one host
+# the dashboard's only network is GUARDED_NETWORK_KEY, shared with the guard alone, so no other container (a
+# function's included) reaches it; the guard answers CVAT on CVAT's network.
+GUARD_SERVICE = "nuclio_guard"
+GUARD_SCRIPT = "/usr/local/lib/labforge/nuclio_guard.py"
+GUARDED_NETWORK_KEY = "nuclio_guarded"
+GUARD_IMAGE_VARIABLE = "LABFORGE_NUCLIO_GUARD_IMAGE"  # the upgrade script's rollback sets it to the old release's image
 
 
 def compose_args(serverless: bool = True) -> str:
@@ -39,14 +46,22 @@ def compose_args(serverless: bool = True) -> str:
     return f"--env-file {ENV_FILE} " + " ".join(f"-f {f}" for f in files_)
 
 
-def nuclio_environment(inference_address: str, port: int = split.DASHBOARD_PORT) -> dict[str, str]:
-    """What the Nuclio callers of a split lab's CVAT host get: CVAT's Nuclio settings (cvat/settings/base.py 345-357
-    at dfd505e7, 408-420 at 7972cb4f2) pointed at the inference host's dashboard, and invocations through it:
-    `direct` ignores CVAT_NUCLIO_HOST and calls http://host.docker.internal:<port> (views.py 141-154 at dfd505e7),
-    which is the CVAT host itself. CVAT_SERVERLESS comes from the serverless file on an all-in-one host."""
-    return {"CVAT_SERVERLESS": "1", "CVAT_NUCLIO_SCHEME": "http", "CVAT_NUCLIO_HOST": inference_address,
-            "CVAT_NUCLIO_PORT": str(port), "CVAT_NUCLIO_INVOKE_METHOD": "dashboard",
+def nuclio_environment(inference_address: str | None = None) -> dict[str, str]:
+    """What CVAT's Nuclio callers get: CVAT's Nuclio settings (cvat/settings/base.py 345-357 at dfd505e7, 408-420 at
+    7972cb4f2) pointed at the guard, which alone reaches the dashboard. On a split lab's CVAT host (the guard then
+    forwards to `inference_address`) invocations go through the dashboard too: `direct` ignores CVAT_NUCLIO_HOST and
+    calls http://host.docker.internal:<port> (views.py 141-154 at dfd505e7), which is the CVAT host itself.
+    CVAT_SERVERLESS comes from the serverless file on an all-in-one host."""
+    guard = {"CVAT_NUCLIO_HOST": GUARD_SERVICE, "CVAT_NUCLIO_PORT": str(split.DASHBOARD_PORT)}
+    if inference_address is None:
+        return guard
+    return {"CVAT_SERVERLESS": "1", "CVAT_NUCLIO_SCHEME": "http", **guard, "CVAT_NUCLIO_INVOKE_METHOD": "dashboard",
             "CVAT_NUCLIO_FUNCTION_NAMESPACE": "nuclio"}
+
+
+def guard_upstream(inference_address: str | None = None) -> str:
+    """Where the guard forwards: the local dashboard on the guarded network, or a split lab's inference host."""
+    return f"{inference_address or 'nuclio'}:{split.DASHBOARD_PORT}"
 
 
 def compose_services(text: str) -> list[str]:
@@ -64,19 +79,25 @@ def share_services(wanted: list[str], compose_text: str | None) -> list[str]:
 
 
 def render_override(services: list[str], share_path: str, cvat_ports: list[int], dashboard_publish: str | None = None,
-                    tls: bool = False, nuclio_env: dict[str, str] | None = None) -> str:
+                    tls: bool = False, inference_address: str | None = None, release: str = "v2.51.0") -> str:
     """The override: the share in `services`, what traefik and the Nuclio dashboard publish (CVAT's files publish
     traefik's 8080 and 8090 and the dashboard's 8070 on every interface: replaced with `!override`/`!reset`,
-    Compose's merge tags, in Compose 2.40.3's compose-go v2.9.1 loader/reset.go), and with TLS traefik's
-    entrypoints and certificate as CVAT's docker-compose.https.yml and custom_certificates.md set them (dfd505e7)."""
+    Compose's merge tags, in Compose 2.40.3's compose-go v2.9.1 loader/reset.go), with TLS traefik's entrypoints and
+    certificate as CVAT's docker-compose.https.yml and custom_certificates.md set them (dfd505e7), and the Nuclio
+    guard between CVAT and the dashboard (run from CVAT's server image of `release`). With `inference_address` (a
+    split lab's CVAT host) there is no local dashboard and the guard forwards there."""
     if not services:
         raise ValueError("no CVAT service to mount the share into")
-    entries = list(services) + [s for s in NUCLIO_CALLERS if nuclio_env and s not in services]
+    entries = list(services) + [s for s in NUCLIO_CALLERS if s not in services]
     if tls and "cvat_server" not in entries:  # its router labels
         entries.append("cvat_server")
     return render(OVERRIDE + ".j2", services=services, entries=entries, share_path=share_path, volume=SHARE_VOLUME_KEY,
                   cvat_ports=cvat_ports, dashboard_publish=dashboard_publish, tls=tls, tls_dir=TLS_DIR,
-                  nuclio_env=nuclio_env, nuclio_callers=NUCLIO_CALLERS)
+                  nuclio_env=nuclio_environment(inference_address), nuclio_callers=NUCLIO_CALLERS,
+                  local_dashboard=inference_address is None, guard=GUARD_SERVICE, guard_script=GUARD_SCRIPT,
+                  guard_image=f"${{{GUARD_IMAGE_VARIABLE}:-cvat/server:{release}}}",
+                  guard_upstream=guard_upstream(inference_address), guarded_network=GUARDED_NETWORK_KEY,
+                  split=inference_address is not None)
 
 
 def dashboard_version(serverless_text: str) -> str | None:

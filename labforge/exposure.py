@@ -9,17 +9,35 @@ forwarded from outside into any Docker network are dropped, except to CVAT's por
 Everything that does not come from outside is left alone: replies, containers talking to each other or to the
 internet (their traffic enters from a Docker bridge), and CVAT calling its functions at host.docker.internal:<port>
 (a container on the same bridge as the function reaches the published port through docker-proxy, not FORWARD).
+
+Three more ways in are closed here (docs/security.md):
+- IPv6. A port Docker publishes without a host address is also bound on [::] by docker-proxy, which forwards to the
+  container's IPv4 address when the container has no IPv6 one (moby/libnetwork c3fabc68, "Fix regression in
+  docker-proxy", in Docker 20.10 and kept since; seen in the lab's dockerd): that traffic meets the host's INPUT
+  chain, never DOCKER-USER, and every NIC has a link-local fe80:: address. So over IPv6 the host takes new TCP
+  connections only on SSH's port and, from cvat_allowed_networks' IPv6 entries, CVAT's (LABFORGE-INPUT6).
+- Local accounts. The host reaching a container (a bridge address, or a port published on loopback) goes through
+  OUTPUT, not FORWARD: only root may open connections to the Nuclio dashboard's port there (LABFORGE-LOCAL; the
+  owner match sees the local socket's user).
+- Both families alike: the same chains in iptables and ip6tables, each jumped to first.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-CHAIN = "LABFORGE-EXPOSURE"
+from labforge import split
+
+CHAIN = "LABFORGE-EXPOSURE"  # DOCKER-USER jumps here first: what reaches Docker's networks from outside
+INPUT6_CHAIN = "LABFORGE-INPUT6"  # ip6tables INPUT jumps here first: what reaches the host itself over IPv6
+LOCAL_CHAIN = "LABFORGE-LOCAL"  # OUTPUT jumps here first: what local accounts may open
 FIREWALL_SCRIPT = "/usr/local/lib/labforge/firewall"
 FIREWALL_UNIT = "labforge-firewall.service"
+# docker.service Requires= the firewall unit: Docker does not start while the rules could not be applied
+DOCKER_DROPIN = "/etc/systemd/system/docker.service.d/labforge-firewall.conf"
 DOCKER_BRIDGES = ("docker0", "br-+")  # the default bridge and every user-defined network's bridge (br-<id>)
 DASHBOARD_PUBLISH = (None, "127.0.0.1")
+DASHBOARD_PORT = split.DASHBOARD_PORT  # the Nuclio dashboard's (and labforge's Nuclio guard's) port
 
 
 class ExposureProblem(ValueError):
@@ -33,19 +51,21 @@ def cvat_ports(tls: str) -> list[int]:
 
 
 def allowed_networks(value) -> list[str]:
-    """cvat_allowed_networks as normalised IPv4 CIDRs; one line naming the first bad entry otherwise."""
+    """cvat_allowed_networks as normalised CIDRs, IPv4 and IPv6; one line naming the first bad entry otherwise."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise ExposureProblem("cvat_allowed_networks must be a non-empty list of CIDRs, e.g. [\"192.168.10.0/24\"]")
     found = []
     for item in value:
         try:
-            network = ipaddress.ip_network(str(item), strict=False)
+            found.append(str(ipaddress.ip_network(str(item), strict=False)))
         except ValueError:
-            raise ExposureProblem(f"cvat_allowed_networks: {item!r} is not a network (a CIDR such as 192.168.10.0/24)") from None
-        if network.version != 4:
-            raise ExposureProblem(f"cvat_allowed_networks: {item!r} is IPv6; only IPv4 networks are filtered (docs/security.md)")
-        found.append(str(network))
+            raise ExposureProblem(f"cvat_allowed_networks: {item!r} is not a network (a CIDR such as 192.168.10.0/24 "
+                                  "or 2001:db8:10::/64)") from None
     return found
+
+
+def of_family(networks, version: int) -> list[str]:
+    return [n for n in networks if ipaddress.ip_network(n, strict=False).version == version]
 
 
 def dashboard_publish(value) -> str | None:
@@ -55,12 +75,65 @@ def dashboard_publish(value) -> str | None:
     return value
 
 
-def rules(ports: list[int], networks: list[str]) -> str:
-    """The iptables-restore input that (re)writes the chain atomically (a declared chain is flushed first)."""
-    lines = ["*filter", f":{CHAIN} - [0:0]",
-             f"-A {CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
+def ssh_port(value) -> int:
+    """The SSH port kept open over IPv6 (the inventory's ssh_port, 22 by default)."""
+    try:
+        port = int(value if value is not None else 22)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise ExposureProblem(f"ssh_port must be a TCP port number, got {value!r}")
+    return port
+
+
+def forward_rules(ports: list[int], networks: list[str]) -> list[str]:
+    """LABFORGE-EXPOSURE: new connections from outside into Docker's networks, CVAT's ports from `networks` only."""
+    lines = [f"-A {CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
     lines += [f"-A {CHAIN} -i {bridge} -j RETURN" for bridge in DOCKER_BRIDGES]
     lines += [f"-A {CHAIN} -s {network} -p tcp -m conntrack --ctorigdstport {port} --ctdir ORIGINAL -j RETURN"
               for port in ports for network in networks]
     lines += [f"-A {CHAIN} -o {bridge} -j DROP" for bridge in DOCKER_BRIDGES]
+    return lines
+
+
+def local_rules(remote_dashboards: list[str] = ()) -> list[str]:
+    """LABFORGE-LOCAL: only root opens connections to the dashboard's port on this host, in its containers, or at a
+    split lab's inference host (which lets this host's address in): a local account or process that reaches a
+    dashboard can deploy a container that mounts / there."""
+    match = f"-p tcp --dport {DASHBOARD_PORT}"
+    reject = "-j REJECT --reject-with tcp-reset"
+    lines = [f"-A {LOCAL_CHAIN} {match} -m owner --uid-owner 0 -j RETURN",
+             f"-A {LOCAL_CHAIN} {match} -m addrtype --dst-type LOCAL {reject}"]
+    lines += [f"-A {LOCAL_CHAIN} {match} -o {bridge} {reject}" for bridge in DOCKER_BRIDGES]
+    lines += [f"-A {LOCAL_CHAIN} -d {address} {match} {reject}" for address in remote_dashboards]
+    return lines
+
+
+def input6_rules(ports: list[int], networks: list[str], ssh: int) -> list[str]:
+    """LABFORGE-INPUT6: over IPv6 the host takes new TCP connections on SSH's port, and on CVAT's from the allowed
+    IPv6 networks; ICMPv6 (neighbour discovery), UDP, loopback and the containers' own traffic are left alone."""
+    lines = [f"-A {INPUT6_CHAIN} -i lo -j RETURN",
+             f"-A {INPUT6_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
+    lines += [f"-A {INPUT6_CHAIN} -i {bridge} -j RETURN" for bridge in DOCKER_BRIDGES]
+    lines += [f"-A {INPUT6_CHAIN} -p tcp --dport {ssh} -j RETURN"]
+    lines += [f"-A {INPUT6_CHAIN} -s {network} -p tcp --dport {port} -j RETURN" for port in ports for network in networks]
+    lines += [f"-A {INPUT6_CHAIN} -p tcp -j DROP"]
+    return lines
+
+
+def rules(ports: list[int], networks: list[str], version: int = 4, ssh: int = 22,
+          remote_dashboards: list[str] = ()) -> str:
+    """The iptables-restore (version 4) or ip6tables-restore (6) input that (re)writes labforge's chains atomically:
+    a declared chain is flushed first, so applying it again changes nothing."""
+    mine = of_family(networks, version)
+    chains = [CHAIN, LOCAL_CHAIN, *([INPUT6_CHAIN] if version == 6 else [])]
+    lines = ["*filter", *(f":{chain} - [0:0]" for chain in chains), *forward_rules(ports, mine),
+             *local_rules(of_family(remote_dashboards, version))]
+    if version == 6:
+        lines += input6_rules(ports, mine, ssh)
     return "\n".join([*lines, "COMMIT", ""])
+
+
+def jumps(version: int) -> list[tuple[str, str]]:
+    """(built-in or Docker chain, labforge chain): each must be the first rule of the former."""
+    return [("DOCKER-USER", CHAIN), ("OUTPUT", LOCAL_CHAIN), *([("INPUT", INPUT6_CHAIN)] if version == 6 else [])]

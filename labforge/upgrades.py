@@ -118,7 +118,7 @@ def script(data, backup_dir: str) -> str:
                   manage_py={tag: compat.manage_py(data, tag) for tag in rows},
                   nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
                   kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
-                  steps={tag: row_checks(data, tag) for tag in rows})
+                  steps={tag: row_checks(data, tag) for tag in rows}, guard_image_variable=compose.GUARD_IMAGE_VARIABLE)
 
 
 def summary(line: str) -> str:

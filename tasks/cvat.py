@@ -63,7 +63,7 @@ def cvat() -> None:
     if split.role(data) == "inference":  # a split lab's inference host: Nuclio only (tasks/inference.py)
         return
     serverless = split.local_nuclio(data)  # False on a split lab's CVAT host: its Nuclio is on its inference host
-    nuclio_env = None if serverless else compose.nuclio_environment(data.get("inference_address"), split.DASHBOARD_PORT)
+    inference_address = None if serverless else data.get("inference_address")
     cvat_dir, version = data.get("cvat_dir"), data.get("cvat_version")
     share_path, share_group = data.get("share_path"), data.get("share_group")
     address = cvat_host()
@@ -100,7 +100,8 @@ def cvat() -> None:
         checkout(cvat_dir, version, tags, compose.tag_checks_command(cvat_dir, version, nuctl_release, services))
 
     override = compose.render_override(services, share_path, exposure.cvat_ports(mode),
-                                       data.get("nuclio_dashboard_publish"), tls=mode != "off", nuclio_env=nuclio_env)
+                                       data.get("nuclio_dashboard_publish"), tls=mode != "off",
+                                       inference_address=inference_address, release=version)
     env_text = f"# Managed by labforge: passed to docker compose with --env-file\nCVAT_HOST={address}\n"
     files.put(name=compose.OVERRIDE, src=StringIO(override), dest=f"{cvat_dir}/{compose.OVERRIDE}", mode="0644")
     files.directory(name="/etc/labforge", path="/etc/labforge", mode="0755")
@@ -111,6 +112,8 @@ def cvat() -> None:
         return
 
     secrets.private_upload_dir()
+    guard = files.put(name="Nuclio guard (labforge/nuclio_guard.py)", src=str(REPO / "labforge" / "nuclio_guard.py"),
+                      dest=compose.GUARD_SCRIPT, mode="0644", create_remote_dir=True)
     certificate = tls_files(material, address)
     install_scripts()
     files.put(name="CVAT upgrade script", src=StringIO(upgrades.script(data, settings()[0])), dest=upgrades.UPGRADE_SCRIPT,
@@ -141,6 +144,9 @@ def cvat() -> None:
     elif certificate is not None:  # traefik reads its certificate when it starts (the file provider watches tls.yml only)
         server.shell(name="Restart traefik for its new certificate", commands=["docker restart traefik"],
                      _if=certificate)
+    # the guard reads its program when it starts, and compose recreates it only when its settings change
+    server.shell(name="Restart the Nuclio guard for its new program", commands=[f"docker restart {compose.GUARD_SERVICE}"],
+                 _if=guard.did_change)
     if password is not None:
         create_admin(data.get("cvat_admin_user"), data.get("cvat_admin_email"), password)
     else:  # a run killed between writing the credentials and using them left them behind: never keep them

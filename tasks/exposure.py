@@ -1,9 +1,10 @@
-"""Exposure layer: the lab answers its network only through CVAT (docs/security.md).
+"""Exposure layer: the lab answers its network only through CVAT and SSH, over IPv4 and IPv6 (docs/security.md).
 
-Before the stack starts, a systemd unit puts labforge's rules into iptables' DOCKER-USER chain (labforge/exposure.py):
-everything Docker publishes is dropped for traffic from outside except CVAT's port(s) from cvat_allowed_networks.
-The unit runs before Docker at every boot and again whenever Docker restarts, so the rules outlive reboots, Docker
-restarts and function redeploys (a redeployed function gets a new port: the rules name no function port).
+Before the stack starts, a systemd unit puts labforge's chains into iptables and ip6tables (labforge/exposure.py):
+everything Docker publishes is dropped for traffic from outside except CVAT's port(s) from cvat_allowed_networks,
+over IPv6 the host takes new TCP connections only on SSH's port (and CVAT's from allowed IPv6 networks), and only
+root reaches a Nuclio dashboard's port from the host. The unit runs before Docker at every boot and again whenever
+Docker restarts, and Docker Requires= it: no container runs while the rules could not be applied.
 """
 
 from __future__ import annotations
@@ -20,33 +21,47 @@ from labforge.report import Refused
 from labforge.templates import render
 
 
-def settings() -> tuple[list[int], list[str]]:
-    """CVAT's ports and the allowed networks, or a one-line refusal while planning. On a split lab's inference host:
-    the Nuclio dashboard's port, for its CVAT host's address alone (its functions' ports answer nobody outside)."""
-    if split.role(host.data) == "inference":
-        return [split.DASHBOARD_PORT], [f"{host.data.get('cvat_address')}/32"]
+def settings() -> tuple[list[int], list[str], int]:
+    """CVAT's ports, the allowed networks and SSH's port, or a one-line refusal while planning. On a split lab's
+    inference host: the Nuclio dashboard's port, for its CVAT host's address alone (its functions' ports answer
+    nobody outside)."""
     try:
+        ssh = exposure.ssh_port(host.data.get("ssh_port"))
+        if split.role(host.data) == "inference":
+            return [split.DASHBOARD_PORT], [f"{host.data.get('cvat_address')}/32"], ssh
         networks = exposure.allowed_networks(host.data.get("cvat_allowed_networks"))
         exposure.dashboard_publish(host.data.get("nuclio_dashboard_publish"))
     except exposure.ExposureProblem as exc:
         raise Refused(str(exc)) from exc
-    return exposure.cvat_ports(host.data.get("cvat_tls")), networks
+    return exposure.cvat_ports(host.data.get("cvat_tls")), networks, ssh
+
+
+def script_text(ports: list[int], networks: list[str], ssh: int, remote_dashboards: list[str], what: str) -> str:
+    return render("labforge-firewall.sh.j2", ports=ports, networks=networks, what=what, ssh=ssh,
+                  networks6=exposure.of_family(networks, 6), chain=exposure.CHAIN, local_chain=exposure.LOCAL_CHAIN,
+                  input6_chain=exposure.INPUT6_CHAIN, dashboard_port=exposure.DASHBOARD_PORT, unit=exposure.FIREWALL_UNIT,
+                  rules4=exposure.rules(ports, networks, 4, ssh, remote_dashboards),
+                  rules6=exposure.rules(ports, networks, 6, ssh, remote_dashboards))
 
 
 @deploy("Exposure")
 def exposure_layer() -> None:
     if not host.data.get("cvat_start"):
         return
-    ports, networks = settings()
+    ports, networks, ssh = settings()
     what = "Nuclio dashboard" if split.role(host.data) == "inference" else "CVAT"
-    script = files.put(name=f"Firewall script ({what} {', '.join(map(str, ports))} from {', '.join(networks)})",
-                       src=StringIO(render("labforge-firewall.sh.j2", ports=ports, networks=networks,
-                                           chain=exposure.CHAIN, unit=exposure.FIREWALL_UNIT,
-                                           rules=exposure.rules(ports, networks))),
+    remote = [host.data.get("inference_address")] if host.data.get("inference_address") else []
+    script = files.put(name=f"Firewall script ({what} {', '.join(map(str, ports))} from {', '.join(networks)}; "
+                            f"IPv6: SSH {ssh}{' and ' + what if exposure.of_family(networks, 6) else ''})",
+                       src=StringIO(script_text(ports, networks, ssh, remote, what)),
                        dest=exposure.FIREWALL_SCRIPT, mode="0755", create_remote_dir=True)
     unit = files.put(name=f"{exposure.FIREWALL_UNIT}", dest=f"/etc/systemd/system/{exposure.FIREWALL_UNIT}", mode="0644",
-                     src=StringIO(render("labforge-firewall.service.j2", script=exposure.FIREWALL_SCRIPT)))
-    systemd.daemon_reload(name="systemd daemon-reload (firewall unit)", _if=unit.did_change)
+                     src=StringIO(render("labforge-firewall.service.j2", script=exposure.FIREWALL_SCRIPT,
+                                         dropin=exposure.DOCKER_DROPIN)))
+    dropin = files.put(name=f"docker.service requires {exposure.FIREWALL_UNIT}", dest=exposure.DOCKER_DROPIN, mode="0644",
+                       src=StringIO(render("labforge-firewall.docker-dropin.conf.j2", unit=exposure.FIREWALL_UNIT)),
+                       create_remote_dir=True)
+    systemd.daemon_reload(name="systemd daemon-reload (firewall unit)", _if=any_changed(unit, dropin))
     systemd.service(name=f"{exposure.FIREWALL_UNIT} enabled and applied", service=exposure.FIREWALL_UNIT, running=True,
                     enabled=True)
     systemd.service(name=f"Apply the changed rules ({exposure.FIREWALL_UNIT})", service=exposure.FIREWALL_UNIT,

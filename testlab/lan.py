@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import textwrap
+import time
 from dataclasses import dataclass
 
 from testlab import labhosts
@@ -19,21 +20,23 @@ from testlab import labhosts
 HOST_ADDRESS = "192.0.2.1"
 CLIENT_ADDRESS = "192.0.2.2"
 PREFIX = 24
+# IPv6: a global pair from the documentation prefix (RFC 3849), and the link-local fe80:: addresses every interface
+# gets by itself, as every NIC of a real server has them.
+HOST_ADDRESS6 = "2001:db8:1ab::1"
+CLIENT_ADDRESS6 = "2001:db8:1ab::2"
+PREFIX6 = 64
 
 # connect() to each port from the LAN side, concurrently; "open" (accepted), "refused" (RST) or "filtered" (no answer)
 PROBE = textwrap.dedent("""
     import concurrent.futures, errno, json, socket, sys
     address, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
     def probe(port):
-        s = socket.socket(); s.settimeout(2.0)
         try:
-            s.connect((address, port)); return port, "open"
+            socket.create_connection((address, port), timeout=2.0).close(); return port, "open"
         except ConnectionRefusedError:
             return port, "refused"
         except OSError:
             return port, "filtered"
-        finally:
-            s.close()
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         print(json.dumps(dict(pool.map(probe, ports))))
 """)
@@ -71,10 +74,25 @@ class Lan:
         into = ["nsenter", "-t", str(leader), "-n", "ip"]
         for args in (["addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", self._host_end], ["link", "set", self._host_end, "up"]):
             subprocess.run([*into, *args], check=True, capture_output=True)
+        subprocess.run([*into, "addr", "add", f"{HOST_ADDRESS6}/{PREFIX6}", "dev", self._host_end, "nodad"], check=True,
+                       capture_output=True)
         _ip("-n", self.namespace, "addr", "add", f"{CLIENT_ADDRESS}/{PREFIX}", "dev", self._lan_end)
+        _ip("-n", self.namespace, "addr", "add", f"{CLIENT_ADDRESS6}/{PREFIX6}", "dev", self._lan_end, "nodad")
         _ip("-n", self.namespace, "link", "set", self._lan_end, "up")
         _ip("-n", self.namespace, "link", "set", "lo", "up")
         return self
+
+    def host_link_local(self) -> str:
+        """The host's fe80:: address on its end of the pair, scoped for use from the LAN (fe80::...%<LAN's end>)."""
+        leader = labhosts._leader(self.host.pid)
+        for _ in range(50):  # the kernel assigns it once the link is up (duplicate address detection first)
+            shown = subprocess.run(["nsenter", "-t", str(leader), "-n", "ip", "-6", "-o", "addr", "show", "dev",
+                                    self._host_end, "scope", "link"], capture_output=True, text=True).stdout
+            match = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", shown)
+            if match and "tentative" not in shown:
+                return f"{match.group(1)}%{self._lan_end}"
+            time.sleep(0.2)
+        raise RuntimeError(f"no link-local IPv6 address on {self._host_end}: {shown}")
 
     def detach(self) -> None:
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)  # takes its end of the pair along
@@ -83,8 +101,8 @@ class Lan:
         """A command on the LAN (a person's laptop on the lab's network)."""
         return subprocess.run(["ip", "netns", "exec", self.namespace, *argv], capture_output=True, text=True, timeout=timeout)
 
-    def probe(self, ports: set[int]) -> dict[int, str]:
-        proc = self.run("python3", "-c", PROBE, HOST_ADDRESS, *map(str, sorted(ports)))
+    def probe(self, ports: set[int], address: str = HOST_ADDRESS) -> dict[int, str]:
+        proc = self.run("python3", "-c", PROBE, address, *map(str, sorted(ports)))
         if proc.returncode:
             raise RuntimeError(f"probe failed: {proc.stderr}")
         return {int(port): state for port, state in json.loads(proc.stdout).items()}

@@ -139,6 +139,42 @@ def test_nuclio_dashboard_not_published(host, pins, running, lab_role):
         assert addresses == {pins["nuclio_dashboard_publish"]}, bindings
 
 
+def first_rule(host, command: str, chain: str) -> str:
+    return [*host.check_output(f"{command} -w -S {chain}").splitlines(), "", ""][1]
+
+
+def test_the_firewall_chains_are_first_in_both_families_and_docker_requires_them(host, running):
+    """labforge's chains are the first rule of DOCKER-USER and OUTPUT (iptables and ip6tables) and of ip6tables'
+    INPUT (over IPv6 only SSH and allowed CVAT); Docker does not start without them (docs/security.md)."""
+    with host.sudo():
+        for chain, target in exposure.jumps(4):
+            assert first_rule(host, "iptables", chain) == f"-A {chain} -j {target}", chain
+        if host.file("/proc/net/if_inet6").exists:
+            for chain, target in exposure.jumps(6):
+                assert first_rule(host, "ip6tables", chain) == f"-A {chain} -j {target}", f"ip6tables {chain}"
+            assert host.check_output(f"ip6tables -w -S {exposure.INPUT6_CHAIN}").splitlines()[-1] == \
+                f"-A {exposure.INPUT6_CHAIN} -p tcp -j DROP"
+        requires = host.check_output("systemctl show docker.service -p Requires --value").split()
+    assert exposure.FIREWALL_UNIT in requires
+    assert host.run(f"systemctl is-active {exposure.FIREWALL_UNIT}").stdout.strip() == "active"
+
+
+def test_cvat_reaches_nuclio_through_the_guard_only(host, pins, running, lab_role):
+    """CVAT's callers name the guard; on an all-in-one host the dashboard's only network is the one it shares with
+    the guard, so no other container (no function) reaches it."""
+    if lab_role == "inference":
+        pytest.skip("an inference host runs no CVAT")
+    assert compose.GUARD_SERVICE in running
+    for caller in compose.NUCLIO_CALLERS:
+        assert f"CVAT_NUCLIO_HOST={compose.GUARD_SERVICE}" in host.check_output(f"docker exec {caller} env").split()
+    if lab_role == "cvat":
+        return
+    dashboard = json.loads(host.check_output("docker inspect nuclio"))[0]
+    assert set(dashboard["NetworkSettings"]["Networks"]) == {f"{compose.PROJECT}_{compose.GUARDED_NETWORK_KEY}"}
+    on_it = json.loads(host.check_output(f"docker network inspect {compose.PROJECT}_{compose.GUARDED_NETWORK_KEY}"))[0]
+    assert {c["Name"] for c in on_it["Containers"].values()} == {"nuclio", compose.GUARD_SERVICE}
+
+
 @pytest.fixture(scope="module")
 def outside_address(host) -> str:
     """The host's address as this machine reaches it (the SSH target, resolved as ssh itself resolves it)."""
@@ -209,7 +245,9 @@ def test_a_split_labs_cvat_host_runs_no_nuclio_and_calls_its_inference_host(host
     assert host.run("docker inspect nuclio").rc != 0 and "nuclio" not in running
     assert host.check_output("docker ps -aq --filter label=nuclio.io/function-name") == ""
     env = set(host.check_output("docker exec cvat_server env").split())
-    assert {"CVAT_NUCLIO_INVOKE_METHOD=dashboard", f"CVAT_NUCLIO_HOST={pins['inference_address']}"} <= env
+    assert {"CVAT_NUCLIO_INVOKE_METHOD=dashboard", f"CVAT_NUCLIO_HOST={compose.GUARD_SERVICE}"} <= env
+    guard_env = set(host.check_output(f"docker exec {compose.GUARD_SERVICE} env").split())
+    assert f"LABFORGE_NUCLIO_UPSTREAM={pins['inference_address']}:{split.DASHBOARD_PORT}" in guard_env
 
 
 def test_an_inference_host_runs_its_dashboard_on_the_functions_network_and_no_cvat(host, pins, lab_role, functions_here):

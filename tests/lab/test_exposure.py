@@ -74,7 +74,7 @@ def host(boot_host, mirror):
     by a first converge (CVAT's files only), the stand-in images loaded, and a sudo-capable non-root admin."""
     def ssh_on_every_address(lab_host):
         conf = lab_host.root / "etc/ssh/sshd_config.d/labforge-lab.conf"
-        conf.write_text(conf.read_text().replace(f"ListenAddress {lab_host.address}", "ListenAddress 0.0.0.0"))
+        conf.write_text(conf.read_text().replace(f"ListenAddress {lab_host.address}", "ListenAddress 0.0.0.0\nListenAddress ::"))
 
     lab_host = boot_host("citest-expose", "127.0.0.16", prepare=ssh_on_every_address)
     first = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "expose-files.yml", group="cpu_servers"))
@@ -208,6 +208,103 @@ def test_closed_after_a_reboot(host, mirror, network):
     again = converge(host, mirror)
     assert [op.split(" on ")[0] for op in again.totals.changed_ops] == ["Functions | Deploy function serverless/openvino/dextr"]
     assert_cvat_calls_its_functions(network)
+
+
+# --- IPv6, local accounts, containers, CVAT's own users: each of these reached root before this round ---------------
+
+
+def test_from_the_lan_over_ipv6_link_local_and_global_only_ssh_answers(host, network):
+    """docker-proxy binds every port Docker publishes without a host address on [::] too, forwarding to the
+    container's IPv4 address (moby/libnetwork c3fabc68), and that traffic meets INPUT, not DOCKER-USER. Before the
+    fix both function ports and CVAT answered here, from a LAN that has nothing but IPv6 link-local addresses."""
+    ports = {**UPSTREAM_PORTS, **lan.listening_ports(host)}
+    assert any("nuclio-nuclio-" in what for what in ports.values()), ports
+    for address in (network.host_link_local(), lan.HOST_ADDRESS6):
+        states = network.probe(set(ports), address)
+        print(f"\nports probed from the LAN over IPv6 ({address}):")
+        for port in sorted(ports):
+            print(f"  {port:>5}  {states[port]:<8}  {ports[port]}")
+        assert {port for port, state in states.items() if state == "open"} == {labhosts.SSH_PORT}, states
+
+
+def test_cvat_allowed_networks_takes_ipv6_networks(host, mirror, network):
+    converge(host, mirror, cvat_allowed_networks=["192.0.2.0/24", "2001:db8:1ab::/64"])
+    assert network.probe({8080}, lan.HOST_ADDRESS6) == {8080: "open"}
+    assert network.probe({8080}, network.host_link_local()) == {8080: "filtered"}  # fe80::/10 is not allowed
+    converge(host, mirror)
+    assert network.probe({8080}, lan.HOST_ADDRESS6) == {8080: "filtered"}
+
+
+def dashboard_addresses(host) -> list[str]:
+    networks = json.loads(host.ssh("docker inspect nuclio").stdout)[0]["NetworkSettings"]["Networks"]
+    return [n["IPAddress"] for n in networks.values() if n.get("IPAddress")]
+
+
+CONNECT = "import socket,sys; socket.create_connection((sys.argv[1], 8070), timeout=3).close(); print('connected')"
+
+
+def test_a_local_account_cannot_reach_the_dashboard_and_root_can(host):
+    """Before the fix an unprivileged account opened the dashboard at its container address: root by one deploy."""
+    addresses = dashboard_addresses(host)
+    assert addresses
+    for address in addresses:
+        as_nobody = host.ssh(f"setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c \"{CONNECT}\" {address}",
+                             check=False)
+        print(f"nobody -> {address}:8070: rc={as_nobody.returncode} {as_nobody.stderr.strip()[-120:]}")
+        assert as_nobody.returncode != 0 and "connected" not in as_nobody.stdout, (address, as_nobody.stdout)
+        as_root = host.ssh(f"python3 -c \"{CONNECT}\" {address}", check=False)
+        assert as_root.stdout.strip() == "connected", as_root.stderr
+
+
+def test_a_function_container_cannot_reach_the_dashboard(host):
+    """A function runs model code; before the fix it shared CVAT's network with the dashboard."""
+    function = "nuclio-nuclio-openvino-dextr"
+    for address in [*dashboard_addresses(host), "nuclio"]:
+        attempt = host.ssh(f"docker exec {function} python3 -c \"{CONNECT}\" {address}", check=False)
+        print(f"{function} -> {address}:8070: rc={attempt.returncode} {attempt.stderr.strip()[-120:]}")
+        assert attempt.returncode != 0 and "connected" not in attempt.stdout, (address, attempt.stdout)
+
+
+MARK = "/tmp/labforge-pwned"
+
+
+def lambda_request(network, function: str):
+    body = json.dumps({"function": function, "task": 1})
+    return network.curl("-o", "/dev/stderr", "-w", "%{http_code}", "--resolve", f"{NAME}:8080:{lan.HOST_ADDRESS}", "-X",
+                        "POST", "-H", "Content-Type: application/json", "-d", body, f"http://{NAME}:8080/api/lambda/requests")
+
+
+def test_an_ordinary_cvat_user_cannot_run_a_shell_in_the_dashboard(host, network):
+    """GHSA-jx7q-cpg6-669g through CVAT: POST /api/lambda/requests relays `function` to GET /api/functions/<it>, and
+    the stand-in dashboard runs it through a shell as Nuclio 1.13/1.16 do. Before the fix the mark appeared in the
+    dashboard's container (the one holding the Docker socket); now the guard answers 400 and CVAT relays it."""
+    host.ssh(f"docker exec nuclio rm -f {MARK}")
+    crafted = lambda_request(network, f"x;touch {MARK};")
+    print(f"crafted function through CVAT: HTTP {crafted.stdout} {crafted.stderr.strip()[-200:]}")
+    pwned = host.ssh(f"docker exec nuclio test -e {MARK}", check=False).returncode == 0
+    assert not pwned, "the crafted function name ran a shell command in the Nuclio dashboard's container"
+    assert crafted.stdout.startswith("4"), crafted.stdout
+    fair = lambda_request(network, "openvino-dextr")
+    print(f"a real function through CVAT: HTTP {fair.stdout} {fair.stderr.strip()[-200:]}")
+    assert fair.stdout == "200", fair.stderr
+
+
+def test_docker_does_not_start_while_the_firewall_failed(host, network):
+    """Before the fix docker.service only Wanted the firewall unit: with its script failing, Docker started every
+    container with its port open. Now it does not start, and says why."""
+    script = host.root / "usr/local/lib/labforge/firewall"
+    kept = script.read_text()
+    try:
+        script.write_text("#!/bin/sh\necho 'labforge firewall: broken on purpose by the test' >&2\nexit 1\n")
+        host.ssh("systemctl stop docker", check=False)
+        started = host.ssh("systemctl start docker", check=False)
+        print(f"systemctl start docker with the firewall failing: rc={started.returncode} {started.stderr.strip()[-200:]}")
+        assert host.ssh("systemctl is-active docker", check=False).stdout.strip() != "active"
+        assert network.probe({8080}) != {8080: "open"}
+    finally:
+        script.write_text(kept)
+        host.ssh("systemctl reset-failed labforge-firewall.service docker.service; systemctl start docker", check=False)
+    assert wait_for_cvat(network)
 
 
 # --- settings that open a little ----------------------------------------------------------------------------------

@@ -34,10 +34,16 @@ ComposeTags.add_constructor("!override", lambda loader, node: ("!override", load
 
 def test_override_is_valid_compose_mounting_the_share_read_only():
     doc = yaml.load(compose.render_override(WANTED, "/mnt/share", [8080]), Loader=ComposeTags)
-    assert list(doc["services"]) == [*WANTED, "nuclio", "traefik"]
+    assert list(doc["services"]) == [*WANTED, "nuclio", compose.GUARD_SERVICE, "traefik"]
     for service in WANTED:
-        assert doc["services"][service] == {"volumes": ["cvat_share:/home/django/share:ro"]}
-    assert doc["services"]["nuclio"] == {"ports": ("!reset", [])}
+        assert doc["services"][service]["volumes"] == ["cvat_share:/home/django/share:ro"]
+    for caller in compose.NUCLIO_CALLERS:  # CVAT reaches Nuclio through the guard only
+        assert doc["services"][caller]["environment"] == {"CVAT_NUCLIO_HOST": "nuclio_guard", "CVAT_NUCLIO_PORT": "8070"}
+    assert doc["services"]["nuclio"] == {"ports": ("!reset", []), "networks": ("!override", ["nuclio_guarded"])}
+    guard = doc["services"][compose.GUARD_SERVICE]
+    assert guard["image"] == "${LABFORGE_NUCLIO_GUARD_IMAGE:-cvat/server:v2.51.0}"
+    assert guard["networks"] == ["cvat", "nuclio_guarded"] and guard["environment"]["LABFORGE_NUCLIO_UPSTREAM"] == "nuclio:8070"
+    assert (guard["read_only"], guard["user"], guard["cap_drop"]) == (True, "65534:65534", ["ALL"])
     assert doc["services"]["traefik"] == {"ports": ("!override", ["8080:8080"])}
     assert doc["volumes"]["cvat_share"]["driver_opts"] == {"type": "none", "device": "/mnt/share", "o": "bind"}
 
@@ -97,10 +103,12 @@ def test_inputs_digest_changes_with_any_input():
 
 def test_a_split_labs_cvat_host_gets_nuclio_settings_and_no_local_dashboard():
     env = compose.nuclio_environment("192.0.2.20")
-    assert env["CVAT_NUCLIO_HOST"] == "192.0.2.20" and env["CVAT_NUCLIO_INVOKE_METHOD"] == "dashboard"
-    text = compose.render_override(["cvat_worker_import"], "/srv/share", [8080], nuclio_env=env)
+    assert env["CVAT_NUCLIO_HOST"] == compose.GUARD_SERVICE and env["CVAT_NUCLIO_INVOKE_METHOD"] == "dashboard"
+    text = compose.render_override(["cvat_worker_import"], "/srv/share", [8080], inference_address="192.0.2.20")
     doc = yaml.safe_load(text.replace("!reset", "").replace("!override", ""))
-    assert "nuclio" not in doc["services"]
+    assert "nuclio" not in doc["services"] and "networks" not in doc
+    guard = doc["services"][compose.GUARD_SERVICE]
+    assert guard["environment"]["LABFORGE_NUCLIO_UPSTREAM"] == "192.0.2.20:8070" and guard["networks"] == ["cvat"]
     for caller in compose.NUCLIO_CALLERS:
         assert doc["services"][caller]["environment"] == env, caller
     assert "environment" not in doc["services"]["cvat_worker_import"]

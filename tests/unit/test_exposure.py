@@ -17,12 +17,48 @@ SHARE = ["cvat_server", "cvat_worker_import"]
 def test_rules_let_replies_docker_and_cvat_through_and_drop_the_rest_into_docker():
     text = exposure.rules([8080], ["0.0.0.0/0"])
     lines = text.splitlines()
-    assert lines[:2] == ["*filter", f":{exposure.CHAIN} - [0:0]"] and lines[-1] == "COMMIT"
-    body = lines[2:-1]
+    assert lines[:3] == ["*filter", f":{exposure.CHAIN} - [0:0]", f":{exposure.LOCAL_CHAIN} - [0:0]"]
+    assert lines[-1] == "COMMIT"
+    body = [line for line in lines if line.startswith(f"-A {exposure.CHAIN} ")]
     assert body[0].endswith("--ctstate RELATED,ESTABLISHED -j RETURN")
     assert body[1:3] == [f"-A {exposure.CHAIN} -i docker0 -j RETURN", f"-A {exposure.CHAIN} -i br-+ -j RETURN"]
     assert body[3] == f"-A {exposure.CHAIN} -s 0.0.0.0/0 -p tcp -m conntrack --ctorigdstport 8080 --ctdir ORIGINAL -j RETURN"
     assert body[4:] == [f"-A {exposure.CHAIN} -o docker0 -j DROP", f"-A {exposure.CHAIN} -o br-+ -j DROP"]
+
+
+def test_only_root_opens_the_dashboards_port_from_the_host_in_both_families():
+    for version in (4, 6):
+        local = [line for line in exposure.rules([8080], ["0.0.0.0/0"], version).splitlines()
+                 if line.startswith(f"-A {exposure.LOCAL_CHAIN} ")]
+        assert local[0] == f"-A {exposure.LOCAL_CHAIN} -p tcp --dport 8070 -m owner --uid-owner 0 -j RETURN"
+        assert local[1] == f"-A {exposure.LOCAL_CHAIN} -p tcp --dport 8070 -m addrtype --dst-type LOCAL -j REJECT --reject-with tcp-reset"
+        assert {line.split(" -o ")[1].split()[0] for line in local[2:]} == {"docker0", "br-+"}
+    cvat_host = exposure.rules([8080], ["0.0.0.0/0"], 4, remote_dashboards=["192.0.2.20"])
+    assert f"-A {exposure.LOCAL_CHAIN} -d 192.0.2.20 -p tcp --dport 8070 -j REJECT --reject-with tcp-reset" in cvat_host
+
+
+def test_over_ipv6_only_ssh_and_cvat_from_allowed_ipv6_networks_take_new_tcp_connections():
+    text = exposure.rules([80, 443], ["192.168.10.0/24", "2001:db8:10::/64"], 6, ssh=2222)
+    assert "192.168.10.0/24" not in text  # each family gets its own networks only
+    chain = [line for line in text.splitlines() if line.startswith(f"-A {exposure.INPUT6_CHAIN} ")]
+    assert chain[:2] == [f"-A {exposure.INPUT6_CHAIN} -i lo -j RETURN",
+                         f"-A {exposure.INPUT6_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
+    assert f"-A {exposure.INPUT6_CHAIN} -p tcp --dport 2222 -j RETURN" in chain
+    assert {line.split("--dport ")[1].split()[0] for line in chain if "-s 2001:db8:10::/64" in line} == {"80", "443"}
+    assert chain[-1] == f"-A {exposure.INPUT6_CHAIN} -p tcp -j DROP"
+    assert exposure.INPUT6_CHAIN not in exposure.rules([8080], ["0.0.0.0/0"], 4)
+    assert [jump for jump, _ in exposure.jumps(6)] == ["DOCKER-USER", "OUTPUT", "INPUT"]
+
+
+def test_the_firewall_script_applies_both_families_first_in_each_chain():
+    from tasks.exposure import script_text
+    text = script_text([8080], ["0.0.0.0/0", "fd00:10::/64"], 22, [], "CVAT")
+    assert "iptables-restore -w --noflush" in text and "ip6tables-restore -w --noflush" in text
+    for family, chain, target in (("iptables", "DOCKER-USER", exposure.CHAIN), ("iptables", "OUTPUT", exposure.LOCAL_CHAIN),
+                                  ("ip6tables", "DOCKER-USER", exposure.CHAIN), ("ip6tables", "OUTPUT", exposure.LOCAL_CHAIN),
+                                  ("ip6tables", "INPUT", exposure.INPUT6_CHAIN)):
+        assert f"first {family} {chain} {target}" in text
+    assert "-s fd00:10::/64 -p tcp --dport 8080 -j RETURN" in text
 
 
 def test_rules_for_tls_and_several_networks():
@@ -36,15 +72,15 @@ def test_rules_for_tls_and_several_networks():
 @pytest.mark.parametrize(("value", "message"), [
     ([], "must be a non-empty list"), ("10.0.0.0/8", "must be a non-empty list"),
     (["10.0.0.0/33"], "'10.0.0.0/33' is not a network"), (["lab"], "'lab' is not a network"),
-    (["fd00::/8"], "is IPv6"),
 ])
 def test_bad_allowed_networks_are_refused_with_one_line(value, message):
     with pytest.raises(exposure.ExposureProblem, match=message):
         exposure.allowed_networks(value)
 
 
-def test_allowed_networks_are_normalised():
-    assert exposure.allowed_networks(["192.168.10.7/24", "10.0.0.1"]) == ["192.168.10.0/24", "10.0.0.1/32"]
+def test_allowed_networks_are_normalised_in_both_families():
+    assert exposure.allowed_networks(["192.168.10.7/24", "10.0.0.1", "2001:db8:10::7/64"]) == [
+        "192.168.10.0/24", "10.0.0.1/32", "2001:db8:10::/64"]
 
 
 def test_the_dashboard_can_only_be_published_on_loopback():
@@ -97,6 +133,20 @@ def test_the_override_publishes_cvat_only(tmp_path, compose_bin):
     assert [v["target"] for v in services["cvat_server"]["volumes"] if v["type"] == "volume"][-1] == "/home/django/share"
 
 
+def test_the_dashboard_shares_a_network_with_the_guard_alone(tmp_path, compose_bin):
+    """Real Compose's merge: no other service (and so no function, which joins CVAT's network) is on the dashboard's
+    network, and CVAT's callers are pointed at the guard."""
+    services = merged(tmp_path, compose_bin, cvat_ports=[8080])
+    assert list(services["nuclio"]["networks"]) == [compose.GUARDED_NETWORK_KEY]
+    on_it = {name for name, service in services.items() if compose.GUARDED_NETWORK_KEY in (service.get("networks") or {})}
+    assert on_it == {"nuclio", compose.GUARD_SERVICE}
+    assert set(services[compose.GUARD_SERVICE]["networks"]) == {"cvat", compose.GUARDED_NETWORK_KEY}
+    for caller in compose.NUCLIO_CALLERS:
+        assert services[caller]["environment"]["CVAT_NUCLIO_HOST"] == compose.GUARD_SERVICE
+        assert services[caller]["environment"]["CVAT_POSTGRES_HOST"] == "cvat_db"  # CVAT's own environment is kept
+    assert published(services[compose.GUARD_SERVICE]) == []
+
+
 def test_the_dashboard_on_loopback_only(tmp_path, compose_bin):
     services = merged(tmp_path, compose_bin, cvat_ports=[8080], dashboard_publish="127.0.0.1")
     assert published(services["nuclio"]) == [("127.0.0.1", "8070")]
@@ -125,7 +175,7 @@ def test_a_split_labs_cvat_host_runs_no_dashboard_and_its_callers_reach_the_infe
     """The merged stack of a split lab's CVAT host: CVAT's own file and our override, without the serverless file."""
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(cvat.cvat_compose()))
     env = compose.nuclio_environment("192.0.2.20")
-    (tmp_path / compose.OVERRIDE).write_text(compose.render_override(SHARE, "/mnt/share", [8080], nuclio_env=env))
+    (tmp_path / compose.OVERRIDE).write_text(compose.render_override(SHARE, "/mnt/share", [8080], inference_address="192.0.2.20"))
     proc = subprocess.run([str(compose_bin), "-f", "docker-compose.yml", "-f", compose.OVERRIDE, "config", "--format", "yaml"],
                           cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "CVAT_HOST": "lab.example"})
     assert proc.returncode == 0, proc.stderr

@@ -42,6 +42,7 @@ from labforge.tools.doctor.checks import (
     check_dashboard,
     check_disk,
     check_distro,
+    check_firewall,
     check_gpu,
     check_sudo,
     check_upstreams,
@@ -100,6 +101,9 @@ def check_host(target: Target, settings: Settings) -> Report:
     ok, text = check_backup(probe["backup"])
     if text:
         (report.facts if ok else report.warnings).append(text)
+    ok, text = check_firewall(probe["firewall"])
+    if text:
+        (report.facts if ok else report.failures).append(text)
 
     if platform is None:
         return report  # the URLs depend on the distro; nothing more to learn

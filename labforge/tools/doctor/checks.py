@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from labforge import compat, split
+from labforge import compat, exposure, split
 from labforge.platform import Platform, UnsupportedHost, detect
 
 GIB = 1024**3
@@ -82,6 +82,36 @@ def check_backup(last: str) -> tuple[bool, str | None]:
     if result.get("result") == "ok":
         return True, f"last backup {result.get('name')} at {result.get('at')} ok"
     return False, f"the last backup ({result.get('name')}, {result.get('at')}) FAILED: see journalctl -u labforge-backup"
+
+
+def check_firewall(lines: list[str]) -> tuple[bool, str | None]:
+    """labforge's firewall (labforge/exposure.py), where a converge installed it: the unit active, and each of its
+    chains the first rule of the chain it must lead, in both families. Docker Requires= the unit, so a failed unit
+    is also why Docker is down: the line says so, with the unit's last log line."""
+    if not lines:
+        return True, None
+    fields = {}
+    firsts = {}
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if key == "first":
+            family, chain, rule = [*value.split(" ", 2), "", ""][:3]
+            firsts[(family, chain)] = rule
+        else:
+            fields[key] = value
+    if fields.get("unit") != "active":
+        why = fields.get("why") or "journalctl -u labforge-firewall says why"
+        return False, (f"{exposure.FIREWALL_UNIT} is {fields.get('unit') or 'not active'}, so Docker does not start "
+                       f"(it Requires= the rules): {why}")
+    wanted = [(family, chain, target) for version, family in ((4, "iptables"), (6, "ip6tables"))
+              if version == 4 or fields.get("ipv6") == "on" for chain, target in exposure.jumps(version)]
+    if all(not rule for rule in firsts.values()):
+        return True, "firewall active (its chains not read: no root)"
+    missing = [f"{family} {chain}" for family, chain, target in wanted if firsts.get((family, chain)) != f"-A {chain} -j {target}"]
+    if missing:
+        return False, f"labforge's rules are not first in {', '.join(missing)}: converge again (systemctl restart {exposure.FIREWALL_UNIT})"
+    return True, "firewall active, first in " + ", ".join(sorted({chain for _, chain, _ in wanted})) + \
+        (" (IPv4 and IPv6)" if fields.get("ipv6") == "on" else " (IPv4; IPv6 off)")
 
 
 def check_gpu(devices: list[str], gpu_layers: bool | None, required: bool) -> tuple[bool, str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from labforge import exposure
 from labforge.backups import LAST_RESULT
 from labforge.facts import NvidiaGpuDevices
 from labforge.tools.doctor.checks import Timing
@@ -30,9 +31,27 @@ def probe_script() -> str:
         'df -P -k "$d" 2>/dev/null | tail -n 1',
         'if command -v curl >/dev/null 2>&1; then echo "@@curl yes"; else echo "@@curl no"; fi',
         f'echo "@@backup $(head -c 2000 {LAST_RESULT} 2>/dev/null | tr -d "\\n")"',
+        *firewall_lines(),
         'echo "@@end"',
         "",
     ])
+
+
+def firewall_lines() -> list[str]:
+    """The firewall section, where labforge installed its unit: the unit's state, its last log line, and the first
+    rule of each chain labforge must lead (iptables needs root: sudo -n when the SSH user is not root)."""
+    chains = [f"{family} {chain}" for version, family in ((4, "iptables"), (6, "ip6tables")) for chain, _ in exposure.jumps(version)]
+    unit = exposure.FIREWALL_UNIT
+    return [
+        f'echo "@@firewall"; if [ -e /etc/systemd/system/{unit} ]; then',
+        '  if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi',
+        f'  echo "unit $(systemctl is-active {unit} 2>/dev/null)"',
+        f'  echo "why $($S journalctl -u {unit} -n 20 -o cat --no-pager 2>/dev/null | grep -v "^$" | tail -n 1)"',
+        '  [ -e /proc/net/if_inet6 ] && echo "ipv6 on" || echo "ipv6 off"',
+        f'  for c in {" ".join(repr(c).replace(chr(39), chr(34)) for c in chains)}; do set -- $c; '
+        'echo "first $1 $2 $($S "$1" -w -S "$2" 2>/dev/null | sed -n 2p)"; done',
+        'fi',
+    ]
 
 
 def parse_probe(output: str) -> dict[str, Any]:
@@ -62,6 +81,7 @@ def parse_probe(output: str) -> dict[str, Any]:
         "disk_available_kib": available,
         "curl": heads.get("curl") == "yes",
         "backup": heads.get("backup", ""),
+        "firewall": [line.strip() for line in sections.get("firewall", []) if line.strip()],
     }
 
 

@@ -50,6 +50,12 @@ and files in CVAT's volumes. The rest is stand-in.
   admin labforge created (manage.py createsuperuser), tasks with uploaded frames, and the lambda API over the same
   dashboard, each function's kind and name from its metadata.annotations (LambdaFunction.__init__ at dfd505e7), an
   interactor called with the frame and the clicks (image, pos_points, neg_points, obj_bbox). `run worker ...` idles.
+  Two lambda endpoints as CVAT has them, its unsafe relay included: POST /api/lambda/requests {"function", "task"}
+  validates `function` only as a CharField (serializers.py 28-29 at dfd505e7) and calls LambdaGateway.get(function),
+  GET <nuclio>/api/functions/ + function, the URL quoted as `requests` quotes it (requests.utils.requote_uri), and
+  answers the dashboard's status when it is an error (return_response, views.py 1194-1225; RequestViewSet.create
+  1398-1421); POST /api/lambda/functions/<id> takes ids matching lookup_value_regex "[a-zA-Z0-9_.-]+" only (views.py
+  1244 at dfd505e7, 1324 at 7972cb4f2), a 404 otherwise, as Django's router answers. Unchanged at 7972cb4f2.
 - ui (cvat/ui): a page on :8000.
 - traefik (traefik): routes by the Docker labels of running containers, as Traefik's Docker provider does
   (it reads them through the mounted /var/run/docker.sock): `traefik.enable`, `traefik.http.routers.<r>.rule`
@@ -69,7 +75,12 @@ and files in CVAT's volumes. The rest is stand-in.
   status.httpPort included, filtered by x-nuclio-project-name), POST /api/functions deploys (runs a function
   container, as nuctl does, answering 202), POST /api/function_invocations forwards to the function's container
   address on its network (the local platform's InternalInvocationURLs: container IP:8080, pkg/platform/local/
-  platform.go populateFunctionInvocationStatus).
+  platform.go populateFunctionInvocationStatus). Every release CVAT pins (1.13.0, 1.16.3) carries GHSA-jx7q-cpg6-669g,
+  and so does this stand-in: each read of a function (GET /api/functions, GET /api/functions/<name>, and an
+  invocation's x-nuclio-function-name / x-nuclio-function-namespace, pkg/platform/types.go 160-165) runs
+  `/bin/sh -c "/bin/cat <store>/functions/<namespace>/<name>.json"` through a shell with the name and namespace as
+  they came (pkg/platform/local/client/store.go 311-333 and 388-392, nuclio 1.13.x commit 59fa1656; the path
+  decoded as Go's net/http decodes URL.Path), in the container that holds the Docker socket.
 - function (Nuclio functions, run by the stand-in nuctl or dashboard): answers POSTs on :8080 with
   {"function": <its name>, "received": <bytes>}, plus "points" (the clicks) for an interactor's payload.
 - sleeper (everything else: Redis, kvrocks, OPA, analytics): idles until stopped.
@@ -136,6 +147,13 @@ class Quiet(BaseHTTPRequestHandler):
 
     def body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+def requests_quoted(path: str) -> str:
+    """A URL path as the `requests` library sends it (requests.utils.requote_uri: these characters stay, the rest is
+    %-escaped; a '#' starts the fragment, which is not sent)."""
+    from urllib.parse import quote
+    return quote(path.split("#", 1)[0], safe="!#$%&'()*+,/:;=?@[]~")
 
 
 def http_json(method: str, url_host: str, port: int, path: str, body: bytes | None = None,
@@ -517,10 +535,16 @@ class Server(Quiet):
         if path.startswith(STANDIN_API + "/"):
             self.standin("POST", path[len(STANDIN_API):], payload)
             return
+        if path == "/api/lambda/requests":
+            self.lambda_request(payload)
+            return
         if not path.startswith("/api/lambda/functions/"):
             self.answer(404, b'{"detail": "Not found."}')
             return
         name = path.rsplit("/", 1)[1]
+        if not re.fullmatch(r"[a-zA-Z0-9_.-]+", name):  # FunctionViewSet.lookup_value_regex
+            self.answer(404, b'{"detail": "Not found."}')
+            return
         try:
             functions = dashboard_functions()
             if name not in functions:
@@ -531,6 +555,30 @@ class Server(Quiet):
             self.answer(503, json.dumps({"detail": f"function {name} unreachable: {exc}"}).encode())
             return
         self.answer(code, answer)
+
+
+    def lambda_request(self, payload: bytes) -> None:
+        """RequestViewSet.create: the serializer checks `function` is a string and `task` an integer, then
+        LambdaGateway.get(function); an HTTP error of the dashboard is answered with its status (return_response)."""
+        try:
+            doc = json.loads(payload or b"{}")
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("function"), str) or not doc["function"] \
+                or not isinstance(doc.get("task"), int):
+            self.answer(400, b'{"function": ["This field is required."]}')
+            return
+        try:
+            code, _ = http_json("GET", *nuclio_address(), requests_quoted("/api/functions/" + doc["function"]),
+                                     headers=NUCLIO_HEADERS)
+        except OSError as exc:
+            self.answer(503, json.dumps(str(exc)).encode())
+            return
+        if code >= 400:
+            self.answer(code, json.dumps(f"{code} Client Error for url: /api/functions/{doc['function']}").encode())
+            return
+        self.answer(200, json.dumps({"id": f"lambda:{doc['task']}", "function": {"id": doc["function"]},
+                                     "status": "queued"}).encode())
 
 
 class LambdaFunctions:
@@ -795,9 +843,27 @@ def function_containers(project: str | None = None) -> dict:
     return found
 
 
+LOCAL_STORE = "/etc/nuclio/store"  # the local platform's store (store.go baseDir)
+
+
+def local_store_read(namespace: str, name: str) -> None:
+    """Nuclio's local store reading a function (store.go getResources, 319-333 at 59fa1656): the path of
+    <store>/functions/<namespace>/<name>.json (or <namespace>/* for all), formatted into `/bin/sh -c "/bin/cat %s"`
+    with nothing validated or quoted (GHSA-jx7q-cpg6-669g; fixed upstream by nuclio PR #4191 and, for the namespace,
+    #4223). The store itself is stand-in (functions are read from Docker's labels below); the shell is not."""
+    path = "/".join([LOCAL_STORE, "functions", namespace, f"{name}.json" if name else "*"])
+    subprocess.run(f'/bin/sh -c "/bin/cat {path}"', shell=True, capture_output=True, timeout=30)
+
+
 class Dashboard(Quiet):
+    def namespace(self) -> str:  # getNamespaceFromRequest: the header, else the default namespace
+        return self.headers.get("x-nuclio-function-namespace") or "nuclio"
+
     def do_GET(self):
-        path = self.path.split("?")[0].rstrip("/")
+        from urllib.parse import unquote
+        path = unquote(self.path.split("?")[0]).rstrip("/")  # Go's URL.Path is the decoded path
+        if path.startswith("/api/functions"):
+            local_store_read(self.namespace(), path[len("/api/functions/"):] if path != "/api/functions" else "")
         if path == "/api/functions":
             found = function_containers(self.headers.get("x-nuclio-project-name"))
             for f in found.values():
@@ -820,6 +886,7 @@ class Dashboard(Quiet):
             self.deploy(json.loads(body or b"{}"))
         elif path == "/api/function_invocations":
             name = self.headers.get("x-nuclio-function-name")
+            local_store_read(self.namespace(), name or "")  # EnrichFunction reads it first (types.go 160-165)
             found = function_containers().get(name or "")
             if found is None:
                 self.answer(404, b'{"error": "Function not found"}')

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from labforge import exposure
 from labforge.platform import Platform
 from labforge.tools import doctor
 from labforge.tools.doctor import checks, probes, remote
@@ -276,3 +277,30 @@ class Functions(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+# --- the firewall (labforge/exposure.py): active, first in each chain, or why Docker is down -----------------------
+
+FIRST = [f"first {family} {chain} -A {chain} -j {target}" for version, family in ((4, "iptables"), (6, "ip6tables"))
+         for chain, target in exposure.jumps(version)]
+
+
+def test_the_firewall_active_and_first_everywhere_is_a_fact():
+    ok, line = checks.check_firewall(["unit active", "why ", "ipv6 on", *FIRST])
+    assert ok and line == "firewall active, first in DOCKER-USER, INPUT, OUTPUT (IPv4 and IPv6)", line
+    assert checks.check_firewall([]) == (True, None)  # no labforge firewall on this host yet
+
+
+def test_a_failed_firewall_says_docker_is_down_and_why():
+    ok, line = checks.check_firewall(["unit failed", "why ip6tables-restore: line 3 failed", "ipv6 on", *FIRST])
+    assert not ok
+    assert line == (f"{exposure.FIREWALL_UNIT} is failed, so Docker does not start (it Requires= the rules): "
+                    "ip6tables-restore: line 3 failed")
+
+
+def test_a_rule_put_before_labforges_is_a_failure_naming_the_chain():
+    moved = [line if "ip6tables INPUT" not in line else "first ip6tables INPUT -A INPUT -j ACCEPT" for line in FIRST]
+    ok, line = checks.check_firewall(["unit active", "why ", "ipv6 on", *moved])
+    assert not ok and "not first in ip6tables INPUT" in line, line
+    ok, _ = checks.check_firewall(["unit active", "why ", "ipv6 off", *moved])
+    assert ok  # no IPv6 in the kernel: nothing to lead there
