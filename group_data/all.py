@@ -152,20 +152,28 @@ cvat_admin_password_file = None
 # --- Exposure: what the host answers on its network (docs/security.md; labforge/exposure.py) ----------------------
 # Networks (CIDRs) allowed to reach CVAT's port(s): 8080, or 80 and 443 with TLS. Nothing else the stack or Nuclio
 # publishes answers the network: the Nuclio dashboard is not published and a DOCKER-USER rule set drops everything
-# else forwarded to Docker's networks from outside. Default: anyone who can reach the host.
+# else forwarded to Docker's networks from outside. Default: anyone who can reach the host over IPv4. IPv6
+# networks (e.g. "2001:db8:10::/64") open CVAT over IPv6 to them; otherwise the host takes new IPv6 TCP connections
+# on SSH's port only (docs/security.md).
 cvat_allowed_networks = ["0.0.0.0/0"]
 # The Nuclio dashboard (no authentication, holds the Docker socket: reaching it is root on the host) is not published.
 # "127.0.0.1" publishes it on the host's loopback only, for `ssh -L 8070:127.0.0.1:8070 <host>` while debugging.
 nuclio_dashboard_publish = None
 # TLS for CVAT: "off" (plain HTTP on 8080), "own" (cvat_tls_cert_file + cvat_tls_key_file, PEM files on the control
-# machine, outside this repository) or "lab-ca" (labforge keeps a lab CA in cvat_tls_lab_ca_dir on the control machine
-# and signs a certificate for cvat_host; users import <dir>/ca.crt once). With TLS, 443 serves CVAT and 80 redirects.
+# machine, outside this repository) or "lab-ca" (labforge keeps a lab CA in cvat_tls_lab_ca_dir on the control machine;
+# each host gets an issuer constrained to its cvat_host, from which a daily timer there renews CVAT's certificate;
+# users import <dir>/ca.crt once). With TLS, 443 serves CVAT and 80 redirects.
 cvat_tls = "off"
 cvat_tls_cert_file = None
 cvat_tls_key_file = None
-# The lab CA's directory on the control machine (relative paths: relative to this repository; it is git-ignored).
+# The lab CA's directory on the control machine (relative paths: relative to this repository; one inside it that git
+# does not ignore is refused).
 cvat_tls_lab_ca_dir = "lab-ca"
-# lab-ca: a host certificate with fewer days left than this is issued anew (certificates are valid for 365 days).
+# The names and addresses a new lab CA may sign for (its name constraints): DNS names (each covers the names under
+# it) and IP addresses or networks, e.g. ["lab.example", "192.168.10.0/24"]. None: the cvat_host of the host that
+# makes it. A host whose cvat_host an existing CA may not sign for is refused with one line.
+cvat_tls_lab_ca_names = None
+# lab-ca: CVAT's certificate (valid 90 days) is issued anew on the host when fewer days than this are left (1-89).
 cvat_tls_renew_days = 30
 
 # --- A split lab (labforge/split.py, docs/settings.md "A split lab") ------------------------------

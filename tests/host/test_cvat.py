@@ -6,7 +6,6 @@ the lab's network to see what that network sees.
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -231,9 +230,18 @@ def test_tls_certificate_valid_for_cvat_host_and_not_near_expiry(host, pins, run
     with socket.create_connection((outside_address, 443), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname=cvat_name) as conn:
         cert = x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))
-    assert tls.covers(cert, cvat_name), cert.extensions
-    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
-    assert left > datetime.timedelta(days=14), f"the certificate expires in {left.days} days"
+    assert tls.served_problem(cert, cvat_name, int(pins["cvat_tls_renew_days"])) is None
+
+
+def test_the_lab_ca_certificate_is_renewed_on_the_host(host, pins, running):
+    """With lab-ca the host renews CVAT's certificate itself, daily, from an issuer constrained to cvat_host."""
+    if pins["cvat_tls"] != "lab-ca":
+        pytest.skip("cvat_tls is not lab-ca")
+    assert host.service("labforge-tls-renew.timer").is_enabled
+    assert host.run("systemctl is-active labforge-tls-renew.timer").stdout.strip() == "active"
+    with host.sudo():
+        assert host.file("/etc/labforge/tls/issuer.key").mode == 0o600
+        assert host.run("/usr/local/lib/labforge/tls-renew").rc == 0  # a check: it renews only when due
 
 
 # --- a split lab (labforge/split.py) -------------------------------------------------------------------------------

@@ -312,7 +312,10 @@ def test_docker_does_not_start_while_the_firewall_failed(host, network):
 
 def test_the_dashboard_on_loopback_for_ssh_tunnels_and_then_closed_again(host, mirror, network):
     converge(host, mirror, nuclio_dashboard_publish="127.0.0.1")
-    inside = host.ssh("curl -fsS -H 'x-nuclio-project-name: cvat' http://127.0.0.1:8070/api/functions", check=False)
+    inside = host.ssh("curl -fsS -H 'x-nuclio-project-name: cvat' http://127.0.0.1:8070/api/functions", check=False)  # root
+    as_nobody = host.ssh("setpriv --reuid=nobody --regid=nogroup --clear-groups curl -sS --max-time 5 http://127.0.0.1:8070/api/functions",
+                         check=False)
+    assert as_nobody.returncode != 0, as_nobody.stdout  # a local account does not reach it
     assert inside.returncode == 0 and set(json.loads(inside.stdout)) >= FUNCTIONS, inside.stderr
     assert network.probe({8070}) != {8070: "open"}
     converge(host, mirror)
@@ -366,26 +369,59 @@ def test_lab_ca_serves_cvat_over_tls_to_clients_that_trust_it(host, network, lab
     assert open_ports(probe_all(host, network)) == {80, 443, 2222}
 
 
-def test_the_lab_ca_key_stays_on_the_control_machine_and_the_host_key_is_root_only(host, lab_ca):
+def test_the_lab_ca_key_stays_on_the_control_machine_and_the_host_keys_are_root_only(host, lab_ca):
     ca_dir, _, _ = lab_ca
     assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
     assert (ca_dir.stat().st_mode & 0o777) == 0o700
-    assert host.ssh("stat -c '%a %U' /etc/labforge/tls /etc/labforge/tls/key.pem").stdout.split() == ["700", "root", "600", "root"]
+    assert host.ssh("stat -c '%a %U' /etc/labforge/tls /etc/labforge/tls/key.pem /etc/labforge/tls/issuer.key").stdout.split() == [
+        "700", "root", "600", "root", "600", "root"]
     assert not list(host.root.glob("etc/labforge/**/ca.key"))
     assert host.ssh("stat -c '%a' /etc/labforge/lab-ca.crt").stdout.strip() == "644"  # for users to import
     assert host.ssh("cat /etc/labforge/lab-ca.crt").stdout == (ca_dir / "ca.crt").read_text()
+    constraints = subprocess.run(["openssl", "x509", "-noout", "-ext", "nameConstraints", "-in", str(ca_dir / "ca.crt")],
+                                 capture_output=True, text=True).stdout
+    assert f"DNS:{NAME}" in constraints, constraints  # the CA signs for the lab's names only
 
 
-def test_tls_second_converge_changes_nothing_and_renewal_reissues(host, mirror, lab_ca):
+def served_serial(network, *extra: str) -> tuple[str, str]:
+    """The serial and subjectAltName of the certificate traefik serves on 443, as a LAN client gets it."""
+    proc = network.run("sh", "-c", f"echo | openssl s_client -connect {lan.HOST_ADDRESS}:443 -servername {NAME} 2>/dev/null "
+                       "| openssl x509 -noout -serial -ext subjectAltName")
+    return proc.stdout, proc.stderr
+
+
+def test_tls_second_converge_changes_nothing_and_the_timer_renews_in_time(host, mirror, network, lab_ca):
+    """The host renews CVAT's certificate itself (labforge-tls-renew.timer, daily), from its issuer, and restarts
+    traefik: what the LAN is served changes. Before this round a certificate was renewed only by a converge."""
     ca_dir, _, _ = lab_ca
     again = converge(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir))
     assert (again.totals.changed, again.totals.errors) == (0, 0), again.totals.changed_ops
-    before = host.ssh("openssl x509 -noout -serial -in /etc/labforge/tls/cert.pem").stdout
-    renewed = converge(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir), cvat_tls_renew_days=400)
-    assert renewed.totals.changed > 0
-    assert host.ssh("openssl x509 -noout -serial -in /etc/labforge/tls/cert.pem").stdout != before
-    san = host.ssh("openssl x509 -noout -ext subjectAltName -in /etc/labforge/tls/cert.pem").stdout
-    assert f"DNS:{NAME}" in san, san
+    assert host.ssh("systemctl is-enabled labforge-tls-renew.timer; systemctl is-active labforge-tls-renew.timer").stdout.split() == [
+        "enabled", "active"]
+    checked = host.ssh("systemctl start labforge-tls-renew.service && journalctl -u labforge-tls-renew.service -n 5 -o cat")
+    assert "is good for more than 30 days" in checked.stdout, checked.stdout
+    before, _ = served_serial(network)
+    assert f"DNS:{NAME}" in before, before
+    renewed = host.ssh("LABFORGE_TLS_RENEW_DAYS=91 /usr/local/lib/labforge/tls-renew")  # as when fewer days are left
+    print(f"\n{renewed.stdout.strip()}")
+    assert "fewer than 91 days left" in renewed.stdout
+    assert wait_for_cvat(network, "https", 443, "--cacert", str(ca_dir / "ca.crt"))
+    after, _ = served_serial(network)
+    assert after != before and f"DNS:{NAME}" in after, (before, after)
+    assert_cvat_calls_its_functions(network, "https", 443, "--cacert", str(ca_dir / "ca.crt"))
+
+
+def test_tls_settings_that_cannot_work_are_refused_before_anything_changes(host, mirror, lab_ca):
+    ca_dir, _, _ = lab_ca
+    watched = ["/etc/labforge/tls/cert.pem", "/etc/labforge/tls/issuer.crt", "/usr/local/lib/labforge/tls-renew"]
+    before = {path: (host.root / path.lstrip("/")).read_bytes() for path in watched}
+    too_late = runner.deploy(hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir),
+                                   cvat_tls_renew_days=400), "--sudo", env=ENV)
+    assert too_late.returncode != 0 and "cvat_tls_renew_days is 400: it must be between 1 and 89" in too_late.stderr
+    other = runner.deploy(hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir),
+                                cvat_host="annotate.elsewhere"), "--sudo", env=ENV)
+    assert other.returncode != 0 and "may sign only for" in other.stderr and "not annotate.elsewhere" in other.stderr
+    assert {path: (host.root / path.lstrip("/")).read_bytes() for path in watched} == before
 
 
 def assert_spy_read_no_secret(report: dict) -> None:

@@ -30,6 +30,8 @@ their parsers), remote.py (the targets from the hosts file, and SSH or paramiko 
 from __future__ import annotations
 
 import argparse
+import socket
+import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from labforge.tools.doctor.checks import (
     check_distro,
     check_firewall,
     check_gpu,
+    check_served_certificate,
     check_sudo,
     check_upstreams,
     dashboard_address,
@@ -119,6 +122,11 @@ def check_host(target: Target, settings: Settings) -> Report:
     report.warnings += warnings
     if fact:
         report.facts.append(fact)
+    if target.data.get("cvat_tls", "off") != "off" and target.data.get("cvat_start") and split.role(target.data) != "inference":
+        name = str(target.data.get("cvat_host") or target.address)
+        der, error = served_certificate(target.address, name, settings.connect_timeout)
+        verdict, text = check_served_certificate(der, error, name, int(target.data.get("cvat_tls_renew_days") or 30))
+        {"ok": report.facts, "warn": report.warnings, "fail": report.failures}[verdict].append(text)
     if split.role(target.data) == "cvat":  # a split lab: CVAT calls its inference host's dashboard
         address, port = dashboard_address(target.data)
         answer = run_remote(target, reach_script(address, port), settings.connect_timeout, timeout=settings.connect_timeout + 20)
@@ -126,6 +134,19 @@ def check_host(target: Target, settings: Settings) -> Report:
                                         f"http://{address}:{port}")
         {"ok": report.facts, "warn": report.warnings, "fail": report.failures}[verdict].append(text)
     return report
+
+
+def served_certificate(address: str, name: str, timeout: float) -> tuple[bytes | None, str | None]:
+    """The certificate the host serves on 443 for `name` (SNI), unverified: the check judges it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, 443), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=name) as conn:
+            return conn.getpeercert(binary_form=True), None
+    except OSError as exc:
+        return None, str(exc) or type(exc).__name__
 
 
 def check_all(hosts: list[Target], settings: Settings) -> list[Report]:

@@ -114,6 +114,22 @@ def check_firewall(lines: list[str]) -> tuple[bool, str | None]:
         (" (IPv4 and IPv6)" if fields.get("ipv6") == "on" else " (IPv4; IPv6 off)")
 
 
+def check_served_certificate(der: bytes | None, error: str | None, name: str, renew_days: int) -> tuple[str, str]:
+    """The certificate CVAT serves on 443, as a browser on the control machine's network gets it: (verdict, line).
+    Nothing answering only warns (the first converge starts CVAT)."""
+    from cryptography import x509
+
+    from labforge import tls
+
+    if der is None:
+        return "warn", f"no TLS answer on 443 for {name} from here ({error}): CVAT is not up yet, or this machine is not allowed"
+    problem = tls.served_problem(x509.load_der_x509_certificate(der), name, renew_days)
+    if problem:
+        return "fail", problem
+    cert = x509.load_der_x509_certificate(der)
+    return "ok", f"TLS certificate served for {name} valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+
+
 def check_gpu(devices: list[str], gpu_layers: bool | None, required: bool) -> tuple[bool, str | None]:
     """(ok, text); text None when there is nothing to say (CPU host)."""
     if gpu_layers is False:

@@ -15,6 +15,7 @@ import pytest
 from labforge import tls
 from labforge.tools import cvat_check
 from testlab.standins.cvat_api import CvatStandin
+from tests.unit.test_tls import issued
 
 PASSWORD = "correct horse battery staple 42"
 YOLO = "openvino-omz-public-yolo-v3-tf"
@@ -185,12 +186,10 @@ def test_a_tracker_that_stops_answering_a_rectangle_fails(cvat, image, monkeypat
 @pytest.mark.parametrize("cvat", [FUNCTIONS], indirect=True)
 def test_https_with_the_lab_ca_and_refused_without_it(cvat, tmp_path, monkeypatch, capsys):
     """CVAT over TLS with a lab CA's certificate (cvat_tls = "lab-ca"): --ca-file trusts it, the system's store does not."""
-    ca = tls.lab_ca(tmp_path / "lab-ca")
-    cert_pem, key_pem = tls.issue(ca, "127.0.0.1")
-    (tmp_path / "cert.pem").write_text(cert_pem)
-    (tmp_path / "key.pem").write_text(key_pem)
+    ca = tls.lab_ca(tmp_path / "lab-ca", names=["127.0.0.1"])
+    directory, _, _ = issued(tmp_path, ca, "127.0.0.1")  # as the host's renewal program issues it
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
     cvat.server.socket = context.wrap_socket(cvat.server.socket, server_side=True)
     url = cvat.url.replace("http://", "https://")
     code, out, err = check(monkeypatch, capsys, url, "--ca-file", str(tmp_path / "lab-ca" / tls.CA_CERT), "--expect", YOLO)

@@ -7,11 +7,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from labforge import exposure
+from labforge import exposure, tls
 from labforge.platform import Platform
 from labforge.tools import doctor
 from labforge.tools.doctor import checks, probes, remote
+from tests.unit.test_tls import NAMES, issued
 
 NOBLE = """PRETTY_NAME="Ubuntu 24.04.1 LTS"
 NAME="Ubuntu"
@@ -304,3 +307,16 @@ def test_a_rule_put_before_labforges_is_a_failure_naming_the_chain():
     assert not ok and "not first in ip6tables INPUT" in line, line
     ok, _ = checks.check_firewall(["unit active", "why ", "ipv6 off", *moved])
     assert ok  # no IPv6 in the kernel: nothing to lead there
+
+
+def test_the_served_certificate_from_outside(tmp_path):
+    """What the doctor says of the certificate CVAT serves: a real one issued by the host's renewal program."""
+    ca = tls.lab_ca(tmp_path / "lab-ca", names=NAMES)
+    _, cert_pem, _ = issued(tmp_path, ca, "cvat.lab")
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+    verdict, line = checks.check_served_certificate(der, None, "cvat.lab", 30)
+    assert verdict == "ok" and line.startswith("TLS certificate served for cvat.lab valid until "), line
+    assert checks.check_served_certificate(der, None, "other.lab", 30) == (
+        "fail", "the certificate served is not valid for other.lab")
+    verdict, line = checks.check_served_certificate(None, "Connection refused", "cvat.lab", 30)
+    assert verdict == "warn" and "no TLS answer on 443 for cvat.lab from here (Connection refused)" in line
