@@ -91,11 +91,21 @@ def layer_of(op_names: set[str]) -> str:
     return name.split(" | ", 1)[0] if " | " in name else "(top level)"
 
 
+def last_error_line(meta) -> str:
+    """The last non-empty line an op printed on stderr (pyinfra keeps it for failed ops too), or ''."""
+    try:
+        lines = [line.strip() for line in meta.stderr_lines if line.strip()]
+    except (AssertionError, AttributeError):
+        return ""
+    return lines[-1][:240] if lines else ""
+
+
 def summarise(st, h) -> str:
     """One line: layers with changes (or planned changes on --dry), failed ops, reboot state."""
     changed: list[str] = []
     failed: list[str] = []
     failed_ops: list[str] = []
+    why = ""  # the first failed op's last line on stderr: what went wrong, in the summary's one line
     for op_hash in st.get_op_order():
         op = st.ops[h].get(op_hash)
         if op is None:
@@ -106,6 +116,7 @@ def summarise(st, h) -> str:
             if not meta.did_succeed(_raise_if_not_complete=False):
                 failed.append(layer)
                 failed_ops.append(sorted(st.op_meta[op_hash].names)[0].split(" | ", 1)[-1])
+                why = why or last_error_line(meta)
             elif meta.did_change() and layer not in changed:
                 changed.append(layer)
         elif meta._maybe_is_change and not op.global_arguments.get("_if") and layer not in changed:
@@ -118,7 +129,7 @@ def summarise(st, h) -> str:
     verb = "changed" if executed else "would change (plan)"
     parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
     if failed:
-        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))} ({'; '.join(failed_ops)})")
+        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))} ({'; '.join(failed_ops)})" + (f": {why}" if why else ""))
     reboot_ops = _reboot_ops.get(h.name, [])
     if any(m.is_complete() and m.did_change() for m in reboot_ops):
         parts.append("REBOOT REQUIRED (NVIDIA driver installed; reboot_after_driver is False)")

@@ -13,7 +13,8 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.facts.systemd import SystemdStatus
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from labforge import exposure, split
@@ -62,7 +63,12 @@ def exposure_layer() -> None:
                        src=StringIO(render("labforge-firewall.docker-dropin.conf.j2", unit=exposure.FIREWALL_UNIT)),
                        create_remote_dir=True)
     systemd.daemon_reload(name="systemd daemon-reload (firewall unit)", _if=any_changed(unit, dropin))
-    systemd.service(name=f"{exposure.FIREWALL_UNIT} enabled and applied", service=exposure.FIREWALL_UNIT, running=True,
-                    enabled=True)
-    systemd.service(name=f"Apply the changed rules ({exposure.FIREWALL_UNIT})", service=exposure.FIREWALL_UNIT,
-                    restarted=True, _if=any_changed(script, unit))
+    systemd.service(name=f"{exposure.FIREWALL_UNIT} enabled", service=exposure.FIREWALL_UNIT, enabled=True)
+    # applied when it is not active (first run, or it failed) or its rules changed; a failure says why on stderr,
+    # which the run summary's line carries
+    apply = (f"systemctl restart {exposure.FIREWALL_UNIT} || {{ journalctl _SYSTEMD_UNIT={exposure.FIREWALL_UNIT} -n 20 "
+             f"-o cat --no-pager | grep -v '^$' | tail -n 1 >&2; exit 1; }}")
+    if host.get_fact(SystemdStatus).get(exposure.FIREWALL_UNIT):
+        server.shell(name=f"Apply the changed rules ({exposure.FIREWALL_UNIT})", commands=[apply], _if=any_changed(script, unit))
+    else:
+        server.shell(name=f"Apply the rules ({exposure.FIREWALL_UNIT})", commands=[apply])

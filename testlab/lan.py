@@ -84,15 +84,7 @@ class Lan:
 
     def host_link_local(self) -> str:
         """The host's fe80:: address on its end of the pair, scoped for use from the LAN (fe80::...%<LAN's end>)."""
-        leader = labhosts._leader(self.host.pid)
-        for _ in range(50):  # the kernel assigns it once the link is up (duplicate address detection first)
-            shown = subprocess.run(["nsenter", "-t", str(leader), "-n", "ip", "-6", "-o", "addr", "show", "dev",
-                                    self._host_end, "scope", "link"], capture_output=True, text=True).stdout
-            match = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", shown)
-            if match and "tentative" not in shown:
-                return f"{match.group(1)}%{self._lan_end}"
-            time.sleep(0.2)
-        raise RuntimeError(f"no link-local IPv6 address on {self._host_end}: {shown}")
+        return f"{link_local(self.host, self._host_end)}%{self._lan_end}"
 
     def detach(self) -> None:
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)  # takes its end of the pair along
@@ -109,6 +101,20 @@ class Lan:
 
     def curl(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("curl", "-sS", "--max-time", "10", *args)
+
+
+def link_local(host: labhosts.LabHost, device: str) -> str:
+    """The fe80:: address the kernel gave a host's interface by itself (once its duplicate address detection ended)."""
+    leader = labhosts._leader(host.pid)
+    shown = ""
+    for _ in range(50):
+        shown = subprocess.run(["nsenter", "-t", str(leader), "-n", "ip", "-6", "-o", "addr", "show", "dev", device,
+                                "scope", "link"], capture_output=True, text=True).stdout
+        match = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", shown)
+        if match and "tentative" not in shown:
+            return match.group(1)
+        time.sleep(0.2)
+    raise RuntimeError(f"no link-local IPv6 address on {device}: {shown}")
 
 
 PORT = re.compile(r":(\d+)$")
@@ -180,6 +186,11 @@ class LabNetwork:
 
     def detach(self) -> None:
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
+
+    def link_local(self, lab_host: labhosts.LabHost) -> str:
+        """A host's fe80:: address on this network, scoped for the third machine (fe80::...%br0)."""
+        i = [h.name for h in self.hosts].index(lab_host.name)
+        return f"{link_local(lab_host, f'lfn{self.index}h{i}')}%br0"
 
     def run(self, *argv: str, timeout: float = 60, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
         """A command on the third machine of the network."""

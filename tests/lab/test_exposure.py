@@ -23,6 +23,7 @@ import pytest
 from testlab import labhosts, lan, runner, spy
 from testlab.standins import cvat
 from tests.lab.conftest import TEST_LAB_DIR
+from tests.lab.test_doctor import doctor
 
 PASSWORD = "x7!Qm2#pLw9$Tz-exposure"
 ENV = {"LABFORGE_CVAT_ADMIN_PASSWORD": PASSWORD}
@@ -256,12 +257,13 @@ def test_a_local_account_cannot_reach_the_dashboard_and_root_can(host):
         assert as_root.stdout.strip() == "connected", as_root.stderr
 
 
-def test_a_function_container_cannot_reach_the_dashboard(host):
-    """A function runs model code; before the fix it shared CVAT's network with the dashboard."""
-    function = "nuclio-nuclio-openvino-dextr"
+@pytest.mark.parametrize("container", ["nuclio-nuclio-openvino-dextr", "cvat_server"])
+def test_a_function_container_or_any_other_cannot_reach_the_dashboard(host, container):
+    """A function runs model code; before the fix it shared CVAT's network with the dashboard, as did every service
+    of CVAT's. Now only the guard does (cvat_server reaches Nuclio through it alone)."""
     for address in [*dashboard_addresses(host), "nuclio"]:
-        attempt = host.ssh(f"docker exec {function} python3 -c \"{CONNECT}\" {address}", check=False)
-        print(f"{function} -> {address}:8070: rc={attempt.returncode} {attempt.stderr.strip()[-120:]}")
+        attempt = host.ssh(f"docker exec {container} python3 -c \"{CONNECT}\" {address}", check=False)
+        print(f"{container} -> {address}:8070: rc={attempt.returncode} {attempt.stderr.strip()[-120:]}")
         assert attempt.returncode != 0 and "connected" not in attempt.stdout, (address, attempt.stdout)
 
 
@@ -289,7 +291,7 @@ def test_an_ordinary_cvat_user_cannot_run_a_shell_in_the_dashboard(host, network
     assert fair.stdout == "200", fair.stderr
 
 
-def test_docker_does_not_start_while_the_firewall_failed(host, network):
+def test_docker_does_not_start_while_the_firewall_failed(host, mirror, network):
     """Before the fix docker.service only Wanted the firewall unit: with its script failing, Docker started every
     container with its port open. Now it does not start, and says why."""
     script = host.root / "usr/local/lib/labforge/firewall"
@@ -301,6 +303,11 @@ def test_docker_does_not_start_while_the_firewall_failed(host, network):
         print(f"systemctl start docker with the firewall failing: rc={started.returncode} {started.stderr.strip()[-200:]}")
         assert host.ssh("systemctl is-active docker", check=False).stdout.strip() != "active"
         assert network.probe({8080}) != {8080: "open"}
+        _, lines, _ = doctor(hosts(host, mirror))
+        status, _, detail = lines[host.name]
+        print(f"doctor: {status} {detail}")
+        assert status == "FAIL" and "labforge-firewall.service is failed, so Docker does not start (it Requires= the rules): " \
+            "labforge firewall: broken on purpose by the test" in detail, detail
     finally:
         script.write_text(kept)
         host.ssh("systemctl reset-failed labforge-firewall.service docker.service; systemctl start docker", check=False)
@@ -418,9 +425,10 @@ def test_tls_settings_that_cannot_work_are_refused_before_anything_changes(host,
     too_late = runner.deploy(hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir),
                                    cvat_tls_renew_days=400), "--sudo", env=ENV)
     assert too_late.returncode != 0 and "cvat_tls_renew_days is 400: it must be between 1 and 89" in too_late.stderr
-    other = runner.deploy(hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(ca_dir),
-                                cvat_host="annotate.elsewhere"), "--sudo", env=ENV)
-    assert other.returncode != 0 and "may sign only for" in other.stderr and "not annotate.elsewhere" in other.stderr
+    elsewhere = runner.deploy(hosts(host, mirror, "tls.yml", cvat_tls="lab-ca", cvat_tls_lab_ca_dir=str(TEST_LAB_DIR / "other-ca"),
+                                    cvat_tls_lab_ca_names=["elsewhere.example"]), "--sudo", env=ENV)
+    assert elsewhere.returncode != 0, elsewhere.stderr[-2000:]
+    assert f"may sign only for elsewhere.example, not {NAME}" in elsewhere.stderr, elsewhere.stderr[-2000:]
     assert {path: (host.root / path.lstrip("/")).read_bytes() for path in watched} == before
 
 

@@ -160,6 +160,21 @@ def test_host2s_dashboard_answers_host1_and_refuses_a_third_machine(lab):
     assert set(functions_from_host1) == {"closed"}  # the functions' ports answer nobody outside host 2
 
 
+def test_host2s_dashboard_is_closed_over_ipv6_and_to_host1s_local_accounts(lab):
+    """Before this round the inference host's dashboard and function ports answered anyone on the segment over
+    IPv6 link-local (docker-proxy binds [::]), and any account on the CVAT host reached the dashboard."""
+    cvat_host, inference_host, network, _ = lab
+    function_ports = {int(port) for port in lan.PUBLISHED.findall(inference_host.ssh(
+        "docker ps --filter label=nuclio.io/function-name --format '{{.Ports}}'").stdout)}
+    over_ipv6 = network.probe(network.link_local(inference_host), {8070, labhosts.SSH_PORT, *function_ports})
+    print(f"from the third machine over IPv6 link-local: {over_ipv6}")
+    assert all(state != "open" for port, state in over_ipv6.items() if port != labhosts.SSH_PORT), over_ipv6
+    url = f"http://{network.address(inference_host)}:8070/api/functions"
+    as_nobody = cvat_host.ssh(f"setpriv --reuid=nobody --regid=nogroup --clear-groups curl -sS --max-time 5 {url}", check=False)
+    print(f"host 1's nobody -> {url}: rc={as_nobody.returncode} {as_nobody.stderr.strip()}")
+    assert as_nobody.returncode != 0, as_nobody.stdout
+
+
 def test_a_second_converge_of_both_changes_nothing(lab):
     again = runner.deploy(hosts_file(lab, cvat_start=True), env=PASSWORD)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -46,7 +46,7 @@ def firewall_lines() -> list[str]:
         f'echo "@@firewall"; if [ -e /etc/systemd/system/{unit} ]; then',
         '  if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi',
         f'  echo "unit $(systemctl is-active {unit} 2>/dev/null)"',
-        f'  echo "why $($S journalctl -u {unit} -n 20 -o cat --no-pager 2>/dev/null | grep -v "^$" | tail -n 1)"',
+        f'  echo "why $($S journalctl _SYSTEMD_UNIT={unit} -n 20 -o cat --no-pager 2>/dev/null | grep -v "^$" | tail -n 1)"',
         '  [ -e /proc/net/if_inet6 ] && echo "ipv6 on" || echo "ipv6 off"',
         f'  for c in {" ".join(repr(c).replace(chr(39), chr(34)) for c in chains)}; do set -- $c; '
         'echo "first $1 $2 $($S "$1" -w -S "$2" 2>/dev/null | sed -n 2p)"; done',
