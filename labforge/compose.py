@@ -31,7 +31,10 @@ SHARE_VOLUME = f"{PROJECT}_{SHARE_VOLUME_KEY}"
 NUCLIO_CALLERS = ("cvat_server", "cvat_worker_annotation")
 # labforge's Nuclio guard (labforge/nuclio_guard.py): the only way CVAT reaches a dashboard. On an all-in-one host
 # the dashboard's only network is GUARDED_NETWORK_KEY, shared with the guard alone, so no other container (a
-# function's included) reaches it; the guard answers CVAT on CVAT's network.
+# function's included) reaches it; the guard answers CVAT on CVAT's network. The dashboard needs no network to its
+# functions there: CVAT invokes them directly (INVOKE_METHOD=direct), and the dashboard lists them and checks their
+# health through Docker (nuclio 1.13.x at 59fa1656: ValidateFunctionContainersHealthiness, pkg/platform/local/
+# platform.go 814-880, asks `docker` for the container's health: pkg/dockerclient/shell.go 508).
 GUARD_SERVICE = "nuclio_guard"
 GUARD_SCRIPT = "/usr/local/lib/labforge/nuclio_guard.py"
 GUARDED_NETWORK_KEY = "nuclio_guarded"

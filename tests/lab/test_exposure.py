@@ -244,7 +244,7 @@ def dashboard_addresses(host) -> list[str]:
 CONNECT = "import socket,sys; socket.create_connection((sys.argv[1], 8070), timeout=3).close(); print('connected')"
 
 
-def test_a_local_account_cannot_reach_the_dashboard_and_root_can(host):
+def test_a_local_account_cannot_reach_the_dashboard_and_root_can(host, stack):
     """Before the fix an unprivileged account opened the dashboard at its container address: root by one deploy."""
     addresses = dashboard_addresses(host)
     assert addresses
@@ -258,7 +258,7 @@ def test_a_local_account_cannot_reach_the_dashboard_and_root_can(host):
 
 
 @pytest.mark.parametrize("container", ["nuclio-nuclio-openvino-dextr", "cvat_server"])
-def test_a_function_container_or_any_other_cannot_reach_the_dashboard(host, container):
+def test_a_function_container_or_any_other_cannot_reach_the_dashboard(host, stack, container):
     """A function runs model code; before the fix it shared CVAT's network with the dashboard, as did every service
     of CVAT's. Now only the guard does (cvat_server reaches Nuclio through it alone)."""
     for address in [*dashboard_addresses(host), "nuclio"]:
