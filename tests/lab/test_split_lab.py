@@ -110,10 +110,12 @@ def test_cvat_on_host1_lists_and_calls_the_functions_on_host2(lab):
     code, answer = api(cvat_host, "POST", "/api/lambda/functions/openvino-dextr", {"task": 1, "frame": 0})
     print(f"cross-host call: HTTP {code}, {answer}")
     assert (code, answer["function"]) == (200, "openvino-dextr")
-    # the way it went: CVAT's Nuclio settings point at host 2's dashboard, which reached the function on its network
+    # the way it went: CVAT's Nuclio settings point at the guard on host 1, which forwards to host 2's dashboard,
+    # which reached the function on its network
     env = cvat_host.ssh("docker exec cvat_server env").stdout.split()
-    assert {"CVAT_NUCLIO_INVOKE_METHOD=dashboard", f"CVAT_NUCLIO_HOST={network.address(inference_host)}",
-            "CVAT_NUCLIO_PORT=8070"} <= set(env)
+    assert {"CVAT_NUCLIO_INVOKE_METHOD=dashboard", "CVAT_NUCLIO_HOST=nuclio_guard", "CVAT_NUCLIO_PORT=8070"} <= set(env)
+    guard = cvat_host.ssh("docker exec nuclio_guard env").stdout.split()
+    assert f"LABFORGE_NUCLIO_UPSTREAM={network.address(inference_host)}:8070" in guard
     on_network = inference_host.ssh("docker network inspect labforge_nuclio --format "
                                     "'{{range .Containers}}{{.Name}} {{end}}'").stdout.split()
     assert {"nuclio", "nuclio-nuclio-openvino-dextr", "nuclio-nuclio-openvino-omz-public-yolo-v3-tf"} <= set(on_network)
