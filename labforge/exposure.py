@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 
 from labforge import split
+from labforge.templates import render
 
 CHAIN = "LABFORGE-EXPOSURE"  # DOCKER-USER jumps here first: what reaches Docker's networks from outside
 INPUT6_CHAIN = "LABFORGE-INPUT6"  # ip6tables INPUT jumps here first: what reaches the host itself over IPv6
@@ -137,3 +138,12 @@ def rules(ports: list[int], networks: list[str], version: int = 4, ssh: int = 22
 def jumps(version: int) -> list[tuple[str, str]]:
     """(built-in or Docker chain, labforge chain): each must be the first rule of the former."""
     return [("DOCKER-USER", CHAIN), ("OUTPUT", LOCAL_CHAIN), *([("INPUT", INPUT6_CHAIN)] if version == 6 else [])]
+
+
+def firewall_script(ports: list[int], networks: list[str], ssh: int, remote_dashboards: list[str], what: str) -> str:
+    """The firewall unit's program (templates/labforge-firewall.sh.j2): both families' chains, each jumped to first."""
+    return render("labforge-firewall.sh.j2", ports=ports, networks=networks, what=what, ssh=ssh,
+                  networks6=of_family(networks, 6), chain=CHAIN, local_chain=LOCAL_CHAIN, input6_chain=INPUT6_CHAIN,
+                  dashboard_port=DASHBOARD_PORT, unit=FIREWALL_UNIT,
+                  rules4=rules(ports, networks, 4, ssh, remote_dashboards),
+                  rules6=rules(ports, networks, 6, ssh, remote_dashboards))

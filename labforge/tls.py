@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from labforge.templates import render
+
 MODES = ("off", "own", "lab-ca")
 CERT_DAYS = 90  # CVAT's certificate, issued on the host by labforge-tls-renew
 ISSUER_DAYS = 397  # the host's issuer
@@ -52,6 +54,13 @@ class LabCa:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def renew_script(name: str, renew_days: int, tls_dir: str, script: str) -> str:
+    """The host's renewal program (templates/labforge-tls-renew.sh.j2) for CVAT's certificate for `name`."""
+    san = f"IP:{name}" if is_address(name) else f"DNS:{name}"
+    return render("labforge-tls-renew.sh.j2", script=script, tls_dir=tls_dir, cert_name=name, san=san, days=CERT_DAYS,
+                  renew_days=renew_days)
 
 
 def is_address(name: str) -> bool:

@@ -249,10 +249,8 @@ def renewal(material: dict | None, address: str) -> None:
         removed = [files.file(name=f"No {path}", path=path, present=False) for path in (*units.values(), TLS_RENEW_SCRIPT)]
         systemd.daemon_reload(name="systemd daemon-reload (TLS renewal removed)", _if=any_changed(*removed))
         return
-    san = f"IP:{address}" if tls.is_address(address) else f"DNS:{address}"
     script = files.put(name=f"TLS renewal program ({address}, {tls.CERT_DAYS} days, renewed below {material['renew_days']})",
-                       src=StringIO(render("labforge-tls-renew.sh.j2", script=TLS_RENEW_SCRIPT, tls_dir=TLS_DIR, cert_name=address,
-                                           san=san, days=tls.CERT_DAYS, renew_days=material["renew_days"])),
+                       src=StringIO(tls.renew_script(address, material["renew_days"], TLS_DIR, TLS_RENEW_SCRIPT)),
                        dest=TLS_RENEW_SCRIPT, user="root", group="root", mode="0700", create_remote_dir=True)
     changed = [files.put(name=unit, src=StringIO(render(f"labforge-tls-renew.{unit.rsplit('.', 1)[1]}.j2", script=TLS_RENEW_SCRIPT)),
                          dest=path, mode="0644") for unit, path in units.items()]

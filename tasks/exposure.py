@@ -37,14 +37,6 @@ def settings() -> tuple[list[int], list[str], int]:
     return exposure.cvat_ports(host.data.get("cvat_tls")), networks, ssh
 
 
-def script_text(ports: list[int], networks: list[str], ssh: int, remote_dashboards: list[str], what: str) -> str:
-    return render("labforge-firewall.sh.j2", ports=ports, networks=networks, what=what, ssh=ssh,
-                  networks6=exposure.of_family(networks, 6), chain=exposure.CHAIN, local_chain=exposure.LOCAL_CHAIN,
-                  input6_chain=exposure.INPUT6_CHAIN, dashboard_port=exposure.DASHBOARD_PORT, unit=exposure.FIREWALL_UNIT,
-                  rules4=exposure.rules(ports, networks, 4, ssh, remote_dashboards),
-                  rules6=exposure.rules(ports, networks, 6, ssh, remote_dashboards))
-
-
 @deploy("Exposure")
 def exposure_layer() -> None:
     if not host.data.get("cvat_start"):
@@ -54,7 +46,7 @@ def exposure_layer() -> None:
     remote = [host.data.get("inference_address")] if host.data.get("inference_address") else []
     script = files.put(name=f"Firewall script ({what} {', '.join(map(str, ports))} from {', '.join(networks)}; "
                             f"IPv6: SSH {ssh}{' and ' + what if exposure.of_family(networks, 6) else ''})",
-                       src=StringIO(script_text(ports, networks, ssh, remote, what)),
+                       src=StringIO(exposure.firewall_script(ports, networks, ssh, remote, what)),
                        dest=exposure.FIREWALL_SCRIPT, mode="0755", create_remote_dir=True)
     unit = files.put(name=f"{exposure.FIREWALL_UNIT}", dest=f"/etc/systemd/system/{exposure.FIREWALL_UNIT}", mode="0644",
                      src=StringIO(render("labforge-firewall.service.j2", script=exposure.FIREWALL_SCRIPT,

@@ -51,8 +51,7 @@ def test_over_ipv6_only_ssh_and_cvat_from_allowed_ipv6_networks_take_new_tcp_con
 
 
 def test_the_firewall_script_applies_both_families_first_in_each_chain():
-    from tasks.exposure import script_text
-    text = script_text([8080], ["0.0.0.0/0", "fd00:10::/64"], 22, [], "CVAT")
+    text = exposure.firewall_script([8080], ["0.0.0.0/0", "fd00:10::/64"], 22, [], "CVAT")
     assert "iptables-restore -w --noflush" in text and "ip6tables-restore -w --noflush" in text
     for family, chain, target in (("iptables", "DOCKER-USER", exposure.CHAIN), ("iptables", "OUTPUT", exposure.LOCAL_CHAIN),
                                   ("ip6tables", "DOCKER-USER", exposure.CHAIN), ("ip6tables", "OUTPUT", exposure.LOCAL_CHAIN),

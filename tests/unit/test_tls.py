@@ -15,7 +15,6 @@ import pytest
 from cryptography import x509
 
 from labforge import tls
-from labforge.templates import render
 
 NOW = datetime.datetime.now(datetime.timezone.utc)  # the renewal program runs openssl, which reads the real clock
 NAMES = ["cvat.lab", "lab.example", "192.168.10.0/24"]
@@ -40,9 +39,7 @@ def host_dir(tmp_path: Path, ca: tls.LabCa, name: str) -> Path:
 def renew(directory: Path, name: str, *args: str, renew_days: int = 30, env: dict | None = None) -> subprocess.CompletedProcess:
     """The host's renewal program, rendered as the converge renders it, pointed at `directory`."""
     script = directory / "tls-renew"
-    san = f"IP:{name}" if tls.is_address(name) else f"DNS:{name}"
-    script.write_text(render("labforge-tls-renew.sh.j2", script=str(script), tls_dir=str(directory), cert_name=name, san=san,
-                             days=tls.CERT_DAYS, renew_days=renew_days))
+    script.write_text(tls.renew_script(name, renew_days, str(directory), str(script)))
     return subprocess.run(["sh", str(script), *args], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
