@@ -57,10 +57,17 @@ FORWARDED = ("content-type", "accept", *HEADERS)
 MAX_BODY = 512 * 1024 * 1024  # an invocation carries one frame as base64; CVAT's own limits are far below this
 
 
-def refusal(method: str, target: str, headers: dict[str, str]) -> tuple[int, str] | None:
+def refusal(method: str, target: str, headers) -> tuple[int, str] | None:
     """None when the request is one CVAT makes with names Nuclio could have made; else (status, one-line reason).
-    `target` is the raw request target, never decoded: a percent-escape is refused, not interpreted."""
-    lowered = {key.lower(): value for key, value in headers.items()}
+    `target` is the raw request target, never decoded: a percent-escape is refused, not interpreted. `headers` is a
+    mapping or every (name, value) the client sent: a name given twice (in any case) is refused, since Go's
+    dashboard reads the first of them and a check could read another."""
+    pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
+    lowered: dict[str, str] = {}
+    for key, value in pairs:
+        if key.lower() in lowered:
+            return 400, f"header {key.lower()} given twice"
+        lowered[key.lower()] = value
     for key, value in lowered.items():
         if key.startswith("x-nuclio-"):
             pattern = HEADERS.get(key)
@@ -107,13 +114,13 @@ class Guard(BaseHTTPRequestHandler):
             self._answer(413, _error(413, "request body too large"))
             return
         body = self.rfile.read(length) if length else b""
-        refused = refusal(self.command, self.path, dict(self.headers.items()))
+        refused = refusal(self.command, self.path, self.headers.items())
         if refused is not None:
             status, reason = refused
             sys.stderr.write(f"labforge nuclio guard: refused {self.command} {self.path[:200]!r}: {reason}\n")
             self._answer(status, _error(status, reason))
             return
-        headers = {key: value for key, value in self.headers.items() if key.lower() in FORWARDED}
+        headers = {key.lower(): value for key, value in self.headers.items() if key.lower() in FORWARDED}
         conn = http.client.HTTPConnection(*self.upstream, timeout=self.timeout_s)
         try:
             conn.request(self.command, self.path, body=body or None, headers=headers)

@@ -49,6 +49,14 @@ def test_only_the_three_requests_cvat_makes_pass(method, target, status):
     assert nuclio_guard.refusal(method, target, CVAT_HEADERS)[0] == status
 
 
+def test_a_header_given_twice_is_refused_whatever_its_case():
+    """Go's net/http merges X-Nuclio-Function-Name and x-nuclio-function-name and Header.Get reads the first, so a
+    check of the last one could be bypassed by a client that sends both (a container on CVAT's network can)."""
+    pairs = [("X-Nuclio-Function-Name", "x;id"), ("x-nuclio-function-name", "openvino-dextr"), ("x-nuclio-path", "/")]
+    assert nuclio_guard.refusal("POST", "/api/function_invocations", pairs) == (400, "header x-nuclio-function-name given twice")
+    assert nuclio_guard.refusal("GET", "/api/functions", [("Accept", "a"), ("accept", "b")])[0] == 400
+
+
 def test_headers_cvat_never_sends_are_refused():
     assert nuclio_guard.refusal("GET", "/api/functions", {**CVAT_HEADERS, "x-nuclio-project-namespace": "nuclio"})[0] == 400
     assert nuclio_guard.refusal("GET", "/api/functions", {**CVAT_HEADERS, "x-nuclio-path": "/../x"})[0] == 400
@@ -111,6 +119,18 @@ def test_a_crafted_function_from_cvat_gets_a_4xx_and_reaches_nothing(relay, func
     with pytest.raises(requests.HTTPError) as raised:  # what CVAT's _http() raises, then relays
         answer.raise_for_status()
     assert raised.value.response.status_code == answer.status_code
+
+
+def test_a_raw_request_with_both_header_cases_reaches_nothing(relay):
+    """The same as a client on CVAT's network would send it on the wire."""
+    import socket
+    host, port = relay.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /api/function_invocations HTTP/1.1\r\nHost: x\r\nX-Nuclio-Function-Name: x;id\r\n"
+                     b"x-nuclio-function-name: openvino-dextr\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        answer = conn.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert Recorder.seen == []
 
 
 def test_a_dashboard_that_is_down_is_a_502_not_a_hang(relay):
