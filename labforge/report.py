@@ -97,7 +97,7 @@ def last_error_line(meta) -> str:
         lines = [line.strip() for line in meta.stderr_lines if line.strip()]
     except (AssertionError, AttributeError):
         return ""
-    return lines[-1][:240] if lines else ""
+    return lines[-1] if lines else ""
 
 
 def summarise(st, h) -> str:
