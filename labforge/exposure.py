@@ -65,8 +65,17 @@ def allowed_networks(value) -> list[str]:
     return found
 
 
+def is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def of_family(networks, version: int) -> list[str]:
-    return [n for n in networks if ipaddress.ip_network(n, strict=False).version == version]
+    """The addresses or networks of one IP version (a DNS name is of neither: it is left out)."""
+    return [n for n in networks if is_address(n) and ipaddress.ip_network(n, strict=False).version == version]
 
 
 def dashboard_publish(value) -> str | None:

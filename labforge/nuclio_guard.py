@@ -36,6 +36,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = 8070  # CVAT's default CVAT_NUCLIO_PORT (cvat/settings/base.py 345-355 at dfd505e7)
@@ -54,7 +55,9 @@ HEADERS = {
     "x-nuclio-path": re.compile(r"/"),
 }
 FORWARDED = ("content-type", "accept", *HEADERS)
-MAX_BODY = 512 * 1024 * 1024  # an invocation carries one frame as base64; CVAT's own limits are far below this
+MAX_BODY = 256 * 1024 * 1024  # an invocation carries one frame as base64 (a 100-megapixel PNG fits)
+MAX_CALLS = 32  # requests relayed at once; more wait no longer than a client's socket timeout, then get 503
+CLIENT_TIMEOUT = 120.0  # seconds a client may sit idle on its connection
 
 
 def refusal(method: str, target: str, headers) -> tuple[int, str] | None:
@@ -97,29 +100,52 @@ class Guard(BaseHTTPRequestHandler):
     upstream: tuple[str, int] = ("nuclio", PORT)
     timeout_s: float = 600.0
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT  # socketserver's per-connection timeout: an idle client does not hold a thread
+    calls = threading.BoundedSemaphore(MAX_CALLS)
 
     def log_message(self, fmt, *args):  # one line per refusal only (below), not per request
         pass
 
-    def _answer(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+    def _answer(self, status: int, body: bytes, ctype: str = "application/json", close: bool = False) -> None:
+        if close:  # after a refusal the rest of what the client sent is not read as another request
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0 or length > MAX_BODY:
-            self._answer(413, _error(413, "request body too large"))
+        if self.headers.get("Transfer-Encoding"):  # CVAT (requests with json=) always sends a Content-Length
+            self._answer(411, _error(411, "a body must come with its Content-Length"), close=True)
             return
-        body = self.rfile.read(length) if length else b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._answer(413 if length > MAX_BODY else 400, _error(400, "request body too large or its length unreadable"),
+                         close=True)
+            return
         refused = refusal(self.command, self.path, self.headers.items())
         if refused is not None:
             status, reason = refused
             sys.stderr.write(f"labforge nuclio guard: refused {self.command} {self.path[:200]!r}: {reason}\n")
-            self._answer(status, _error(status, reason))
+            self._answer(status, _error(status, reason), close=True)
             return
+        body = self.rfile.read(length) if length else b""
+        if not self.calls.acquire(timeout=CLIENT_TIMEOUT):
+            self._answer(503, _error(503, f"more than {MAX_CALLS} calls at once"), close=True)
+            return
+        try:
+            self._relay(body)
+        finally:
+            self.calls.release()
+
+    def _relay(self, body: bytes) -> None:
         headers = {key.lower(): value for key, value in self.headers.items() if key.lower() in FORWARDED}
         conn = http.client.HTTPConnection(*self.upstream, timeout=self.timeout_s)
         try:

@@ -99,6 +99,25 @@ def permitted(names: list[str]) -> list[x509.GeneralName]:
     return found
 
 
+NOTHING = "invalid"  # RFC 2606: a DNS name that is never real, permitted where no DNS name may be signed for
+
+
+def name_constraints(names: list[str], exact: bool = False) -> x509.NameConstraints:
+    """Name constraints that bind both name types (RFC 5280 4.2.1.10 applies each type's subtrees to that type alone,
+    so a CA constrained to IP addresses only could sign any DNS name): the DNS names given (each with the names under
+    it; with `exact`, the names under it excluded) or none (NOTHING), and the IP addresses or networks given or none
+    (every address excluded)."""
+    subtrees = permitted(names)
+    dns = [sub for sub in subtrees if isinstance(sub, x509.DNSName)]
+    ips = [sub for sub in subtrees if isinstance(sub, x509.IPAddress)]
+    excluded: list[x509.GeneralName] = [] if ips else [x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+                                                       x509.IPAddress(ipaddress.ip_network("::/0"))]
+    if exact:
+        excluded += [x509.DNSName(f".{sub.value}") for sub in dns]
+    return x509.NameConstraints(permitted_subtrees=(dns or [x509.DNSName(NOTHING)]) + ips,
+                                excluded_subtrees=excluded or None)
+
+
 def constraints(cert: x509.Certificate) -> x509.NameConstraints | None:
     try:
         return cert.extensions.get_extension_for_class(x509.NameConstraints).value
@@ -106,26 +125,48 @@ def constraints(cert: x509.Certificate) -> x509.NameConstraints | None:
         return None
 
 
+def _dns_match(name: str, base: str) -> bool:
+    """RFC 5280's dNSName constraint match, as OpenSSL does it: "a.b" matches itself and the names under it, ".a.b"
+    only the names under it."""
+    if base.startswith("."):
+        return name.endswith(base)
+    return name == base or name.endswith("." + base)
+
+
 def allows(cert: x509.Certificate, name: str) -> bool:
-    """Whether a CA's name constraints (if any) let it sign for `name`."""
+    """Whether a CA's name constraints (if any) let it sign for `name`: no excluded subtree of its type matches, and
+    a permitted one does where the CA has permitted subtrees of that type."""
     limits = constraints(cert)
     if limits is None:
         return True
     entry = _name_entry(name)
+    kind = type(entry)
+    excluded = [sub for sub in limits.excluded_subtrees or [] if isinstance(sub, kind)]
+    allowed = [sub for sub in limits.permitted_subtrees or [] if isinstance(sub, kind)]
     if isinstance(entry, x509.IPAddress):
-        return any(entry.value in sub.value for sub in limits.permitted_subtrees or [] if isinstance(sub, x509.IPAddress))
-    wanted = name.lower().rstrip(".")
-    return any(wanted == sub.value or wanted.endswith("." + sub.value)
-               for sub in limits.permitted_subtrees or [] if isinstance(sub, x509.DNSName))
+        hit = lambda sub: entry.value in sub.value  # noqa: E731
+    else:
+        wanted = name.lower().rstrip(".")
+        hit = lambda sub: _dns_match(wanted, sub.value.lower())  # noqa: E731
+    return not any(hit(sub) for sub in excluded) and (not allowed or any(hit(sub) for sub in allowed))
 
 
 def ca_problem(ca: LabCa, name: str, directory: Path) -> str | None:
     """One line when the lab CA cannot sign for `name` (its name constraints leave it out)."""
     if allows(ca.cert, name):
         return None
-    subtrees = ", ".join(str(getattr(sub, "value", sub)) for sub in constraints(ca.cert).permitted_subtrees or [])
+    subtrees = ", ".join(str(sub.value) for sub in constraints(ca.cert).permitted_subtrees or [] if sub.value != NOTHING)
     return (f"the lab CA in {directory} may sign only for {subtrees}, not {name}: move {directory} away and list every "
             "cvat_host of the lab in cvat_tls_lab_ca_names to make a new one (users then import its ca.crt again)")
+
+
+def ca_expiry_notice(ca: LabCa, now: datetime.datetime | None = None) -> str | None:
+    """A notice while the lab CA has fewer than ISSUER_RENEW_DAYS left: no issuer can outlive it."""
+    left = _days_left(ca.cert, now or _now())
+    if left >= datetime.timedelta(days=ISSUER_RENEW_DAYS):
+        return None
+    return (f"the lab CA expires on {ca.cert.not_valid_after_utc:%Y-%m-%d} ({left.days} days): certificates cannot "
+            "outlive it; move its directory away and converge to make a new one (users then import its ca.crt again)")
 
 
 def renew_days_problem(renew_days: int) -> str | None:
@@ -148,7 +189,11 @@ def lab_ca(directory: Path, now: datetime.datetime | None = None, names: list[st
         if key_path.stat().st_mode & 0o077:
             raise TlsProblem(f"{key_path} is readable by other users: chmod 600 it (it signs every lab certificate)")
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        return LabCa(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if cert.not_valid_after_utc <= now:
+            raise TlsProblem(f"the lab CA in {directory} expired on {cert.not_valid_after_utc:%Y-%m-%d}: move {directory} away "
+                             "to make a new one (users then import its ca.crt again)")
+        return LabCa(cert, key)
     if not names:
         raise TlsProblem("a new lab CA needs the names it may sign for (cvat_tls_lab_ca_names, or the host's cvat_host)")
     if key_path.exists() or cert_path.exists():
@@ -164,8 +209,7 @@ def lab_ca(directory: Path, now: datetime.datetime | None = None, names: list[st
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
             .add_extension(CA_USAGE, critical=True)
-            .add_extension(x509.NameConstraints(permitted_subtrees=permitted(names or []), excluded_subtrees=None),
-                           critical=True)
+            .add_extension(name_constraints(names), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -217,12 +261,10 @@ def issuer_reason(issuer_pem: str | None, ca: LabCa, name: str, now: datetime.da
         return "the host's issuer is not PEM"
     if not _verified(issuer, ca.cert):
         return "the host's issuer is not this lab CA's"
-    limits = constraints(issuer)
-    if limits is None or [getattr(s, "value", None) for s in limits.permitted_subtrees or []] != \
-            [getattr(s, "value", None) for s in permitted([name])]:
+    if constraints(issuer) != name_constraints([name], exact=True):
         return f"the host's issuer is not constrained to {name}"
     left = _days_left(issuer, now)
-    if left < datetime.timedelta(days=ISSUER_RENEW_DAYS):
+    if left < datetime.timedelta(days=ISSUER_RENEW_DAYS) and issuer.not_valid_after_utc < ca.cert.not_valid_after_utc:
         return f"the host's issuer has {max(left.days, 0)} days left (renewed below {ISSUER_RENEW_DAYS})"
     return None
 
@@ -240,7 +282,7 @@ def issue_issuer(ca: LabCa, name: str, now: datetime.datetime | None = None) -> 
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(CA_USAGE, critical=True)
-            .add_extension(x509.NameConstraints(permitted_subtrees=permitted([name]), excluded_subtrees=None), critical=True)
+            .add_extension(name_constraints([name], exact=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
             .sign(ca.key, hashes.SHA256()))

@@ -189,8 +189,11 @@ def tls_material(mode: str, address: str) -> dict | None:
                       "browsers: move it away to make a constrained one (docs/security.md); users then import it again")
     current_issuer = read(f"{TLS_DIR}/issuer.crt")
     issuer = None
+    expiring = tls.ca_expiry_notice(ca)
+    if expiring:
+        report.notice(expiring)
     why_issuer = tls.issuer_reason(current_issuer, ca, address)
-    if why_issuer is None and not host.get_fact(File, path=f"{TLS_DIR}/issuer.key"):
+    if why_issuer is None and not host.get_fact(File, path=f"{TLS_DIR}/issuer.pem"):
         why_issuer = "the host's issuer key is missing"
     if why_issuer is not None:
         issuer = tls.issue_issuer(ca, address)
@@ -218,7 +221,7 @@ def tls_files(material: dict | None, address: str):
     files.put(name="traefik's tls.yml (the default certificate)", src=StringIO(render("tls.yml.j2")),
               dest=f"{TLS_DIR}/tls.yml", mode="0644")
     if not lab:
-        for name in ("issuer.crt", "issuer.key", "ca.crt"):
+        for name in ("issuer.crt", "issuer.pem", "ca.crt"):
             files.file(name=f"No lab CA file {name} (cvat_tls is own)", path=f"{TLS_DIR}/{name}", present=False)
         files.file(name=f"No lab CA certificate ({LAB_CA_CERT})", path=LAB_CA_CERT, present=False)
         key = secrets.put_secret(f"TLS key for {address}", material["key"], f"{TLS_DIR}/key.pem")
@@ -229,11 +232,12 @@ def tls_files(material: dict | None, address: str):
     files.put(name="Lab CA certificate for users to import", src=StringIO(material["ca"]), dest=LAB_CA_CERT, mode="0644")
     files.put(name="Lab CA certificate (the renewal's trust anchor)", src=StringIO(material["ca"]), dest=f"{TLS_DIR}/ca.crt",
               mode="0644")
-    if material["issuer"] is not None:
+    if material["issuer"] is not None:  # key and certificate in one file, written whole: never a mismatched pair
         issuer_cert, issuer_key = material["issuer"]
-        secrets.put_secret(f"TLS issuer key for {address}", issuer_key, f"{TLS_DIR}/issuer.key")
-        files.put(name=f"TLS issuer for {address} (constrained to it)", src=StringIO(issuer_cert), dest=f"{TLS_DIR}/issuer.crt",
-                  mode="0644")
+        secrets.put_secret(f"TLS issuer for {address} (key and certificate, constrained to it)", issuer_key + issuer_cert,
+                           f"{TLS_DIR}/issuer.pem")
+        files.put(name=f"TLS issuer's certificate for {address} (what the converge reads)", src=StringIO(issuer_cert),
+                  dest=f"{TLS_DIR}/issuer.crt", mode="0644")
     if material["leaf"] is not None:
         server.shell(name=f"Issue CVAT's TLS certificate for {address} ({material['leaf']})",
                      commands=[f"{TLS_RENEW_SCRIPT} --force"])

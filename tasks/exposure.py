@@ -17,7 +17,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import exposure, split
+from labforge import exposure, report, split
 from labforge.report import Refused
 from labforge.templates import render
 
@@ -44,6 +44,9 @@ def exposure_layer() -> None:
     ports, networks, ssh = settings()
     what = "Nuclio dashboard" if split.role(host.data) == "inference" else "CVAT"
     remote = [host.data.get("inference_address")] if host.data.get("inference_address") else []
+    if remote and not exposure.is_address(remote[0]):
+        report.notice(f"the inference host is reached by name ({remote[0]}): this host's local accounts are kept from its "
+                      "dashboard only when its lab_address is an IP address (docs/security.md)")
     script = files.put(name=f"Firewall script ({what} {', '.join(map(str, ports))} from {', '.join(networks)}; "
                             f"IPv6: SSH {ssh}{' and ' + what if exposure.of_family(networks, 6) else ''})",
                        src=StringIO(exposure.firewall_script(ports, networks, ssh, remote, what)),
@@ -56,11 +59,14 @@ def exposure_layer() -> None:
                        create_remote_dir=True)
     systemd.daemon_reload(name="systemd daemon-reload (firewall unit)", _if=any_changed(unit, dropin))
     systemd.service(name=f"{exposure.FIREWALL_UNIT} enabled", service=exposure.FIREWALL_UNIT, enabled=True)
-    # applied when it is not active (first run, or it failed) or its rules changed; a failure says why on stderr,
-    # which the run summary's line carries
-    apply = (f"systemctl restart {exposure.FIREWALL_UNIT} || {{ journalctl _SYSTEMD_UNIT={exposure.FIREWALL_UNIT} -n 20 "
-             f"-o cat --no-pager | grep -v '^$' | tail -n 1 >&2; exit 1; }}")
+    # Applied by running the program itself when the unit is active and the rules changed: `systemctl restart` of the
+    # unit would restart Docker and every container with it (docker.service Requires= it, and systemd propagates an
+    # explicit restart to the units that require the restarted one: systemd.unit(5), Requires=). Started when it is
+    # not active (first run, or it failed). A failure says why on stderr, which the run summary's line carries.
+    why = f"journalctl _SYSTEMD_UNIT={exposure.FIREWALL_UNIT} -n 20 -o cat --no-pager | grep -v '^$' | tail -n 1 >&2"
     if host.get_fact(SystemdStatus).get(exposure.FIREWALL_UNIT):
-        server.shell(name=f"Apply the changed rules ({exposure.FIREWALL_UNIT})", commands=[apply], _if=any_changed(script, unit))
+        server.shell(name=f"Apply the changed rules ({exposure.FIREWALL_SCRIPT}, Docker left running)",
+                     commands=[exposure.FIREWALL_SCRIPT], _if=any_changed(script, unit))
     else:
-        server.shell(name=f"Apply the rules ({exposure.FIREWALL_UNIT})", commands=[apply])
+        server.shell(name=f"Apply the rules ({exposure.FIREWALL_UNIT})",
+                     commands=[f"systemctl start {exposure.FIREWALL_UNIT} || {{ {why}; exit 1; }}"])

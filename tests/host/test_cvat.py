@@ -240,7 +240,7 @@ def test_the_lab_ca_certificate_is_renewed_on_the_host(host, pins, running):
     assert host.service("labforge-tls-renew.timer").is_enabled
     assert host.run("systemctl is-active labforge-tls-renew.timer").stdout.strip() == "active"
     with host.sudo():
-        assert host.file("/etc/labforge/tls/issuer.key").mode == 0o600
+        assert host.file("/etc/labforge/tls/issuer.pem").mode == 0o600
         assert host.run("/usr/local/lib/labforge/tls-renew").rc == 0  # a check: it renews only when due
 
 

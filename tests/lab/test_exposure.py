@@ -380,7 +380,7 @@ def test_the_lab_ca_key_stays_on_the_control_machine_and_the_host_keys_are_root_
     ca_dir, _, _ = lab_ca
     assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
     assert (ca_dir.stat().st_mode & 0o777) == 0o700
-    assert host.ssh("stat -c '%a %U' /etc/labforge/tls /etc/labforge/tls/key.pem /etc/labforge/tls/issuer.key").stdout.split() == [
+    assert host.ssh("stat -c '%a %U' /etc/labforge/tls /etc/labforge/tls/key.pem /etc/labforge/tls/issuer.pem").stdout.split() == [
         "700", "root", "600", "root", "600", "root"]
     assert not list(host.root.glob("etc/labforge/**/ca.key"))
     assert host.ssh("stat -c '%a' /etc/labforge/lab-ca.crt").stdout.strip() == "644"  # for users to import

@@ -133,6 +133,32 @@ def test_a_raw_request_with_both_header_cases_reaches_nothing(relay):
     assert Recorder.seen == []
 
 
+def raw(relay: str, request: bytes) -> str:
+    import socket
+    host, port = relay.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        chunks = []
+        while data := conn.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    # a chunked body is refused, and what follows it is not read as a second request
+    (b"POST /api/function_invocations HTTP/1.1\r\nHost: x\r\nx-nuclio-function-name: openvino-dextr\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n20\r\nGET /api/functions/x;id HTTP/1.1\r\n\r\n\r\n0\r\n\r\n", "411"),
+    (b"POST /api/function_invocations HTTP/1.1\r\nHost: x\r\nx-nuclio-function-name: openvino-dextr\r\n"
+     b"Content-Length: abc\r\n\r\n", "400"),
+    (b"GET /api/functions/x;id HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\nGET /api/functions HTTP/1.1\r\n\r\n", "400"),
+])
+def test_what_a_client_on_cvats_network_sends_on_the_wire_is_answered_once_and_reaches_nothing(relay, request_bytes, status):
+    answer = raw(relay, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status}") and answer.count("HTTP/1.1 ") == 1, answer
+    assert "Connection: close" in answer
+    assert Recorder.seen == []
+
+
 def test_a_dashboard_that_is_down_is_a_502_not_a_hang(relay):
     nuclio_guard.Guard.upstream = ("127.0.0.1", 9)  # discard: nothing listens
     answer = requests.get(relay + "/api/functions", headers=CVAT_HEADERS, timeout=10)

@@ -32,7 +32,7 @@ def host_dir(tmp_path: Path, ca: tls.LabCa, name: str) -> Path:
     issuer_cert, issuer_key = tls.issue_issuer(ca, name, now=NOW)
     (directory / "ca.crt").write_text(ca.cert_pem)
     (directory / "issuer.crt").write_text(issuer_cert)
-    (directory / "issuer.key").write_text(issuer_key)
+    (directory / "issuer.pem").write_text(issuer_key + issuer_cert)
     return directory
 
 
@@ -134,6 +134,89 @@ def test_a_stolen_issuer_cannot_sign_for_another_name(tmp_path, ca):
     proc = renew(directory, "other.lab", "--force")
     assert proc.returncode != 0 and "does not verify" in proc.stdout, proc.stdout + proc.stderr
     assert not (directory / "cert.pem").exists()
+
+
+def rogue(tmp_path: Path, signer_key, signer: x509.Certificate, name: str) -> Path:
+    """A server certificate for `name` signed by a CA's key directly: what a stolen key could make."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")]))
+            .issuer_name(signer.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(minutes=5)).not_valid_after(NOW + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([tls._name_entry(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(signer_key, hashes.SHA256()))
+    path = tmp_path / f"rogue-{name}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def openssl_verifies(ca_pem: str, leaf: Path, untrusted: Path | None = None) -> bool:
+    anchor = leaf.with_suffix(".ca")
+    anchor.write_text(ca_pem)
+    args = ["openssl", "verify", "-CAfile", str(anchor), *(["-untrusted", str(untrusted)] if untrusted else []),
+            "-purpose", "sslserver", str(leaf)]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize(("names", "good", "bad"), [
+    (["192.168.1.15"], ["192.168.1.15"], ["www.google.com", "192.168.1.16", "2001:db8::1"]),  # the default: an address
+    (["cvat.lab"], ["cvat.lab", "a.cvat.lab"], ["8.8.8.8", "www.google.com", "cvat.lab.evil"]),
+    (["lab.example", "192.168.10.0/24"], ["x.lab.example", "192.168.10.5"], ["www.google.com", "10.0.0.1"]),
+])
+def test_a_stolen_lab_ca_key_signs_for_the_labs_names_of_both_types_only(tmp_path, names, good, bad):
+    """RFC 5280 applies each name type's subtrees to that type only: the CA binds both, so OpenSSL refuses a
+    certificate it signed for any name outside the lab's, whatever its type."""
+    ca = tls.lab_ca(tmp_path / "ca", now=NOW, names=names)
+    for name in good:
+        assert tls.allows(ca.cert, name) and openssl_verifies(ca.cert_pem, rogue(tmp_path, ca.key, ca.cert, name)), name
+    for name in bad:
+        assert not tls.allows(ca.cert, name), name
+        assert not openssl_verifies(ca.cert_pem, rogue(tmp_path, ca.key, ca.cert, name)), name
+
+
+@pytest.mark.parametrize(("host", "others"), [("cvat.lab", ["evil.cvat.lab", "192.168.10.5", "www.google.com"]),
+                                               ("192.168.10.5", ["192.168.10.6", "cvat.lab", "www.google.com"])])
+def test_a_stolen_issuer_key_signs_for_its_hosts_name_only(tmp_path, ca, host, others):
+    from cryptography.hazmat.primitives import serialization
+    issuer_pem, key_pem = tls.issue_issuer(ca, host, now=NOW)
+    issuer = x509.load_pem_x509_certificate(issuer_pem.encode())
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    (tmp_path / "issuer.crt").write_text(issuer_pem)
+    assert openssl_verifies(ca.cert_pem, rogue(tmp_path, key, issuer, host), tmp_path / "issuer.crt")
+    for name in others:
+        assert not tls.allows(issuer, name), name
+        assert not openssl_verifies(ca.cert_pem, rogue(tmp_path, key, issuer, name), tmp_path / "issuer.crt"), name
+
+
+def test_no_certificate_outlives_the_hosts_issuer(tmp_path):
+    """Near the lab CA's end the issuer ends with it, and CVAT's certificate with the issuer: never a broken chain."""
+    short = tls.lab_ca(tmp_path / "short", now=NOW - datetime.timedelta(days=tls.CA_DAYS - 20), names=["cvat.lab"])
+    assert "the lab CA expires on" in tls.ca_expiry_notice(short)
+    directory, cert_pem, _ = issued(tmp_path, short, "cvat.lab")
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    issuer = x509.load_pem_x509_certificate((directory / "issuer.crt").read_text().encode())
+    assert issuer.not_valid_after_utc == short.cert.not_valid_after_utc
+    assert cert.not_valid_after_utc <= issuer.not_valid_after_utc
+    assert tls.issuer_reason((directory / "issuer.crt").read_text(), short, "cvat.lab") is None  # nothing better to make
+
+
+def test_an_expired_lab_ca_is_refused_with_one_line(tmp_path, ca):
+    with pytest.raises(tls.TlsProblem, match=r"expired on .*: move .* away to make a new one"):
+        tls.lab_ca(tmp_path / "lab-ca", now=NOW + datetime.timedelta(days=tls.CA_DAYS + 1))
+
+
+@pytest.mark.parametrize("name", ["2001:db8::1"])
+def test_an_ipv6_name_is_kept_once_issued(tmp_path, name):
+    """openssl prints 2001:DB8:0:0:0:0:0:1; the renewal compares addresses with -checkip, not text."""
+    ca = tls.lab_ca(tmp_path / "v6", now=NOW, names=["2001:db8::/64"])
+    directory, cert_pem, _ = issued(tmp_path, ca, name)
+    again = renew(directory, name)
+    assert "is good for more than 30 days" in again.stdout, again.stdout + again.stderr
+    assert (directory / "cert.pem").read_text() == cert_pem
 
 
 def test_a_certificate_of_another_issuer_is_replaced(tmp_path, ca):
