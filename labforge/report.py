@@ -129,7 +129,7 @@ def summarise(st, h) -> str:
     verb = "changed" if executed else "would change (plan)"
     parts = [f"{verb}: {', '.join(changed) if changed else 'nothing'}"]
     if failed:
-        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))} ({'; '.join(failed_ops)})" + (f": {why}" if why else ""))
+        parts.append(f"FAILED in: {', '.join(dict.fromkeys(failed))} ({'; '.join(failed_ops)})")
     reboot_ops = _reboot_ops.get(h.name, [])
     if any(m.is_complete() and m.did_change() for m in reboot_ops):
         parts.append("REBOOT REQUIRED (NVIDIA driver installed; reboot_after_driver is False)")
@@ -152,6 +152,8 @@ def summarise(st, h) -> str:
     if h.name in _served:
         parts.append(_served[h.name])
     parts.extend(f"notice: {text}" for text in _notices.get(h.name, []))
+    if why:  # last, whole, as the failing op printed it: the line's end is the reason
+        parts.append(f"why: {why}")
     return f"[labforge] {h.name}: " + "; ".join(parts)
 
 
