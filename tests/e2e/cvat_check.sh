@@ -11,6 +11,7 @@
 #                                              Trackers, a rectangle drawn, two frames forward
 # Run from the project root after ./install.sh. Last lines: the checker's report.
 set -uo pipefail
+source "$(dirname "$0")/sam2_model.sh"
 mode=${1:-}; image=$(readlink -f "${2:-/nonexistent}")
 [[ ($mode == detector || $mode == interactor || $mode == tracker || $mode == tracker-ui) && -f $image ]] \
   || { echo "usage: tests/e2e/cvat_check.sh detector|interactor|tracker|tracker-ui IMAGE"; exit 2; }
@@ -29,17 +30,7 @@ else
     fdir=files/nuclio/sam2-tracker seed=0
     args=(--tracker pth-labforge-sam2-tracker-cpu)
   fi
-  # the function host runs on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint, and torchvision's import
-  # made possible beside the CPU torch (testlab/sam2/torchvision_cpu.py), only for this project's venv
-  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$work/sam2_tiny.pt" "$seed"
-  mkdir -p "$work/site"
-  .venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
-import sys
-out, root = sys.argv[1:]
-open(out, "w").write(f"import sys\nif sys.prefix == {sys.prefix!r}:\n    sys.path.insert(0, {root!r})\n"
-                     "    from testlab.sam2.torchvision_cpu import allow_import\n    allow_import()\n")
-PY
-  export MODEL=$work/sam2_tiny.pt MODEL_CFG=configs/sam2.1/sam2.1_hiera_t.yaml PYTHONPATH=$work/site
+  sam2_model "$work" "$seed" || exit 1
 fi
 rm -f "$cache/serve.json"
 "$harness/run.sh" "$fdir" --mode serve --python .venv > "$work/serve.log" 2>&1 &

@@ -9,6 +9,7 @@
 #      name each refusal, and the dashboard see only GET /api/functions and GET /api/functions/<real id>.
 # Usage, from the project root after ./install.sh:  tests/e2e/guard_check.sh v2.51.0|v2.73.0
 set -uo pipefail
+source "$(dirname "$0")/sam2_model.sh"
 release=${1:-v2.51.0}
 harness=${CVAT_E2E:-../shared/cvat-e2e}
 cache=${CVAT_E2E_CACHE:-/tmp/cvat-e2e-cache}
@@ -33,15 +34,7 @@ for old, new in steps:
 open(path, "w").write(text)
 PY
 [[ $? == 0 ]] || exit 2
-.venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=29)" "$work/sam2_tiny.pt"
-mkdir -p "$work/site"
-.venv/bin/python - "$work/site/sitecustomize.py" "$(pwd)" <<'PY'
-import sys
-out, root = sys.argv[1:]
-open(out, "w").write(f"import sys\nif sys.prefix == {sys.prefix!r}:\n    sys.path.insert(0, {root!r})\n"
-                     "    from testlab.sam2.torchvision_cpu import allow_import\n    allow_import()\n")
-PY
-export MODEL=$work/sam2_tiny.pt MODEL_CFG=configs/sam2.1/sam2.1_hiera_t.yaml PYTHONPATH=$work/site
+sam2_model "$work" 29 || exit 1
 
 CVAT_E2E_INVOKE=dashboard "$work/harness/run.sh" files/nuclio/sam2 --python .venv --release "$release" | tail -n 1
 ui=${PIPESTATUS[0]}
