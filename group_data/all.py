@@ -220,16 +220,34 @@ nuclio_function_memory_limit = {
 }
 
 # --- Backups (pyinfra inventory.py backup.py / restore.py; docs/backups-and-upgrades.md) --------------------------
-# Where backups are kept on the host (root only, 0700). Each is a directory cvat-<UTC time> with one tar per volume
-# (cvat_db, cvat_data, cvat_keys, cvat_events_db) and a manifest.json (tag, commit, sizes, sha256).
+# On the host, backups are restic snapshots in a restic repository (deduplicated, compressed from restic 0.14,
+# checked after each backup), made by labforge-data (labforge/data_program.py) under one lock with restores and
+# upgrades. backup_dir holds the repository unless backup_repository names another; root only (0700).
 backup_dir = "/var/backups/labforge"
-# How many complete backups stay on the host (the oldest beyond that are removed after each good backup).
+# A restic repository string for the backups instead of <backup_dir>/repository: a path on the host, or anything
+# restic reaches without more settings (e.g. "sftp:backup@nas:/srv/labforge"; restic's own SSH config applies).
+backup_repository = None
+# restic from the distro's archive (apt verifies it), at this upstream version per release, held. Ubuntu 22.04's
+# restic 0.12.1 cannot compress and has no --dry-run (the space estimate then counts the volumes' whole size).
+restic_versions = {"bookworm": "0.14.0", "jammy": "0.12.1", "noble": "0.16.4"}
+# How many regular backups (manual and scheduled) stay; safety backups (before a restore, an upgrade, a rollback) are
+# counted apart, with the same number. Never removed: the backup being restored, the newest one, the newest of each
+# CVAT release, and any an unfinished upgrade depends on.
 backup_keep = 7
-# A directory on the control machine: each new backup is also copied there (<dir>/<host>/<name>/) and checked
-# against its manifest. None: the backups stay on the host only.
+# Bytes that must stay free on the repository's disk after a backup (and on Docker's after a restore is unpacked):
+# a disk shared with Docker never fills under PostgreSQL. A backup or restore that would go below is refused before
+# anything stops.
+backup_reserve_bytes = 2 * 2**30
+# After each backup restic checks the repository, and reads back 1/N of its data (a different part each day: all of
+# it every N days). 0: the structure only.
+backup_check_read_parts = 7
+# A directory on the control machine: after each backup.py run the repository's new files are copied there
+# (<dir>/<host>/repository, 0600 files in 0700 directories) and each checked against its name (restic names every
+# data, index and snapshot file by the sha256 of its content). A relative path is under the repository and must be
+# git-ignored. None: no copy.
 backup_fetch_dir = None
-# A systemd OnCalendar= value (e.g. "daily", "Mon..Fri 02:00") for a timer on the host that runs the same backup with
-# the same retention. None: no timer (and an existing one is removed).
-backup_schedule = None
-# restore.py: the backup to restore (a name in backup_dir); None: the newest complete one.
+# A systemd OnCalendar= value (e.g. "daily", "Mon..Fri 02:00") for the timer that runs the same backup. On by
+# default; None turns the timer off (and removes it).
+backup_schedule = "daily"
+# restore.py: the backup to restore (a name from `labforge-data list`); None: the newest.
 restore_backup = None

@@ -1,40 +1,117 @@
-"""Backups of a lab's data: what the host scripts are called and keep, the names, and the checks made on the
-control machine (a fetched copy against its manifest, the backup a restore takes).
+"""Backups of a lab's data, as the control machine sees them: the settings of labforge-data (the host's program,
+labforge/data_program.py) decided from the inventory, its result lines, and the checks of a copy fetched off the host.
 
-What is archived (CVAT's backup guide, site/content/en/docs/administration/advanced/backup_guide.md at dfd505e7):
+What is backed up (CVAT's backup guide, site/content/en/docs/administration/advanced/backup_guide.md at dfd505e7):
 the volumes cvat_db (PostgreSQL's data directory), cvat_data (/home/django/data: media, exports), cvat_keys
 (/home/django/keys: Django's secret key, listed by the guide but missing from its commands) and cvat_events_db
-(ClickHouse's analytics), each as `<compose project>_<key>`, with the stack stopped, into exactly the same CVAT
-release (the guide: restore only into the same version). The guide's commands pull an `ubuntu` image; here the
-host's own tar reads each volume's mountpoint, so an air-gapped lab needs nothing it does not have.
+(ClickHouse's analytics), each as `<compose project>_<key>`, into exactly the same CVAT release (the guide: restore
+only into the same version). The guide stops the stack and tars each volume; labforge-data reads them with restic
+instead, cvat_data first while CVAT runs and then every volume again with CVAT stopped, so that what is captured is
+one stopped moment while the down time is what changed since the first pass (docs/backups-and-upgrades.md).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
+import os
 import re
+import shlex
 from pathlib import Path
 
+from labforge import compose
+from labforge.data_program import CONFIG as DATA_CONFIG  # noqa: F401  (re-exported: the tasks write it)
+from labforge.data_program import JOURNAL, LAST, LOCK
+from labforge.paths import committable, in_repo
+
 VOLUMES = ("cvat_db", "cvat_data", "cvat_keys", "cvat_events_db")
-BACKUP_SCRIPT = "/usr/local/lib/labforge/backup"
-RESTORE_SCRIPT = "/usr/local/lib/labforge/restore"
-LAST_RESULT = "/var/lib/labforge/backup-last.json"  # world-readable: a name, a time, a size; no data
+ONLINE_VOLUMES = ("cvat_data",)  # read while CVAT runs too (most of the bytes: media); read again stopped
+DATA_PROGRAM = "/usr/local/lib/labforge/labforge-data"
+PASSWORD_FILE = "/etc/labforge/backup/restic-password"  # made on the host on first use, root only
+CACHE_DIR = "/var/cache/labforge/restic"
+LAST_RESULT = LAST  # world-readable: a name, a time, a size; no data
+DATA_JOURNAL = JOURNAL
 SERVICE, TIMER = "labforge-backup.service", "labforge-backup.timer"
-NAME = re.compile(r"cvat-[0-9]{8}T[0-9]{6}Z[A-Za-z0-9._-]*")
-RESULT = re.compile(r"^backup=(\S+) bytes=(\d+) down=([0-9.]+) dir=(\S+)$")
+UNIT_BACKUP, UNIT_RESTORE = "labforge-backup-now", "labforge-restore"
+TIMER_LOCK_WAIT = 4 * 3600  # a scheduled backup waits this long for an upgrade or restore to finish
+CONVERGE_LOCK_WAIT = 120  # backup.py, restore.py and an upgrade wait this long, then stop naming the holder
+RESULT = re.compile(r"^backup=(\S+) bytes=(\d+) added=(\d+) down=([0-9.]+) repository=(\S+)$")
 RESTORED = re.compile(r"^restored=(\S+) safety=(\S+) down=([0-9.]+)$")
+RESTIC_CONTENT_DIRS = ("data", "index", "snapshots", "keys")  # files named by the sha256 of their content
 
 
 class BackupProblem(ValueError):
-    """A backup that must not be trusted or used; one actionable line."""
+    """A backup setting or copy that must not be used; one actionable line."""
 
 
-def new_name(now: datetime.datetime | None = None) -> str:
-    """cvat-<UTC time>: names sort by time, which is what retention and "the newest" rely on."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return f"cvat-{now:%Y%m%dT%H%M%SZ}"
+def repository(data) -> str:
+    return str(data.get("backup_repository") or f"{data.get('backup_dir')}/repository")
+
+
+def restic_version(data, codename: str) -> str:
+    versions = data.get("restic_versions") or {}
+    if codename not in versions:
+        raise BackupProblem(f"restic_versions has no version for {codename} (it lists {', '.join(versions) or 'none'})")
+    return str(versions[codename])
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0].split(":")[-1])[:3])
+
+
+def program_config(data, *, codename: str, serverless: bool, period: float | None, upgrade_state: str,
+                   upgrade_script: str) -> dict:
+    """What labforge-data reads (DATA_CONFIG), decided from the settings: a pure function, tested in tests/unit."""
+    restic = version_tuple(restic_version(data, codename))
+    keep = int(data.get("backup_keep"))
+    return {
+        "project": compose.PROJECT, "compose": shlex.split(compose.compose_args(serverless)), "cvat_dir": data.get("cvat_dir"),
+        "volumes": list(VOLUMES), "online_volumes": list(ONLINE_VOLUMES), "repository": repository(data),
+        "password_file": PASSWORD_FILE, "cache_dir": CACHE_DIR, "keep": keep,
+        "reserve_bytes": int(data.get("backup_reserve_bytes")), "check_read_parts": int(data.get("backup_check_read_parts")),
+        "wait_api": compose.WAIT_API, "api_timeout": int(data.get("cvat_api_timeout")),
+        # restic 0.14 made repository format 2 (compression) "stable"; 0.13 brought --dry-run
+        "init_args": ["--repository-version", "2"] if restic >= (0, 14) else [],
+        "dry_run": restic >= (0, 13),
+        "schedule_period_seconds": period, "upgrade_state": upgrade_state, "upgrade_script": upgrade_script,
+    }
+
+
+def settings_problem(data) -> str | None:
+    """Refusals of the backup settings, one line each."""
+    directory = str(data.get("backup_dir") or "")
+    if not directory.startswith("/") or any(c in directory for c in " '\"$`\\"):
+        return f"backup_dir must be an absolute path without spaces or quotes, not {data.get('backup_dir')!r}"
+    try:
+        keep = int(data.get("backup_keep"))
+    except (TypeError, ValueError):
+        keep = 0
+    if keep < 1:
+        return f"backup_keep must be a whole number of backups, 1 or more, not {data.get('backup_keep')!r}"
+    reserve = data.get("backup_reserve_bytes")
+    if not isinstance(reserve, int) or reserve < 0:
+        return f"backup_reserve_bytes must be a whole number of bytes, 0 or more, not {reserve!r}"
+    parts = data.get("backup_check_read_parts")
+    if not isinstance(parts, int) or parts < 0:
+        return f"backup_check_read_parts must be 0 or a whole number of parts, not {parts!r}"
+    fetch = data.get("backup_fetch_dir")
+    if fetch and committable(in_repo(str(fetch))):
+        return (f"backup_fetch_dir {fetch} is inside the repository and git does not ignore it: the lab's data would be "
+                "committed; list it in .gitignore or choose a directory outside the repository")
+    return None
+
+
+def schedule_period(analyze_output: str) -> float | None:
+    """The longest gap between runs of an OnCalendar= expression, from `systemd-analyze calendar --iterations=8`
+    (each elapse is printed in UTC, on its own line when the host's zone is another: "(in UTC): Mon 2026-12-07
+    02:00:00 UTC"); the longest, so that "Mon..Fri" is judged by its weekend."""
+    stamps = [datetime.datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
+              for s in re.findall(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC$", analyze_output, re.MULTILINE)]
+    if len(stamps) < 2:
+        return None
+    return max((b - a).total_seconds() for a, b in itertools.pairwise(stamps))
 
 
 def parse_result(lines: list[str], pattern: re.Pattern) -> tuple[str, ...]:
@@ -42,10 +119,10 @@ def parse_result(lines: list[str], pattern: re.Pattern) -> tuple[str, ...]:
         match = pattern.match(line.strip())
         if match:
             return match.groups()
-    raise BackupProblem("the script ended without its result line")
+    raise BackupProblem("labforge-data ended without its result line")
 
 
-def human(size: int) -> str:
+def human(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -53,54 +130,57 @@ def human(size: int) -> str:
     return f"{size:.1f} TiB"
 
 
-def choose(backups: dict[str, dict], partial: list[str], wanted: str | None, tag: str | None, directory: str) -> tuple[str, dict]:
-    """The backup a restore takes: `wanted`, else the newest complete one; refused when incomplete, missing or of
-    another CVAT release than the checked-out `tag`."""
-    if wanted:
-        if f".partial-{wanted}" in partial and wanted not in backups:
-            raise BackupProblem(f"backup {wanted} in {directory} is incomplete (its run was killed or failed); choose another")
-        if wanted not in backups:
-            have = ", ".join(sorted(backups)) or "none"
-            raise BackupProblem(f"no complete backup {wanted} in {directory} (complete backups there: {have})")
-        name = wanted
-    else:
-        if not backups:
-            raise BackupProblem(f"no complete backup in {directory}: take one first with `pyinfra inventory.py backup.py`")
-        name = max(backups)
-    manifest = backups[name]
-    if tag is None:
-        raise BackupProblem("CVAT's checkout is not at a release tag: converge first")
-    if manifest.get("cvat_tag") != tag:
-        raise BackupProblem(f"backup {name} was taken at CVAT {manifest.get('cvat_tag')}, the checkout is at {tag}: CVAT restores "
-                            "only into the same release (set cvat_version to it and converge, or choose another backup)")
-    return name, manifest
+def in_unit(unit: str, command: str, log: str) -> str:
+    """Shell that runs `command` in the transient systemd unit `unit` and waits for it: a dropped SSH session or a
+    killed pyinfra does not stop it half-way (a unit that a killed run left is waited for first). Its output is
+    appended to `log`; this run's part is printed, and its exit status is the command's."""
+    rc = f"{log}.rc"
+    return (f"while systemctl is-active -q {unit}; do sleep 2; done; rm -f {rc}; size=$(stat -c %s {log} 2>/dev/null || echo 0); "
+            f"systemd-run --unit={unit} --wait --collect --quiet --property=StandardOutput=append:{log} "
+            f"--property=StandardError=append:{log} /bin/sh -c '{command}; echo $? > {rc}'; "
+            f"code=$(cat {rc} 2>/dev/null || echo 1); tail -c +$((size + 1)) {log} | tail -n 40 >&2; "
+            f"tail -c +$((size + 1)) {log} | grep -E '^[a-z]+=' | tail -n 1; exit $code")
 
 
-def mismatches(manifest: dict, sums: dict[str, str]) -> list[str]:
-    """The archives whose sha256 (`sums`: file -> sha256) differs from the manifest's, or that are missing."""
-    bad = []
-    for key in VOLUMES:
-        entry = (manifest.get("archives") or {}).get(key)
-        if entry is None:
-            bad.append(f"{key} (not in the manifest)")
-        elif sums.get(entry["file"]) != entry["sha256"]:
-            bad.append(f"{entry['file']} (sha256 {sums.get(entry['file'], 'missing')}, manifest {entry['sha256']})")
-    return bad
-
-
-def verify_copy(directory: Path) -> dict:
-    """A fetched backup on the control machine, checked byte for byte against its manifest."""
-    manifest = json.loads((directory / "manifest.json").read_text())
-    sums = {}
-    for key in VOLUMES:
-        path = directory / f"{key}.tar"
-        if path.exists():
+def verify_fetched(directory: Path) -> int:
+    """A fetched copy of a repository on the control machine: every data, index, snapshot and key file must hash to
+    its own name (restic names them by the sha256 of their content). Returns how many files were checked."""
+    checked, bad = 0, []
+    for sub in RESTIC_CONTENT_DIRS:
+        for path in sorted((directory / sub).rglob("*")):
+            if not path.is_file():
+                continue
             digest = hashlib.sha256()
             with path.open("rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
+                for block in iter(lambda s=stream: s.read(1 << 20), b""):
                     digest.update(block)
-            sums[path.name] = digest.hexdigest()
-    bad = mismatches(manifest, sums)
+            checked += 1
+            if digest.hexdigest() != path.name:
+                bad.append(str(path.relative_to(directory)))
     if bad:
-        raise BackupProblem(f"the copy in {directory} does not match its manifest: {', '.join(bad)}")
-    return manifest
+        raise BackupProblem(f"the copy in {directory} does not match its content: {', '.join(bad[:5])}")
+    return checked
+
+
+def private_file(path: Path) -> int:
+    """Open `path` for writing, 0600 in 0700 directories from the moment each exists."""
+    for parent in reversed([p for p in path.parents if not p.exists()]):
+        parent.mkdir(mode=0o700)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+
+def listing(lines: list[str]) -> dict[str, dict]:
+    """`labforge-data list` (a JSON list) as {name: {"cvat_tag": release, "kind": kind}}."""
+    try:
+        items = json.loads("".join(lines) or "[]")
+    except ValueError:
+        return {}
+    return {item["name"]: {"cvat_tag": item.get("cvat"), "kind": item.get("kind")} for item in items}
+
+
+def under_lock(command: str, wait: int = CONVERGE_LOCK_WAIT) -> str:
+    """Shell that runs `command` holding labforge-data's lock (flock(1) takes the same flock(2) lock as the program),
+    waiting at most `wait` seconds, else failing with one line that names the holder."""
+    held = f"labforge: the data lock is held by $(cat {LOCK} 2>/dev/null || echo another run) (waited {wait}s): try again when it is done"
+    return (f"mkdir -p -m 0700 {os.path.dirname(LOCK)} && flock -E 75 -w {wait} {LOCK} {command} || "
+            f"{{ code=$?; [ $code != 75 ] || echo \"{held}\" >&2; exit $code; }}")

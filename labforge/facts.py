@@ -228,43 +228,18 @@ class LoginUser(FactBase[str]):
         return output[0].strip()
 
 
-class Backups(FactBase[tuple[dict[str, dict], list[str]]]):
-    """The backups in a backup directory: {name: manifest} of the complete ones (a manifest.json, written last) and
-    the names of leftovers of killed runs (.partial-*), which are never trusted."""
+class BackupList(FactBase[dict[str, dict]]):
+    """The backups in the repository, from `labforge-data list`: {name: {"cvat_tag": release, "kind": kind}} ({} while
+    labforge-data is not installed or the repository is empty)."""
 
-    def command(self, directory: str) -> str:
-        return (f"for d in {directory}/cvat-*; do [ -f \"$d/manifest.json\" ] || continue; "
-                "printf 'BACKUP %s ' \"$(basename \"$d\")\"; tr -d '\\n' < \"$d/manifest.json\"; echo; done 2>/dev/null; "
-                f"for d in {directory}/.partial-*; do [ -e \"$d\" ] && echo \"PARTIAL $(basename \"$d\")\"; done 2>/dev/null; true")
+    def command(self, program: str) -> str:
+        return f"test -x {program} && {program} list 2>/dev/null || echo '[]'"
 
-    def process(self, output: list[str]) -> tuple[dict[str, dict], list[str]]:
-        complete, partial = {}, []
-        for line in output:
-            kind, _, rest = line.partition(" ")
-            if kind == "BACKUP":
-                name, _, manifest = rest.partition(" ")
-                try:
-                    complete[name] = json.loads(manifest)
-                except ValueError:
-                    partial.append(name)  # an unreadable manifest: not a good backup
-            elif kind == "PARTIAL":
-                partial.append(rest.strip())
-        return complete, partial
+    def process(self, output: list[str]) -> dict[str, dict]:
+        from labforge.backups import listing
+
+        return listing(output)
 
     @staticmethod
-    def default() -> tuple[dict[str, dict], list[str]]:
-        return {}, []
-
-
-class BackupChecksums(FactBase[dict[str, str]]):
-    """sha256 of each archive of one backup (file name -> hex digest)."""
-
-    def command(self, directory: str, backup: str) -> str:
-        return f"cd {directory}/{backup} 2>/dev/null && sha256sum *.tar 2>/dev/null; true"
-
-    def process(self, output: list[str]) -> dict[str, str]:
-        return {parts[1].lstrip("*"): parts[0] for parts in (line.split() for line in output) if len(parts) == 2}
-
-    @staticmethod
-    def default() -> dict[str, str]:
+    def default() -> dict[str, dict]:
         return {}

@@ -13,3 +13,15 @@ def in_repo(setting: str) -> Path:
     """A path setting: absolute as given, else relative to the repository (as download_lock_file)."""
     path = Path(setting).expanduser()
     return path if path.is_absolute() else REPO / path
+
+
+def committable(path: Path, repo: Path = REPO) -> bool:
+    """Whether `path` lies in the git repository `repo` and git does not ignore it: a secret or a backup written
+    there would be committed by the next `git add -A`."""
+    import subprocess
+
+    path = path.resolve()
+    if (path != repo and repo not in path.parents) or not (repo / ".git").exists():
+        return False
+    return subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "--no-index", str(path)],
+                          capture_output=True).returncode != 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from labforge.paths import committable
 from labforge.templates import render
 
 MODES = ("off", "own", "lab-ca")
@@ -327,15 +327,7 @@ def served_problem(cert: x509.Certificate, name: str, renew_days: int, now: date
 
 def ca_dir_problem(directory: Path, repo: Path) -> str | None:
     """A lab CA directory inside the repository must be one git ignores: its key signs for the whole lab."""
-    directory = directory.resolve()
-    if directory != repo and repo not in directory.parents:
-        return None
-    if not (repo / ".git").exists():
-        return None
-    probe = directory / CA_KEY
-    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "--no-index", str(probe)],
-                             capture_output=True).returncode == 0
-    if ignored:
+    if not committable(directory.resolve() / CA_KEY, repo):
         return None
     return (f"cvat_tls_lab_ca_dir {directory} is inside the repository and git does not ignore it: its key would be "
             "committed; list it in .gitignore or keep it outside the repository")

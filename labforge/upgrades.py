@@ -22,13 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labforge import compat, compose, nuctl, split
-from labforge.backups import BACKUP_SCRIPT, RESTORE_SCRIPT
+from labforge.backups import DATA_PROGRAM
 from labforge.templates import render
 
 UPGRADE_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"
 STATE = "/var/lib/labforge/cvat-upgrade.state"  # the journal of a run in progress (or killed): root only
 LOG = "/var/lib/labforge/cvat-upgrade.log"
-RC_FILE = "/var/lib/labforge/cvat-upgrade.rc"  # the script's exit status, written by the unit's shell
+PREVIEW_DIR = "/var/lib/labforge/cvat-upgrade-preview"  # the new release checked out beside, to read its compose files
 UNIT = "labforge-cvat-upgrade"  # the transient systemd unit the upgrade runs in, so that a dropped SSH session
 # (or a killed pyinfra) does not stop it half-way
 DATA_DIRS = ("/home/django/data", "/home/django/keys", "/home/django/logs", "/home/django/share",
@@ -114,7 +114,7 @@ def script(data, backup_dir: str) -> str:
     return render("labforge-cvat-upgrade.sh.j2", upgrade_script=UPGRADE_SCRIPT, unit=UNIT, state=STATE, log=LOG,
                   cvat_dir=data.get("cvat_dir"), project=compose.PROJECT, compose_args=compose.compose_args(split.local_nuclio(data)),
                   network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")), wait_api=compose.WAIT_API,
-                  backup_script=BACKUP_SCRIPT, restore_script=RESTORE_SCRIPT, backup_dir=backup_dir, rows=rows,
+                  data_program=DATA_PROGRAM, backup_dir=backup_dir, preview_dir=PREVIEW_DIR, override=compose.OVERRIDE, rows=rows,
                   manage_py={tag: compat.manage_py(data, tag) for tag in rows},
                   nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
                   kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
@@ -124,6 +124,10 @@ def script(data, backup_dir: str) -> str:
 def summary(line: str) -> str:
     """The upgrade script's last line, as the run summary says it."""
     fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+    if "upgraded" in fields and "kept" in fields:
+        return (f"CVAT {fields.get('from')} -> {fields.get('upgraded')}: the interrupted upgrade's new release had started and "
+                f"came up whole, so it was kept with the work done in it (backup {fields['kept']} holds that work too; backup "
+                f"{fields.get('backup')} the data before the upgrade)")
     if "upgraded" in fields:
         restored = fields.get("restored", "none")
         also = "" if restored == "none" else f", backup {restored} restored"

@@ -1,11 +1,14 @@
-"""Backups: the host's backup and restore scripts and the optional timer (the converge's layer), and the backup
-itself (`pyinfra inventory.py backup.py`). labforge/backups.py says what is archived and why.
+"""Backups: labforge-data, restic and the timer on the host (the converge's layers), and the backup itself
+(`pyinfra inventory.py backup.py`). labforge/backups.py decides the settings; labforge/data_program.py is the
+program; docs/backups-and-upgrades.md says what is true.
 
 A backup is an action, not a state: backup.py reports a change every time it runs, by design.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 from io import StringIO
 from pathlib import Path
@@ -13,65 +16,96 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command
+from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, python, server, systemd
 
-from labforge import backups, compose, report, secrets, split
-from labforge.backups import BACKUP_SCRIPT, LAST_RESULT, RESTORE_SCRIPT, SERVICE, TIMER
+from labforge import apt, backups, platform, report, secrets, split, upgrades
+from labforge.backups import DATA_CONFIG, DATA_PROGRAM, SERVICE, TIMER
+from labforge.facts import AptHeldPackages
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
 
 
-def labforge_version() -> str:
-    """labforge's version (pyproject.toml), for the manifest."""
-    return next((line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
-                 if line.startswith("version = ")), "?")
-
-
 def settings() -> tuple[str, int]:
-    directory, keep = host.data.get("backup_dir"), host.data.get("backup_keep")
-    if not str(directory or "").startswith("/") or any(c in str(directory) for c in " '\"$`\\"):
-        raise Refused(f"backup_dir must be an absolute path without spaces or quotes, not {directory!r}")
+    problem = backups.settings_problem(host.data)
+    if problem:
+        raise Refused(problem)
+    return host.data.get("backup_dir"), int(host.data.get("backup_keep"))
+
+
+def schedule_period() -> float | None:
+    schedule = host.data.get("backup_schedule")
+    if schedule is None:
+        return None
+    out = host.get_fact(Command, command=f"systemd-analyze calendar --iterations=8 {shlex.quote(str(schedule))} 2>&1 "
+                                          "&& echo ok || echo bad")
+    if not out or not out.strip().endswith("ok"):
+        raise Refused(f"backup_schedule {schedule!r} is not a systemd calendar expression (see `systemd-analyze calendar`)")
+    return backups.schedule_period(out)
+
+
+def restic() -> None:
+    """restic from the distro's archive (apt checks its signature) at the pinned upstream version, held."""
+    p = platform.current()
     try:
-        keep = int(keep)
-    except (TypeError, ValueError):
-        keep = 0
-    if keep < 1:
-        raise Refused(f"backup_keep must be a whole number of backups, 1 or more, not {host.data.get('backup_keep')!r}")
-    return directory, keep
+        wanted = backups.restic_version(host.data, p.codename)
+    except backups.BackupProblem as exc:
+        raise Refused(str(exc)) from exc
+    installed = host.get_fact(Command, command="dpkg-query -W -f '${Version}' restic 2>/dev/null || true") or ""
+    if backups.version_tuple(installed or "0") != backups.version_tuple(wanted):
+        apt.refresh("restic", ["restic"])
+        pyinfra_apt.packages(name=f"restic {wanted} (the backup tool)", packages=[f"restic={wanted}*"], no_recommends=True,
+                             extra_install_args="--allow-change-held-packages")
+    if "restic" not in (host.get_fact(AptHeldPackages) or []):
+        server.shell(name="Hold restic", commands=[f"{apt.wait_command(apt.lock_timeout())}; apt-mark hold restic"])
 
 
-def install_scripts() -> None:
-    directory, keep = settings()
-    values = {"backup_dir": directory, "keep": keep, "cvat_dir": host.data.get("cvat_dir"), "project": compose.PROJECT,
-              "compose_args": compose.compose_args(split.local_nuclio(host.data)), "volumes": backups.VOLUMES, "last_result": LAST_RESULT,
-              "backup_script": BACKUP_SCRIPT, "restore_script": RESTORE_SCRIPT, "wait_api": compose.WAIT_API,
-              "labforge_version": labforge_version()}
+def install_program() -> None:
+    """labforge-data and what it reads; restic. The CVAT layer calls this before an upgrade, which backs up with it."""
+    directory, _ = settings()
+    data = host.data
+    restic()
+    config = backups.program_config(data, codename=platform.current().codename, serverless=split.local_nuclio(data),
+                                    period=schedule_period(), upgrade_state=upgrades.STATE, upgrade_script=upgrades.UPGRADE_SCRIPT)
     files.directory(name="/var/lib/labforge", path="/var/lib/labforge", user="root", group="root", mode="0755")
-    files.put(name="Backup script", src=StringIO(render("labforge-backup.sh.j2", **values)), dest=BACKUP_SCRIPT,
+    files.directory(name=f"{directory} (root only)", path=directory, user="root", group="root", mode="0700")
+    files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
+                    user="root", group="root", mode="0700")
+    files.put(name="labforge-data (labforge/data_program.py)", src=str(REPO / "labforge" / "data_program.py"), dest=DATA_PROGRAM,
               user="root", group="root", mode="0700", create_remote_dir=True)
-    files.put(name="Restore script", src=StringIO(render("labforge-restore.sh.j2", **values)), dest=RESTORE_SCRIPT,
-              user="root", group="root", mode="0700", create_remote_dir=True)
+    files.put(name=f"{DATA_CONFIG} (what labforge-data reads)", src=StringIO(json.dumps(config, indent=1, sort_keys=True) + "\n"),
+              dest=DATA_CONFIG, user="root", group="root", mode="0600")
+
+
+def recover() -> None:
+    """What a killed backup or restore left (labforge-data's journal) is finished or undone before anything else."""
+    left = host.get_fact(Command, command=f"test -e {backups.DATA_JOURNAL} && echo yes || true")
+    if left == "yes":
+        report.notice("a backup or restore did not finish (the host lost power, or it was killed): labforge-data "
+                      "finishes or undoes it first")
+        server.shell(name="labforge-data recover (finish or undo what a killed run left)",
+                     commands=[backups.in_unit(backups.UNIT_RESTORE, f"{DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} recover",
+                                               "/var/lib/labforge/recover.log")])
 
 
 @deploy("Backups")
 def backup_layer() -> None:
-    """The timer when backup_schedule is set (removed when it is not). The scripts themselves are installed by the
-    CVAT layer, before it: an upgrade takes its backup with them."""
+    """The timer when backup_schedule is set (the default: daily; removed when None). labforge-data itself is
+    installed by the CVAT layer, before it: an upgrade backs up with it."""
     if not host.data.get("cvat_start") or split.role(host.data) == "inference":  # no CVAT data there
         return
     schedule = host.data.get("backup_schedule")
     units = "/etc/systemd/system"
     if schedule is None:
         if host.get_fact(Command, command=f"test -e {units}/{TIMER} && echo yes || true") == "yes":
-            systemd.service(name=f"{TIMER} off (no backup_schedule)", service=TIMER, running=False, enabled=False)
+            systemd.service(name=f"{TIMER} off (backup_schedule None)", service=TIMER, running=False, enabled=False)
         for unit in (TIMER, SERVICE):
             files.file(name=f"No {unit}", path=f"{units}/{unit}", present=False)
         return
-    check = host.get_fact(Command, command=f"systemd-analyze calendar {shlex.quote(str(schedule))} >/dev/null 2>&1 && echo ok || echo bad")
-    if check != "ok":
-        raise Refused(f"backup_schedule {schedule!r} is not a systemd calendar expression (see `systemd-analyze calendar`)")
-    service = files.put(name=SERVICE, src=StringIO(render("labforge-backup.service.j2", script=BACKUP_SCRIPT)),
+    schedule_period()  # refuses what systemd does not read
+    command = f"{DATA_PROGRAM} --wait {backups.TIMER_LOCK_WAIT} backup --kind scheduled"
+    service = files.put(name=SERVICE, src=StringIO(render("labforge-backup.service.j2", command=command)),
                         dest=f"{units}/{SERVICE}", mode="0644")
     timer = files.put(name=f"{TIMER} ({schedule})", src=StringIO(render("labforge-backup.timer.j2", schedule=schedule)),
                       dest=f"{units}/{TIMER}", mode="0644")
@@ -83,27 +117,57 @@ def backup_layer() -> None:
 def backup_now() -> None:
     if split.role(host.data) == "inference":
         raise Refused("an inference host holds no CVAT data (only functions, rebuilt by a converge): back up its CVAT host")
-    directory, _ = settings()
+    settings()
     fetch_dir = host.data.get("backup_fetch_dir")
-    install_scripts()
-    secrets.private_upload_dir()  # where a fetched archive is staged under --sudo (never /tmp)
-    name = backups.new_name()
-    taken = server.shell(name=f"Back up CVAT's data ({name})", commands=[f"{BACKUP_SCRIPT} {name}"])
-    python.call(name="Say where the backup went", function=_summarise, op=taken, name_=name)
+    install_program()
+    secrets.private_upload_dir()
+    taken = server.shell(name="Back up CVAT's data (labforge-data backup)", commands=[backups.in_unit(
+        backups.UNIT_BACKUP, f"{DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} backup --kind manual",
+        "/var/lib/labforge/backup.log")])
+    python.call(name="Say where the backup went", function=_summarise, op=taken)
     if fetch_dir:
-        local = in_repo(str(fetch_dir)) / host.name / name
-        for item in ("manifest.json", *(f"{key}.tar" for key in backups.VOLUMES)):
-            files.get(name=f"Copy {name}/{item} to the control machine", src=f"{directory}/{name}/{item}",
-                      dest=str(local / item), create_local_dir=True, _temp_dir=secrets.UPLOAD_DIR)
-        python.call(name=f"Check the copy in {local} against its manifest", function=_check_copy, local=local)
+        local = in_repo(str(fetch_dir)) / host.name / "repository"
+        repository = backups.repository(host.data)
+        if not repository.startswith("/"):
+            raise Refused(f"backup_fetch_dir copies a repository on the host; backup_repository {repository} is elsewhere "
+                          "(copy it with restic's own tools)")
+        python.call(name=f"Copy the repository's new files to {local} and check each", function=_fetch, repository=repository,
+                    local=local)
 
 
-def _summarise(op, name_: str) -> None:
-    name, size, down, directory = backups.parse_result(op.stdout_lines, backups.RESULT)
-    report.notice(f"backup {name} in {directory}: {backups.human(int(size))}, CVAT was down {down} s")
+def _summarise(op) -> None:
+    name, size, added, down, where = backups.parse_result(op.stdout_lines, backups.RESULT)
+    report.notice(f"backup {name} in {where}: {backups.human(int(size))} read, {backups.human(int(added))} new in the "
+                  f"repository; CVAT was down {down} s")
 
 
-def _check_copy(local: Path) -> None:
-    local.parent.chmod(0o700)
-    manifest = backups.verify_copy(local)
-    report.notice(f"backup {manifest['name']} copied to {local} and checked against its manifest (sha256)")
+def _fetch(repository: str, local: Path) -> None:
+    """Copy the files the control machine lacks (restic never rewrites a file in place: a name is its content), each
+    written 0600 in 0700 directories from the moment it exists, then check every file against its name."""
+    sudo = bool(getattr(host.state.config, "SUDO", False))
+    ok, output = host.run_shell_command(f"cd {shlex.quote(repository)} && find . -type f -printf '%s %P\\n'", _sudo=sudo)
+    if not ok:
+        raise Refused(f"cannot list the repository {repository} on {host.name}")
+    wanted = {}
+    for line in output.stdout_lines:
+        size, _, rel = line.partition(" ")
+        wanted[rel] = int(size)
+    fetched = 0
+    for rel, size in sorted(wanted.items()):
+        target = local / rel
+        if target.exists() and target.stat().st_size == size and not rel.startswith(("config", "locks/")):
+            continue
+        partial = target.with_name(f".{target.name}.partial")
+        fd = backups.private_file(partial)
+        with os.fdopen(fd, "wb") as stream:
+            # under --sudo pyinfra copies the file to a temporary one and makes it readable (connectors/ssh.py get_file,
+            # lines 494-515): in the SSH user's private staging directory, never in /tmp
+            if not host.get_file(f"{repository}/{rel}", stream, remote_temp_filename=f"{secrets.UPLOAD_DIR}/fetch.tmp", _sudo=sudo):
+                raise Refused(f"copying {repository}/{rel} from {host.name} failed")
+        os.replace(partial, target)
+        fetched += 1
+    for rel in [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]:
+        if rel not in wanted:  # forgotten and pruned on the host
+            (local / rel).unlink()
+    checked = backups.verify_fetched(local)
+    report.notice(f"repository copied to {local}: {fetched} new files, {checked} checked against their names (sha256)")

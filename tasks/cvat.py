@@ -14,13 +14,13 @@ from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import compat, compose, exposure, report, secrets, split, tls, upgrades
+from labforge import backups, compat, compose, exposure, report, secrets, split, tls, upgrades
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
-from labforge.facts import Backups, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
+from labforge.facts import BackupList, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
-from tasks.backups import install_scripts, settings
+from tasks.backups import install_program, recover, settings
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"  # /root is root-only: the file is never readable by others, even before its chmod
 LAB_CA_CERT = "/etc/labforge/lab-ca.crt"
@@ -117,7 +117,8 @@ def cvat() -> None:
     guard = files.put(name="Nuclio guard (labforge/nuclio_guard.py)", src=str(REPO / "labforge" / "nuclio_guard.py"),
                       dest=compose.GUARD_SCRIPT, mode="0644", create_remote_dir=True)
     certificate = tls_files(material, address)
-    install_scripts()
+    install_program()
+    recover()
     files.put(name="CVAT upgrade script", src=StringIO(upgrades.script(data, settings()[0])), dest=upgrades.UPGRADE_SCRIPT,
               user="root", group="root", mode="0700", create_remote_dir=True)
     if move.is_switch or move.unfinished:
@@ -139,8 +140,9 @@ def cvat() -> None:
             f"docker volume rm {compose.SHARE_VOLUME}",
         ])
     if (read(DIGEST_FILE) or "").strip() != digest or not all_running or share_moved:
+        # under the data lock: a backup or restore holding the stack stopped is waited for, never started under it
         server.shell(name=f"docker compose up -d (CVAT{' + serverless' if serverless else ''})", commands=[
-            f"cd {cvat_dir} && docker compose -p {PROJECT} {compose_args(serverless)} up -d",
+            f"cd {cvat_dir} && {backups.under_lock(f'docker compose -p {PROJECT} {compose_args(serverless)} up -d')}",
             f"echo {digest} > {DIGEST_FILE}",
         ])
     elif certificate is not None:  # traefik reads its certificate when it starts (the file provider watches tls.yml only)
@@ -310,7 +312,7 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
         report.notice(f"an upgrade {unfinished.get('FROM')} -> {unfinished.get('TO')} did not finish (phase "
                       f"{unfinished.get('PHASE')}): this run finishes or rolls it back first")
     needs_backups = host.data.get("restore_backup") and current and compat.release(version) < compat.release(current)
-    complete = host.get_fact(Backups, directory=settings()[0])[0] if needs_backups else {}
+    complete = host.get_fact(BackupList, program=backups.DATA_PROGRAM) if needs_backups else {}
     try:
         return upgrades.plan(host.data, current, complete, interrupted=bool(unfinished))
     except (upgrades.UpgradeRefused, compat.Incompatible) as exc:
@@ -320,17 +322,11 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
 def switch_release(move: upgrades.Move) -> None:
     """Run the upgrade script in its own systemd unit and wait for it; one that a killed run left is waited for
     first. The script's last line says what happened; on failure it is the run's error."""
-    u, log, rc = upgrades.UNIT, upgrades.LOG, upgrades.RC_FILE
     args = " ".join([move.wanted, compat.nuctl_version(host.data), *([move.restore] if move.restore else [])])
     what = (f"CVAT {move.current} -> {move.wanted}" if move.is_switch else f"CVAT: finish the unfinished upgrade to {move.wanted}")
-    done = server.shell(name=f"{what} (backup first, rollback on failure)", commands=[
-        f"while systemctl is-active -q {u}; do sleep 2; done; rm -f {rc}; size=$(stat -c %s {log} 2>/dev/null || echo 0); "
-        f"systemd-run --unit={u} --wait --collect --quiet --property=StandardOutput=append:{log} "
-        f"--property=StandardError=append:{log} /bin/sh -c '{upgrades.UPGRADE_SCRIPT} \"$@\"; echo $? > {rc}' -- {args}; "
-        f"code=$(cat {rc} 2>/dev/null || echo 1); "
-        f"last=$(tail -c +$((size + 1)) {log} | grep -E '^(labforge-upgrade: |upgraded=|at=)' | tail -n 1); "
-        "if [ \"$code\" = 0 ]; then echo \"$last\"; else echo \"${last:-labforge-upgrade: the upgrade script failed; see "
-        f"{log}}}\" >&2; fi; exit $code"])
+    # labforge-data holds the data lock for the script: no backup or restore runs meanwhile, the timer's included
+    done = server.shell(name=f"{what} (backup first, rollback on failure)", commands=[backups.in_unit(
+        upgrades.UNIT, f"{backups.DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} upgrade {args}", upgrades.LOG)])
     python.call(name="Say what the upgrade did", function=_say_upgraded, op=done)
 
 

@@ -1,39 +1,36 @@
-"""Restore (`pyinfra inventory.py restore.py [--data restore_backup=NAME]`): the newest good backup, or the one
-named, back into CVAT's volumes. Everything that can refuse does so while planning, before anything stops: an
-incomplete backup, one whose archives do not match its manifest, one of another CVAT release. The host's restore
-script backs up the current data first, so nothing is removed without a good backup taken in the same run.
+"""Restore (`pyinfra inventory.py restore.py [--data restore_backup=NAME]`): the newest backup, or the one named,
+back into CVAT's volumes, by labforge-data on the host (labforge/data_program.py) in its own systemd unit. It refuses
+before anything stops (a missing backup, one of another CVAT release, not enough room to unpack it), backs up the
+current data first, unpacks beside the volumes while CVAT still runs, and swaps them in by renames; a restore that
+does not come up puts the data from before it back by itself. A killed one is finished or undone by the next run.
 """
 
 from __future__ import annotations
+
+import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
-from labforge import backups, compat, report, split
-from labforge.backups import RESTORE_SCRIPT, BackupProblem
-from labforge.facts import BackupChecksums, Backups, GitTagsAtHead
+from labforge import backups, report, split
+from labforge.backups import DATA_PROGRAM
 from labforge.report import Refused
-from tasks.backups import install_scripts, settings
+from tasks.backups import install_program
 
 
 @deploy("Restore")
 def restore_now() -> None:
     if split.role(host.data) == "inference":
         raise Refused("an inference host holds no CVAT data (only functions, rebuilt by a converge): restore its CVAT host")
-    directory, _ = settings()
-    complete, partial = host.get_fact(Backups, directory=directory)
-    tag = compat.release_at_head(host.get_fact(GitTagsAtHead, path=host.data.get("cvat_dir")))
-    try:
-        name, manifest = backups.choose(complete, partial, host.data.get("restore_backup"), tag, directory)
-        bad = backups.mismatches(manifest, host.get_fact(BackupChecksums, directory=directory, backup=name))
-        if bad:
-            raise BackupProblem(f"backup {name} does not match its manifest: {', '.join(bad)}; it is not restored")
-    except BackupProblem as exc:
-        raise Refused(str(exc)) from exc
-    install_scripts()
-    done = server.shell(name=f"Restore backup {name} (CVAT {manifest['cvat_tag']}, taken {manifest.get('created')})",
-                        commands=[f"{RESTORE_SCRIPT} {name}"])
+    wanted = host.data.get("restore_backup")
+    if wanted is not None and not str(wanted).replace("-", "").replace(".", "").replace("_", "").isalnum():
+        raise Refused(f"restore_backup must be a backup's name (letters, digits, '.', '_', '-'), not {wanted!r}")
+    install_program()
+    argument = f" {shlex.quote(str(wanted))}" if wanted else ""
+    done = server.shell(name=f"Restore {wanted or 'the newest backup'} (labforge-data restore: safety backup first)",
+                        commands=[backups.in_unit(backups.UNIT_RESTORE, f"{DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} "
+                                                  f"restore{argument}", "/var/lib/labforge/restore.log")])
     python.call(name="Say what was restored", function=_summarise, op=done)
 
 

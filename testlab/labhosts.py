@@ -382,6 +382,9 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
             "ssh_strict_host_key_checking": "off",
             # nuctl is pinned on first use (labforge/pins.py): the lab's own lock file, never the repository's
             "download_lock_file": str(path.parent / "labforge.lock"),
+            # the product's daily timer would stop a lab host's CVAT for a backup whenever a test run crosses midnight;
+            # tests/lab/test_backup.py sets a schedule and lets it fire
+            "backup_schedule": None,
             **extra_vars,
         },
         "gpu_servers": [],

@@ -82,13 +82,32 @@ def data(host):
     return state(host)
 
 
+def test_an_image_the_new_release_lacks_is_a_refusal_before_anything_stops(host, mirror, data):
+    """An air-gapped lab, or a registry outage: v2.73.0's server image is not here and cannot be pulled (the lab host
+    has no route out). Seen failing before: the backup ran, the stack went down, `docker compose up -d` failed on the
+    pull and the upgrade rolled back (a full stop and a restore for a missing image)."""
+    image = "cvat/server:v2.73.0"
+    host.ssh(f"docker tag {image} labforge-saved/server:v2.73.0 && docker rmi {image}")
+    try:
+        before, backups_before = started_at(host), complete_backups(host)
+        refused = converge(host, mirror, NEW, ok=False)
+        line = next((x for x in refused.stderr.splitlines() if "labforge-upgrade: " in x), "")
+        print(f"\nrefused: {line.strip()}")
+        assert f"upgrade {OLD} -> {NEW} not started: {NEW} needs the image {image}, which is not here and cannot be pulled" \
+            in line and "nothing was stopped or changed" in line, refused.stderr[-3000:]
+        assert started_at(host) == before and complete_backups(host) == backups_before
+        assert state(host) == data
+    finally:
+        host.ssh(f"docker tag labforge-saved/server:v2.73.0 {image} && docker rmi labforge-saved/server:v2.73.0")
+
+
 def test_a_failing_migration_rolls_back_to_the_old_release_with_its_data_byte_for_byte(host, mirror, data):
     failed = converge(host, mirror, NEW, ok=False)
     assert failed.returncode != 0
     (line,) = [x for x in failed.stderr.splitlines() if "labforge-upgrade: " in x][-1:]
     print(f"\nfailed upgrade: {failed.seconds:.1f}s\n{line.strip()}")
     assert f"upgrade {OLD} -> {NEW} failed: cvat_server exited while starting" in line, line
-    assert f"rolled back: CVAT is at {OLD} again with the data of backup cvat-" in line and f"-before-{NEW}" in line, line
+    assert f"rolled back: CVAT is at {OLD} again with the data of backup cvat-" in line and "-before-upgrade" in line, line
     after = state(host)
     assert after == data, {k: (data[k], after[k]) for k in data if data[k] != after[k]}
     assert after["migrations"] == ["0001_labforge_standin_initial"]
@@ -121,6 +140,47 @@ def test_killed_half_way_then_converged_again_ends_upgraded_never_half(host, mir
     assert after["migrations"] == ["0001_labforge_standin_initial", "0002_labforge_standin_v2_73"]
     assert (after["rows"], after["files"]) == (before["rows"], before["files"])
     assert any(f"CVAT {OLD} -> {NEW}: backup cvat-" in line for line in again.summary_lines()), again.summary_lines()
+
+
+def test_a_reboot_while_the_upgrade_waits_then_work_then_a_converge_keeps_the_work(host, mirror, data):
+    """The host reboots while the upgrade waits for a long migration; `restart: always` brings v2.73.0 back, its
+    migration finishes, people work in it; then a converge. Seen failing before: the converge found the journal and
+    restored the pre-upgrade backup over their work, with no backup of it. Now: a backup of what v2.73.0 holds, and
+    v2.73.0 is kept (it came up whole)."""
+    if state(host)["tag"] == NEW:  # the killed run before ended upgraded: go back to the old release first
+        converge(host, mirror, OLD, restore_backup=TAKEN["before the failed upgrade"])
+        sql(host, "UPDATE engine_task SET mode = 'annotation' WHERE mode = 'legacy'")
+    hold = "docker run --rm -v cvat_cvat_data:/d --entrypoint /bin/sh cvat/server:v2.51.0 -c '{}'"
+    host.ssh(hold.format("touch /d/.labforge-standin-hold-migrations"))
+    journal = host.root / upgrades.STATE.lstrip("/")
+
+    def waiting() -> str | None:
+        return "PHASE=up" if journal.exists() and "PHASE=up" in journal.read_text().splitlines() else None
+
+    def reboot(proc) -> None:
+        time.sleep(5)  # the upgrade waits for the migration
+        runner.kill(proc)
+        host.stop()
+        host.boot()
+
+    seen, _ = runner.deploy_interrupted(hosts(host, mirror, NEW), when=waiting, then=reboot, env=PASSWORD)
+    assert seen == "PHASE=up", "the upgrade never waited for its migration"
+    host.ssh(hold.format("rm -f /d/.labforge-standin-hold-migrations"))
+    deadline = time.monotonic() + 180
+    while host.ssh(f"curl -fsS -o /dev/null -H 'Host: {NAME}' http://127.0.0.1:8080/api/labforge-standin/annotations",
+                   check=False).returncode != 0:
+        assert time.monotonic() < deadline, "v2.73.0 did not come back after the reboot"
+        time.sleep(2)
+    assert api(host, "GET", "/api/server/about")["version"] == NEW.lstrip("v")
+    api(host, "POST", "/api/labforge-standin/annotations", {"count": 11})  # people's work at v2.73.0
+    worked = api(host, "GET", "/api/labforge-standin/annotations")
+    again = converge(host, mirror, NEW)
+    print("\nafter the reboot and the work, the converge: " + "; ".join(again.summary_lines()))
+    after = state(host)
+    assert after["tag"] == NEW and not after["journal"] and after["rows"] == worked
+    assert any("came up whole, so it was kept with the work done in it" in line for line in again.summary_lines()), \
+        again.summary_lines()
+    assert any(item.endswith("-before-rollback") for item in complete_backups(host))
 
 
 def test_the_upgraded_lab_runs_the_new_stack_and_its_functions_answer(host):

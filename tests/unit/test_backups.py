@@ -1,75 +1,98 @@
-"""labforge/backups.py: which backup a restore takes and when it refuses, and the check of a fetched copy."""
+"""labforge/backups.py: what labforge-data is told, from the settings; the result lines; the fetched copy's check."""
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
+import os
+import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from labforge import backups
-from labforge.backups import BackupProblem
+from labforge.paths import REPO
+
+DATA = {"cvat_dir": "/opt/cvat", "backup_dir": "/var/backups/labforge", "backup_repository": None, "backup_keep": 7,
+        "backup_reserve_bytes": 2**31, "backup_check_read_parts": 7, "cvat_api_timeout": 600, "backup_fetch_dir": None,
+        "restic_versions": {"bookworm": "0.14.0", "jammy": "0.12.1", "noble": "0.16.4"}}
 
 
-def manifest(name: str, tag: str = "v2.51.0", sums: dict | None = None) -> dict:
-    sums = sums or {key: "0" * 64 for key in backups.VOLUMES}
-    return {"name": name, "cvat_tag": tag, "archives": {k: {"file": f"{k}.tar", "bytes": 1, "sha256": sums[k]} for k in backups.VOLUMES}}
+def config(codename: str = "bookworm", **changes) -> dict:
+    return backups.program_config({**DATA, **changes}, codename=codename, serverless=True, period=86400.0,
+                                  upgrade_state="/var/lib/labforge/cvat-upgrade.state", upgrade_script="/x")
 
 
-OLD, NEW = "cvat-20261130T020000Z", "cvat-20261201T020000Z"
+def test_the_program_is_told_the_repository_the_volumes_and_the_compose_files():
+    made = config()
+    assert made["repository"] == "/var/backups/labforge/repository"
+    assert made["volumes"] == ["cvat_db", "cvat_data", "cvat_keys", "cvat_events_db"] and made["online_volumes"] == ["cvat_data"]
+    assert made["compose"][:2] == ["--env-file", "/etc/labforge/cvat.env"] and "docker-compose.yml" in made["compose"]
+    assert config(backup_repository="sftp:nas:/srv/lab")["repository"] == "sftp:nas:/srv/lab"
 
 
-def test_names_sort_by_time():
-    early = backups.new_name(datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
-    late = backups.new_name(datetime.datetime(2026, 11, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
-    assert early == "cvat-20260102T030405Z" and sorted([late, early]) == [early, late]
-    assert backups.NAME.fullmatch(early)
+def test_restic_features_follow_the_pinned_version():
+    """0.14 made repository format 2 (compression) stable; 0.13 brought --dry-run (restic's CHANGELOG)."""
+    assert config("bookworm")["init_args"] == ["--repository-version", "2"] and config("bookworm")["dry_run"] is True
+    assert config("noble")["init_args"] == ["--repository-version", "2"]
+    assert config("jammy")["init_args"] == [] and config("jammy")["dry_run"] is False
+    with pytest.raises(backups.BackupProblem, match="restic_versions has no version for trixie"):
+        config("trixie")
+    assert backups.version_tuple("0.14.0-1+b5") == (0, 14, 0) and backups.version_tuple("0.12.1-2ubuntu0.3") == (0, 12, 1)
 
 
-def test_the_newest_complete_backup_is_restored_unless_one_is_named():
-    found = {OLD: manifest(OLD), NEW: manifest(NEW)}
-    assert backups.choose(found, [], None, "v2.51.0", "/b")[0] == NEW
-    assert backups.choose(found, [], OLD, "v2.51.0", "/b")[0] == OLD
-
-
-@pytest.mark.parametrize(("found", "partial", "wanted", "tag", "message"), [
-    ({}, [], None, "v2.51.0", "no complete backup in /b"),
-    ({OLD: manifest(OLD)}, [f".partial-{NEW}"], NEW, "v2.51.0", f"backup {NEW} in /b is incomplete"),
-    ({OLD: manifest(OLD)}, [], NEW, "v2.51.0", f"no complete backup {NEW} in /b \\(complete backups there: {OLD}\\)"),
-    ({OLD: manifest(OLD, tag="v2.52.0")}, [], None, "v2.51.0", "was taken at CVAT v2.52.0, the checkout is at v2.51.0"),
-    ({OLD: manifest(OLD)}, [], None, None, "not at a release tag"),
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"backup_dir": "relative"}, "backup_dir must be an absolute path"),
+    ({"backup_keep": 0}, "backup_keep must be a whole number of backups, 1 or more"),
+    ({"backup_reserve_bytes": -1}, "backup_reserve_bytes must be a whole number of bytes"),
+    ({"backup_check_read_parts": "x"}, "backup_check_read_parts must be 0 or a whole number"),
+    ({"backup_fetch_dir": "docs/fetched"}, "backup_fetch_dir docs/fetched is inside the repository and git does not ignore it"),
 ])
-def test_a_restore_is_refused_with_one_line(found, partial, wanted, tag, message):
-    with pytest.raises(BackupProblem, match=message):
-        backups.choose(found, partial, wanted, tag, "/b")
+def test_bad_settings_are_refused_with_one_line(changes, message):
+    assert message in backups.settings_problem({**DATA, **changes})
 
 
-def test_mismatches_name_every_archive_that_differs():
-    sums = {f"{k}.tar": "0" * 64 for k in backups.VOLUMES}
-    assert backups.mismatches(manifest(OLD), sums) == []
-    sums["cvat_db.tar"] = "1" * 64
-    del sums["cvat_keys.tar"]
-    bad = backups.mismatches(manifest(OLD), sums)
-    assert len(bad) == 2 and bad[0].startswith("cvat_db.tar (sha256 111") and bad[1].startswith("cvat_keys.tar (sha256 missing")
+def test_a_fetch_dir_git_ignores_or_outside_the_repository_is_fine(tmp_path):
+    assert backups.settings_problem({**DATA, "backup_fetch_dir": str(tmp_path)}) is None
+    assert backups.settings_problem({**DATA, "backup_fetch_dir": ".venv/fetched"}) is None  # .venv is ignored
+    assert (REPO / ".git").exists()
 
 
-def test_a_fetched_copy_is_checked_byte_for_byte(tmp_path):
-    sums = {}
-    for key in backups.VOLUMES:
-        data = f"{key} archive".encode()
-        (tmp_path / f"{key}.tar").write_bytes(data)
-        sums[key] = hashlib.sha256(data).hexdigest()
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest(OLD, sums=sums)))
-    assert backups.verify_copy(tmp_path)["name"] == OLD
-    (tmp_path / "cvat_data.tar").write_bytes(b"cvat_data archivE")
-    with pytest.raises(BackupProblem, match=r"does not match its manifest: cvat_data\.tar"):
-        backups.verify_copy(tmp_path)
+def test_the_schedules_period_is_read_from_systemd_analyze():
+    """Real output of systemd 252's `systemd-analyze calendar --iterations=N`, with the host in UTC and in another zone."""
+    utc = subprocess.run(["systemd-analyze", "calendar", "--iterations=8", "daily"], capture_output=True, text=True,
+                         env={**os.environ, "TZ": "UTC"}).stdout
+    assert backups.schedule_period(utc) == 86400.0, utc
+    lisbon = subprocess.run(["systemd-analyze", "calendar", "--iterations=8", "Mon..Fri 02:00"], capture_output=True, text=True,
+                            env={**os.environ, "TZ": "Europe/Lisbon"}).stdout
+    assert backups.schedule_period(lisbon) == 3 * 86400.0, lisbon  # the weekend
+    assert backups.schedule_period("nonsense") is None
 
 
-def test_result_lines_are_read_from_the_scripts_output():
-    lines = ["noise", "backup=cvat-20261201T020000Z bytes=123 down=4.2 dir=/var/backups/labforge"]
-    assert backups.parse_result(lines, backups.RESULT) == ("cvat-20261201T020000Z", "123", "4.2", "/var/backups/labforge")
-    with pytest.raises(BackupProblem):
+def test_result_lines_are_read_from_the_programs_output():
+    lines = ["labforge-data: made the repository", "backup=cvat-20261206T120000000Z bytes=10 added=5 down=1.2 repository=/r"]
+    assert backups.parse_result(lines, backups.RESULT) == ("cvat-20261206T120000000Z", "10", "5", "1.2", "/r")
+    with pytest.raises(backups.BackupProblem):
         backups.parse_result(["nothing"], backups.RESULT)
-    assert backups.human(123) == "123 B" and backups.human(5 * 2**20) == "5.0 MiB"
+
+
+def test_a_fetched_copy_is_checked_against_its_names_and_written_private(tmp_path):
+    repo = tmp_path / "copy"
+    for sub, content in (("data/ab", b"pack"), ("index", b"index"), ("snapshots", b"snap")):
+        path = repo / sub / hashlib.sha256(content).hexdigest()
+        with os.fdopen(backups.private_file(path), "wb") as stream:
+            stream.write(content)
+    (repo / "config").write_bytes(b"not content-addressed")
+    assert backups.verify_fetched(repo) == 3
+    assert stat.S_IMODE((repo / "data").stat().st_mode) == 0o700 and stat.S_IMODE(repo.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (repo / "index").iterdir())
+    victim = next((repo / "index").iterdir())
+    victim.write_bytes(b"tampered")
+    with pytest.raises(backups.BackupProblem, match="does not match its content: index/"):
+        backups.verify_fetched(repo)
+
+
+def test_a_unit_runs_the_program_and_prints_its_result_line():
+    shell = backups.in_unit("labforge-restore", "/usr/local/lib/labforge/labforge-data restore", "/var/lib/labforge/restore.log")
+    assert "systemd-run --unit=labforge-restore --wait" in shell and "exit $code" in shell
+    assert Path("/bin/sh").exists()

@@ -108,3 +108,10 @@ def test_a_row_without_nuctl_is_refused_with_what_to_add():
     table = {**DATA["cvat_stack_compat"], "v2.60.0": {"nuclio_dashboard": "1.15.9", "docker_api": "1.44"}}
     with pytest.raises(compat.Incompatible, match=r"cvat_stack_compat\['v2\.60\.0'\] names no nuctl"):
         compat.stack(with_(cvat_stack_compat=table, cvat_version="v2.60.0"))
+
+
+def test_the_summary_says_an_interrupted_upgrade_was_kept_and_names_both_backups():
+    line = "upgraded=v2.73.0 from=v2.51.0 backup=cvat-1-before-upgrade restored=none down=0 kept=cvat-2-before-rollback"
+    said = upgrades.summary(line)
+    assert "came up whole, so it was kept with the work done in it" in said
+    assert "cvat-2-before-rollback" in said and "cvat-1-before-upgrade" in said

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from labforge import compat, exposure, split
+from labforge.data_program import staleness
 from labforge.platform import Platform, UnsupportedHost, detect
 
 GIB = 1024**3
@@ -70,18 +72,29 @@ def check_distro(release: dict[str, str], machine: str, name: str) -> tuple[Plat
     return p, f"{p.distro.capitalize()} {p.version} {p.deb_arch}"
 
 
-def check_backup(last: str) -> tuple[bool, str | None]:
-    """The last backup's result (labforge.backups.LAST_RESULT, written by every backup, scheduled or not): a fact
-    when it succeeded, a warning when it failed, nothing when no backup ran yet."""
+def check_backup(last: str, now: datetime.datetime | None = None) -> tuple[bool, str | None]:
+    """The last backup's result (labforge.backups.LAST_RESULT, written by every backup, scheduled or not): its age
+    against the schedule it was taken under (labforge.data_program.staleness), a warning when it failed or the last
+    good one is too old, nothing when no backup ran yet."""
     if not last.strip():
         return True, None
     try:
         result = json.loads(last)
     except ValueError:
         return False, "the last backup's result file is unreadable"
-    if result.get("result") == "ok":
-        return True, f"last backup {result.get('name')} at {result.get('at')} ok"
-    return False, f"the last backup ({result.get('name')}, {result.get('at')}) FAILED: see journalctl -u labforge-backup"
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    good = result.get("last_good") or ({"name": result.get("name"), "at": result.get("at")} if result.get("result") == "ok" else {})
+    age = None
+    if good.get("at"):
+        at = datetime.datetime.strptime(good["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        age = (now - at).total_seconds()
+    stale = staleness(age, result.get("schedule_period_seconds"))
+    if result.get("result") != "ok":
+        why = result.get("why") or "see journalctl -u labforge-backup"
+        return False, f"the last backup ({result.get('name')}, {result.get('at')}) FAILED: {why}" + (f"; {stale}" if stale else "")
+    if stale:
+        return False, f"{stale} (last good: {good.get('name')}): is labforge-backup.timer running? journalctl -u labforge-backup"
+    return True, f"last backup {result.get('name')} at {result.get('at')} ok"
 
 
 def check_firewall(lines: list[str]) -> tuple[bool, str | None]:

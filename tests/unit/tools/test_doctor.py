@@ -1,6 +1,8 @@
 """`./lab doctor`'s pure parts: os-release parsing, the checks, the probe parsers, the line format, the merge."""
 
+import datetime
 import http.server
+import json
 import socket
 import subprocess
 import threading
@@ -242,6 +244,19 @@ def test_the_last_backup_is_reported():
     assert not failed and "FAILED" in text and "cvat-20261202T020000Z" in text
     probe = probes.parse_probe("@@user root\n@@backup " + ok + "\n@@end\n")
     assert checks.check_backup(probe["backup"])[1].startswith("last backup cvat-20261201T020000Z")
+
+
+def test_a_backup_too_old_for_its_schedule_is_a_warning():
+    """Seen failing before: the doctor read only the last result, never its age, so a dead timer looked healthy."""
+    last = ('{"result": "ok", "name": "cvat-20261201T020000000Z", "at": "2026-12-01T02:00:09Z", '
+            '"last_good": {"name": "cvat-20261201T020000000Z", "at": "2026-12-01T02:00:09Z"}, "schedule_period_seconds": 86400}')
+    day = datetime.datetime(2026, 12, 2, 3, 0, tzinfo=datetime.timezone.utc)
+    assert checks.check_backup(last, now=day)[0] is True
+    ok, text = checks.check_backup(last, now=day + datetime.timedelta(days=3))
+    assert not ok and "h old, the schedule runs every 24.0 h" in text, text
+    failed = json.loads(last) | {"result": "failed", "name": "cvat-20261204T020000000Z", "why": "not enough free space"}
+    ok, text = checks.check_backup(json.dumps(failed), now=day + datetime.timedelta(days=3))
+    assert not ok and "not enough free space" in text and "h old" in text
 
 
 def test_a_split_labs_reach_to_the_dashboard_from_real_sockets():

@@ -1,0 +1,739 @@
+#!/usr/bin/python3
+"""labforge-data: the one program on a CVAT host that backs up, restores and guards the lab's data.
+
+Installed by the converge as /usr/local/lib/labforge/labforge-data (Python 3 standard library only: every supported
+host has python3), it reads the JSON file the converge writes (CONFIG) and keeps its journal in JOURNAL. Every
+docker, git and restic call goes through one Runner, which the unit tests replace (tests/unit/test_data_program.py);
+files are moved with os.rename on the host itself. docs/backups-and-upgrades.md says what is true and what is not.
+
+Why it is shaped this way:
+- one lock (LOCK, flock) for backup, restore, the upgrade and the timer: no two ever interleave, and a kill releases it;
+- a journal written before each step that cannot be undone, so any later run (the timer, a converge, a restore)
+  first finishes or undoes what a killed one left: nothing half-restored is ever started, nothing stays stopped;
+- restic (a deduplicating, compressing, verifying repository) instead of tar: the media pass runs while CVAT
+  serves, and the pass with CVAT stopped re-reads only what changed since (restic's parent snapshot), so down time
+  is the database and the changes, not the media;
+- retention decided by one pure function (to_forget) that never drops the backup being restored, the newest good
+  backup, a backup a journal names, or the newest backup of a CVAT release (a downgrade needs one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+CONFIG = "/etc/labforge/data.json"
+LOCK = "/run/labforge/data.lock"  # in a root-only directory: flock needs only read access, so a file others can open
+# is a lock any local account could hold forever
+JOURNAL = "/var/lib/labforge/data-journal.json"
+LAST = "/var/lib/labforge/backup-last.json"  # world-readable: a name, a time, a size, no data
+LOCK_FD_VARIABLE = "LABFORGE_DATA_LOCK_FD"  # set for the upgrade script, which runs while this program holds LOCK
+KINDS = ("manual", "scheduled", "before-restore", "before-upgrade", "before-rollback", "online")
+SAFETY = ("before-restore", "before-upgrade", "before-rollback")
+STAGING = "labforge-restore"  # beside the volumes' directory (same file system: renames are atomic)
+
+
+class Failed(Exception):
+    """What went wrong, in one line the admin can act on."""
+
+
+class Killed(BaseException):
+    """Raised by a test Runner to stand for kill -9: no `except Exception` clean-up runs."""
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def last(self) -> str:
+        lines = [line for line in (self.err or self.out).strip().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else f"exit {self.code}"
+
+
+class Runner:
+    """Runs the host's commands; the unit tests replace it (and use `point` to kill between steps)."""
+
+    def run(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+            timeout: float | None = None) -> Result:
+        full = {**os.environ, **(env or {})}
+        try:
+            proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return Result(124, "", f"{argv[0]} did not finish within {timeout:.0f}s")
+        except FileNotFoundError:
+            return Result(127, "", f"{argv[0]}: command not found")
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def point(self, label: str) -> None:
+        """A place a kill can happen at (the tests kill here)."""
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+# --- pure decisions --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One backup in the repository: restic's snapshot, with what labforge wrote in its tags."""
+    id: str
+    name: str
+    kind: str
+    cvat: str
+    time: str  # restic's; order comes from the name (the same clock, in UTC, fixed width)
+
+    @classmethod
+    def from_restic(cls, item: dict) -> Snapshot | None:
+        tags = dict(tag.split("=", 1) for tag in item.get("tags") or [] if "=" in tag)
+        if "name" not in tags:
+            return None
+        return cls(item["id"], tags["name"], tags.get("kind", "manual"), tags.get("cvat", ""), item.get("time", ""))
+
+
+def new_name(now: datetime.datetime, kind: str) -> str:
+    """cvat-<UTC time to the millisecond>[-<kind>]: one clock (the host's) names backups and dates snapshots, and
+    names sort by time."""
+    stamp = f"cvat-{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
+    return stamp if kind in ("manual", "scheduled") else f"{stamp}-{kind}"
+
+
+def to_forget(snapshots: list[Snapshot], keep: int, protected: set[str]) -> list[Snapshot]:
+    """The snapshots retention removes: beyond the `keep` newest regular backups, and beyond the `keep` newest safety
+    backups (counted apart, named as such), but never one named in `protected` (the backup being restored, those a
+    journal depends on), never the newest good backup, never the newest backup of each CVAT release. Leftover
+    online passes (only parents of a backup a kill interrupted) always go."""
+    if keep < 1:
+        raise Failed(f"keep must be 1 or more, not {keep}")
+    ordered = sorted((s for s in snapshots if s.kind != "online"), key=lambda s: s.name, reverse=True)
+    kept = {s.name for s in protected_snapshots(ordered, protected)}
+    kept.update(s.name for s in [s for s in ordered if s.kind not in SAFETY][:keep])
+    kept.update(s.name for s in [s for s in ordered if s.kind in SAFETY][:keep])
+    return [s for s in snapshots if s.name not in kept]
+
+
+def protected_snapshots(ordered: list[Snapshot], protected: set[str]) -> list[Snapshot]:
+    newest_of_release: dict[str, Snapshot] = {}
+    for snap in ordered:
+        newest_of_release.setdefault(snap.cvat, snap)
+    return [s for s in ordered if s.name in protected or s is ordered[0] or newest_of_release.get(s.cvat) is s]
+
+
+def choose(snapshots: list[Snapshot], wanted: str | None, tag: str | None) -> Snapshot:
+    """The backup a restore takes: `wanted`, else the newest regular or safety one; refused when it is missing or of
+    another CVAT release than the checked-out `tag` (CVAT's backup guide: restore into the same version only)."""
+    good = [s for s in snapshots if s.kind != "online"]
+    if wanted:
+        found = [s for s in good if s.name == wanted]
+        if not found:
+            have = ", ".join(sorted(s.name for s in good)) or "none"
+            raise Failed(f"no backup {wanted} in the repository (backups there: {have})")
+        snap = found[0]
+    else:
+        if not good:
+            raise Failed("no backup in the repository: take one first with `pyinfra inventory.py backup.py`")
+        snap = max(good, key=lambda s: s.name)
+    if tag is None:
+        raise Failed("CVAT's checkout is not at a release tag: converge first")
+    if snap.cvat != tag:
+        raise Failed(f"backup {snap.name} was taken at CVAT {snap.cvat}, the checkout is at {tag}: CVAT restores only "
+                     "into the same release (set cvat_version to it and converge, or choose another backup)")
+    return snap
+
+
+def space_problem(free: int, needed: int, reserve: int, where: str, what: str) -> str | None:
+    """Why there is not room for `what` (None: there is): `reserve` bytes must stay free after it, so that a disk
+    shared with Docker never fills up under PostgreSQL."""
+    if free - needed >= reserve:
+        return None
+    return (f"not enough free space for {what} on the disk of {where}: {human(free)} free, {human(needed)} needed "
+            f"and {human(reserve)} kept free (backup_reserve_bytes); nothing was stopped")
+
+
+def staleness(age: float | None, period: float | None) -> str | None:
+    """Why the last good backup is too old for its schedule (None: it is not). One missed run is tolerated, with an
+    hour for a run that is slow or waits for the lock."""
+    if period is None:
+        return None
+    if age is None:
+        return "no good backup yet, although backups are scheduled"
+    if age > 2 * period + 3600:
+        return f"the last good backup is {age / 3600:.1f} h old, the schedule runs every {period / 3600:.1f} h"
+    return None
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+# --- the lock and the journal ----------------------------------------------------------------------------------------
+
+class Lock:
+    """One flock for every data path. The holder writes who it is into the file, so a loser names it."""
+
+    def __init__(self, path: str = LOCK):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, what: str, wait: float, runner: Runner) -> None:
+        inherited = os.environ.get(LOCK_FD_VARIABLE)
+        if inherited and self._is_ours(int(inherited)):
+            return  # run by the upgrade script, whose parent holds the lock
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = runner.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if runner.monotonic() >= deadline:
+                    holder = os.pread(fd, 400, 0).decode(errors="replace").strip() or "another labforge-data run"
+                    os.close(fd)
+                    raise Failed(f"{what} not started: the data lock is held by {holder} (waited {wait:.0f}s)") from None
+                runner.sleep(min(2.0, max(0.05, wait / 50)))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()}, since {runner.now():%Y-%m-%d %H:%M:%S} UTC)\n".encode(), 0)
+        self.fd = fd
+
+    def _is_ours(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+def write_json(path: str, value: dict, mode: int = 0o600) -> None:
+    """Whole or not at all: written beside, flushed, renamed."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as stream:
+        json.dump(value, stream, indent=1, sort_keys=True)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise Failed(f"{path} cannot be read ({exc}); move it aside only after reading docs/backups-and-upgrades.md") from exc
+
+
+# --- the program -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Keeper:
+    """The data paths, given the converge's settings (`config`) and where things live (paths, replaced in tests)."""
+    config: dict
+    runner: Runner = field(default_factory=Runner)
+    journal_path: str = JOURNAL
+    last_path: str = LAST
+    lock: Lock = field(default_factory=Lock)
+    said: list[str] = field(default_factory=list)
+
+    # -- small tools --
+    def say(self, line: str) -> None:
+        self.said.append(line)
+        print(f"labforge-data: {line}", file=sys.stderr, flush=True)
+
+    def run(self, argv: list[str], what: str, timeout: float | None = None, env: dict | None = None) -> Result:
+        result = self.runner.run(argv, env=env, cwd=self.config.get("cvat_dir"), timeout=timeout)
+        if result.code != 0:
+            raise Failed(f"{what} failed: {result.last()}")
+        return result
+
+    def compose(self, *args: str, what: str | None = None) -> Result:
+        argv = ["docker", "compose", "-p", self.config["project"], *self.config["compose"], *args]
+        return self.run(argv, what or f"docker compose {args[0]}")
+
+    def restic(self, *args: str, what: str | None = None) -> Result:
+        env = {"RESTIC_REPOSITORY": self.config["repository"], "RESTIC_PASSWORD_FILE": self.config["password_file"],
+               "RESTIC_CACHE_DIR": self.config.get("cache_dir", "/var/cache/labforge/restic")}
+        return self.run(["restic", *args], what or f"restic {args[0]}", env=env)
+
+    def journal(self) -> dict | None:
+        return read_json(self.journal_path)
+
+    def write_journal(self, value: dict) -> None:
+        write_json(self.journal_path, value)
+        self.runner.point(f"{value.get('op')}:{value.get('phase')}")
+
+    def clear_journal(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+
+    def release_tag(self) -> str | None:
+        result = self.runner.run(["git", "-C", self.config["cvat_dir"], "describe", "--tags", "--exact-match", "HEAD"])
+        return result.out.strip() or None if result.code == 0 else None
+
+    def mountpoints(self) -> dict[str, str]:
+        found = {}
+        for key in self.config["volumes"]:
+            volume = f"{self.config['project']}_{key}"
+            result = self.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume], f"docker volume inspect {volume}")
+            found[key] = result.out.strip()
+        return found
+
+    def snapshots(self) -> list[Snapshot]:
+        items = json.loads(self.restic("snapshots", "--json", "--tag", "labforge", what="listing the backups").out or "[]")
+        return [snap for snap in map(Snapshot.from_restic, items) if snap]
+
+    def wait_api(self) -> None:
+        self.run([self.config["wait_api"], str(self.config.get("api_timeout", 600))], "waiting for CVAT's API")
+
+    # -- the repository --
+    def ensure_repository(self) -> None:
+        """Make the repository (and its password, root only) on first use; clear restic's stale locks a kill left
+        (we hold the data lock, so no restic of ours is running). Each restic call costs its key derivation (about
+        0.5 s): a repository on this host is looked at directly."""
+        password = self.config["password_file"]
+        if not os.path.exists(password):
+            os.makedirs(os.path.dirname(password), mode=0o700, exist_ok=True)
+            write_json_text(password, os.urandom(32).hex() + "\n")
+            self.say(f"made the repository's password {password} (root only): copy it somewhere safe, no backup can "
+                     "be read without it")
+        repository = self.config["repository"]
+        local = repository.startswith("/")
+        if local:
+            exists = os.path.exists(os.path.join(repository, "config"))
+        else:
+            exists = self.runner.run(["restic", "cat", "config"], env=self._restic_env()).code == 0
+        if not exists:
+            if local:
+                os.makedirs(repository, mode=0o700, exist_ok=True)
+            self.restic("init", *self.config.get("init_args", []), what="making the backup repository")
+        if not local or os.listdir(os.path.join(repository, "locks")):
+            self.restic("unlock", what="clearing restic's stale locks")
+
+    def _restic_env(self) -> dict:
+        return {"RESTIC_REPOSITORY": self.config["repository"], "RESTIC_PASSWORD_FILE": self.config["password_file"],
+                "RESTIC_CACHE_DIR": self.config.get("cache_dir", "/var/cache/labforge/restic")}
+
+    def repository_files(self) -> set[str]:
+        """The pack and index files of a repository on this host (empty for others)."""
+        root = self.config["repository"]
+        found = set()
+        if root.startswith("/"):
+            for sub in ("data", "index", "snapshots"):
+                for base, _, names in os.walk(os.path.join(root, sub)):
+                    found.update(os.path.join(base, name) for name in names)
+        return found
+
+    def free_bytes(self, path: str) -> int:
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        stat = os.statvfs(path)
+        return stat.f_bavail * stat.f_frsize
+
+    # -- recovery: what a killed run left --
+    def recover(self) -> None:
+        """Finish or undo what the journal says a killed run left; called first by every command."""
+        entry = self.journal()
+        if entry is None:
+            return
+        op = entry.get("op")
+        if op == "backup":
+            self.say(f"a backup ({entry.get('name')}) was killed while CVAT was stopped: starting CVAT again")
+            self.compose("start")
+            self.drop_partial(set(entry.get("repository_files") or []))
+            self.clear_journal()
+        elif op == "restore":
+            self.recover_restore(entry)
+        else:
+            raise Failed(f"{self.journal_path} names an unknown operation {op!r}; read it, then remove it")
+
+    def drop_partial(self, before: set[str]) -> None:
+        """Remove what a failed or killed backup added to a repository on this host (packs and indexes no snapshot
+        refers to), so that a full disk is freed before CVAT starts again."""
+        if not self.config["repository"].startswith("/"):
+            return
+        added = self.repository_files() - before
+        if any("/snapshots/" in path for path in added):
+            return  # the backup was complete: its snapshot refers to what it added
+        for path in sorted(added):
+            os.unlink(path)
+
+    # -- backup --
+    def backup(self, kind: str, protect: set[str] | None = None, retention: bool = True) -> dict:
+        """Back up every volume; CVAT is stopped only for the pass that re-reads what changed since the online pass.
+        Returns the result written to LAST."""
+        if kind not in KINDS or kind == "online":
+            raise Failed(f"unknown backup kind {kind!r}")
+        started = self.runner.monotonic()
+        name = new_name(self.runner.now(), kind)
+        tag = self.release_tag()
+        if tag is None:
+            raise Failed(f"{self.config['cvat_dir']} is not at a CVAT release tag: converge first")
+        try:
+            result = self._backup(name, kind, tag, protect or set(), retention)
+        except Failed as exc:
+            self.record({"result": "failed", "name": name, "kind": kind, "why": str(exc)})
+            raise
+        result["seconds"] = round(self.runner.monotonic() - started, 1)
+        self.record(result)
+        return result
+
+    def _backup(self, name: str, kind: str, tag: str, protect: set[str], retention: bool) -> dict:
+        self.ensure_repository()
+        mounts = self.mountpoints()
+        paths = [mounts[key] for key in self.config["volumes"]]
+        online = [mounts[key] for key in self.config.get("online_volumes", []) if key in mounts]
+        tags = ["--tag", f"labforge,name={name},kind={kind},cvat={tag}"]
+        everything = self.snapshots()
+        previous = [s for s in everything if s.kind != "online"]
+        online_leftovers = [s for s in everything if s.kind == "online"]
+        last = ["--parent", max(previous, key=lambda s: s.name).id] if previous else []
+        if self.config.get("dry_run", True):
+            estimate = self.restic("backup", "--dry-run", "--json", *last, *paths, what="estimating the backup's size")
+            needed = summary_of(estimate.out).get("data_added", 0)
+        else:  # restic before 0.13 has no --dry-run: the whole size of the volumes, an upper bound
+            needed = sum(tree_size(path) for path in paths)
+        if self.config["repository"].startswith("/"):
+            problem = space_problem(self.free_bytes(self.config["repository"]), needed,
+                                    int(self.config.get("reserve_bytes", 0)), self.config["repository"], f"backup {name}")
+            if problem:
+                raise Failed(problem)
+        parent: list[str] = []
+        if online:  # media: read while CVAT serves; the stopped pass then reads only what changed since
+            first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
+                                *last, *online, what="the online pass over the media")
+            first_id = summary_of(first.out)["snapshot_id"]
+            parent = ["--parent", first_id]
+            online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
+        before = self.repository_files()
+        self.write_journal({"op": "backup", "phase": "stopping", "name": name, "repository_files": sorted(before)})
+        down_from = self.runner.monotonic()
+        try:
+            self.compose("stop")
+            self.runner.point("backup:stopped")
+            taken = self.restic("backup", "--json", *tags, *parent, *paths, what=f"backing up {', '.join(self.config['volumes'])}")
+        except Failed as exc:
+            self.drop_partial(before)
+            self.compose("start", what="starting CVAT again")
+            self.clear_journal()
+            raise Failed(f"{exc}; CVAT was started again and older backups are untouched") from None
+        self.runner.point("backup:taken")
+        self.compose("start", what="starting CVAT again")
+        down = round(self.runner.monotonic() - down_from, 1)
+        self.clear_journal()
+        info = summary_of(taken.out)
+        self.restic("check", *self.check_args(), what=f"checking the repository after backup {name}")
+        made = Snapshot(info.get("snapshot_id", ""), name, kind, tag, self.runner.now().isoformat())
+        forgotten = self.retention(protect | {name}, [*previous, made, *online_leftovers]) if retention else []
+        return {"result": "ok", "name": name, "kind": kind, "cvat": tag, "snapshot": info.get("snapshot_id"),
+                "bytes": info.get("total_bytes_processed", 0), "added": info.get("data_added", 0),
+                "down_seconds": down, "forgotten": forgotten, "at": self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    def check_args(self) -> list[str]:
+        """restic's check, plus one of `check_read_parts` parts of the data read back each day (all of it over that
+        many days)."""
+        parts = int(self.config.get("check_read_parts", 0))
+        if parts <= 0:
+            return []
+        day = self.runner.now().toordinal() % parts + 1
+        return [f"--read-data-subset={day}/{parts}"]
+
+    def retention(self, protect: set[str], snapshots: list[Snapshot]) -> list[str]:
+        """Forget what to_forget says (one restic forget, one prune); `snapshots`: the repository's, as listed at the
+        start of this backup plus what it made (one listing less)."""
+        entry = self.journal() or {}
+        protect = protect | {entry.get(key) for key in ("backup", "restore", "name", "safety") if entry.get(key)}
+        protect |= upgrade_dependencies(self.config.get("upgrade_state"))
+        doomed = to_forget(snapshots, int(self.config["keep"]), protect)
+        if doomed:
+            self.restic("forget", *[s.id for s in doomed], what="removing old backups")
+            self.restic("prune", what="pruning the repository")
+        return [s.name for s in doomed]
+
+    def record(self, result: dict) -> None:
+        result.setdefault("at", self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        result["schedule_period_seconds"] = self.config.get("schedule_period_seconds")  # the doctor judges the age by it
+        previous = read_json_quietly(self.last_path)
+        if result["result"] == "ok":
+            result["last_good"] = {"name": result["name"], "at": result["at"]}
+        elif previous and previous.get("last_good"):
+            result["last_good"] = previous["last_good"]
+        write_json(self.last_path, result, mode=0o644)
+
+    # -- restore --
+    def restore(self, wanted: str | None, unpack: bool = False) -> dict:
+        """Put a backup back: checked, staged beside the volumes while CVAT still runs (after a safety backup), then
+        swapped in by renames with CVAT stopped. `unpack`: the upgrade's rollback (the stack is down; nothing starts)."""
+        self.ensure_repository()
+        snap = choose(self.snapshots(), wanted, self.release_tag())
+        mounts = self.mountpoints()
+        root = staging_root(mounts)
+        size = json.loads(self.restic("stats", snap.id, "--mode", "restore-size", "--json", what="sizing the restore").out)
+        problem = space_problem(self.free_bytes(root), int(size.get("total_size", 0)), int(self.config.get("reserve_bytes", 0)),
+                                root, f"restoring {snap.name}")
+        if problem:
+            raise Failed(problem)
+        safety = None
+        if not unpack:
+            safety = self.backup("before-restore", protect={snap.name}, retention=True)["name"]
+        return self.apply_restore(snap, mounts, os.path.join(root, f"{STAGING}-{snap.name}"), safety, unpack)
+
+    def apply_restore(self, snap: Snapshot, mounts: dict[str, str], staging: str, safety: str | None, unpack: bool) -> dict:
+        """The journalled part of a restore, once it is checked and the current data is backed up."""
+        entry = {"op": "restore", "phase": "staging", "restore": snap.name, "safety": safety, "staging": staging,
+                 "mounts": mounts, "unpack": unpack}
+        self.write_journal(entry)
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging, mode=0o700)
+        try:
+            self.restic("restore", snap.id, "--target", staging, "--verify", what=f"unpacking {snap.name}")
+            missing = [key for key, mount in mounts.items() if not os.path.isdir(staging + mount)]
+            if missing:
+                raise Failed(f"backup {snap.name} holds no {', '.join(missing)}")
+        except Failed as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            self.clear_journal()
+            raise Failed(f"{exc}; nothing was changed, CVAT kept running") from None
+        down_from = self.runner.monotonic()
+        if not unpack:
+            self.write_journal({**entry, "phase": "stopping"})
+            self.compose("stop")
+        self.write_journal({**entry, "phase": "swapping"})
+        self.finish_restore(entry)
+        down = 0.0 if unpack else round(self.runner.monotonic() - down_from, 1)
+        return {"restored": snap.name, "safety": safety, "down_seconds": down}
+
+    def finish_restore(self, entry: dict) -> None:
+        """Swap the staged volumes in, start CVAT and wait for its API; when it does not come up, the data from before
+        goes back. Resumable: run again after a kill, it finishes what was begun."""
+        self.swap_in(entry)
+        if entry.get("unpack"):
+            self.write_journal({**entry, "phase": "cleaning"})
+            self.clean(entry)
+            return
+        self.write_journal({**entry, "phase": "starting"})
+        try:
+            self.compose("start")
+            self.wait_api()
+        except Failed as exc:
+            self.swap_back(entry, str(exc))
+            raise Failed(f"CVAT did not come up after restoring {entry['restore']} ({exc}); the data before the restore "
+                         f"is back (also in backup {entry.get('safety')})") from None
+        self.write_journal({**entry, "phase": "cleaning"})
+        self.clean(entry)
+
+    def swap_in(self, entry: dict) -> None:
+        """Per volume: the current directory set aside as <dir>.labforge-old, the staged one renamed in. Each step is
+        checked before it is made, so running it again after a kill finishes what was begun."""
+        for mount in entry["mounts"].values():
+            old, staged = f"{mount}.labforge-old", entry["staging"] + mount
+            if os.path.isdir(staged):
+                if os.path.isdir(mount) and not os.path.isdir(old):
+                    os.rename(mount, old)
+                    self.runner.point("restore:set-aside")
+                if not os.path.isdir(mount):
+                    os.rename(staged, mount)
+                    self.runner.point("restore:swapped-one")
+
+    def swap_back(self, entry: dict, why: str) -> None:
+        """The restored data did not come up: the data from before it goes back (it was set aside, not removed)."""
+        self.write_journal({**entry, "phase": "swapping-back", "why": why})
+        self.compose("stop", what="stopping CVAT to put the data back")
+        for mount in entry["mounts"].values():
+            old = f"{mount}.labforge-old"
+            if os.path.isdir(old):
+                if os.path.isdir(mount):
+                    shutil.rmtree(mount)
+                os.rename(old, mount)
+        self.compose("start", what="starting CVAT with the data from before the restore")
+        shutil.rmtree(entry["staging"], ignore_errors=True)
+        self.clear_journal()
+
+    def clean(self, entry: dict) -> None:
+        for mount in entry["mounts"].values():
+            shutil.rmtree(f"{mount}.labforge-old", ignore_errors=True)
+        shutil.rmtree(entry["staging"], ignore_errors=True)
+        self.clear_journal()
+
+    def recover_restore(self, entry: dict) -> None:
+        phase, name = entry.get("phase"), entry.get("restore")
+        if phase in ("staging", "stopping"):
+            self.say(f"a restore of {name} was killed before any volume changed: undone")
+            shutil.rmtree(entry["staging"], ignore_errors=True)
+            if not entry.get("unpack"):
+                self.compose("start", what="starting CVAT again")
+            self.clear_journal()
+        elif phase in ("swapping", "starting"):
+            self.say(f"a restore of {name} was killed while swapping the volumes in or starting CVAT: finishing it")
+            self.finish_restore(entry)
+        elif phase == "swapping-back":
+            self.say(f"putting back the data from before the restore of {name} (it did not come up: {entry.get('why')})")
+            self.swap_back(entry, entry.get("why", ""))
+        elif phase == "cleaning":
+            self.clean(entry)
+        else:
+            raise Failed(f"{self.journal_path}: a restore in an unknown phase {phase!r}")
+
+    # -- status --
+    def status(self) -> dict:
+        last = read_json_quietly(self.last_path) or {}
+        good = last.get("last_good") or {}
+        age = None
+        if good.get("at"):
+            at = datetime.datetime.strptime(good["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+            age = (self.runner.now() - at).total_seconds()
+        period = self.config.get("schedule_period_seconds")
+        journal = self.journal()
+        return {"last": last, "last_good_age_seconds": age, "stale": staleness(age, period),
+                "journal": {k: journal.get(k) for k in ("op", "phase")} if journal else None}
+
+
+def upgrade_dependencies(path: str | None) -> set[str]:
+    """The backups an unfinished upgrade or downgrade depends on: BACKUP (its way back) and RESTORE (a downgrade's
+    data), read from the upgrade script's journal (KEY=VALUE lines)."""
+    try:
+        with open(path or "") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return set()
+    values = dict(line.split("=", 1) for line in lines if "=" in line)
+    return {values[key].strip('"') for key in ("BACKUP", "RESTORE") if values.get(key, "").strip('"')}
+
+
+def staging_root(mounts: dict[str, str]) -> str:
+    """Where a restore is unpacked: beside Docker's volumes directory (not in it: Docker's local driver takes every
+    directory there for a volume), on the same file system, so that the swap is a rename."""
+    first = next(iter(mounts.values()))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(first)))  # /var/lib/docker/volumes/<v>/_data -> /var/lib/docker
+    for mount in mounts.values():
+        if os.stat(os.path.dirname(mount)).st_dev != os.stat(root).st_dev:
+            raise Failed(f"{mount} is not on the file system of {root}: a restore could not swap it in by a rename")
+    return root
+
+
+def tree_size(path: str) -> int:
+    total = 0
+    for base, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
+
+
+def summary_of(out: str) -> dict:
+    """restic's --json backup output: the last line whose message_type is summary."""
+    for line in reversed(out.strip().splitlines()):
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and item.get("message_type") == "summary":
+            return item
+    raise Failed("restic backup ended without its summary")
+
+
+def write_json_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
+
+
+def read_json_quietly(path: str) -> dict | None:
+    try:
+        return read_json(path)
+    except Failed:
+        return None
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labforge-data", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--wait", type=float, default=60, help="seconds to wait for the data lock")
+    sub = parser.add_subparsers(dest="command", required=True)
+    take = sub.add_parser("backup")
+    take.add_argument("--kind", default="manual", choices=[k for k in KINDS if k != "online"])
+    back = sub.add_parser("restore")
+    back.add_argument("name", nargs="?")
+    back.add_argument("--unpack", action="store_true", help="the upgrade's rollback: the stack is down, nothing starts")
+    sub.add_parser("recover")
+    sub.add_parser("status")
+    sub.add_parser("list", help="the backups, as JSON (no lock: restic's own shared lock)")
+    up = sub.add_parser("upgrade")
+    up.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    os.umask(0o077)
+    try:
+        if keeper is None:
+            config = read_json(args.config)
+            if config is None:
+                raise Failed(f"{args.config} is missing: converge first")
+            keeper = Keeper(config)
+        if args.command == "status":
+            print(json.dumps(keeper.status(), sort_keys=True))
+            return 0
+        if args.command == "list":
+            exists = not keeper.config["repository"].startswith("/") or os.path.exists(
+                os.path.join(keeper.config["repository"], "config"))
+            found = keeper.snapshots() if exists and os.path.exists(keeper.config["password_file"]) else []
+            print(json.dumps([{"name": s.name, "kind": s.kind, "cvat": s.cvat, "id": s.id} for s in found
+                              if s.kind != "online"]))
+            return 0
+        keeper.lock.acquire(f"labforge-data {args.command}", args.wait, keeper.runner)
+        try:
+            return run_locked(keeper, args)
+        finally:
+            keeper.lock.release()
+    except Failed as exc:
+        print(f"labforge-data: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run_locked(keeper: Keeper, args) -> int:
+    keeper.recover()
+    if args.command == "upgrade":  # the upgrade script (its own journal), holding this lock: its backups take it over
+        fds = (keeper.lock.fd,) if keeper.lock.fd is not None else ()
+        env = {**os.environ, LOCK_FD_VARIABLE: str(fds[0])} if fds else dict(os.environ)
+        return subprocess.call([keeper.config["upgrade_script"], *args.args], env=env, pass_fds=fds)
+    if args.command == "recover":
+        print("recovered=yes")
+    elif args.command == "backup":
+        result = keeper.backup(args.kind)
+        print(f"backup={result['name']} bytes={result['bytes']} added={result['added']} down={result['down_seconds']} "
+              f"repository={keeper.config['repository']}")
+    elif args.command == "restore":
+        result = keeper.restore(args.name, unpack=args.unpack)
+        print(f"restored={result['restored']} safety={result['safety']} down={result['down_seconds']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

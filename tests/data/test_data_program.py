@@ -1,0 +1,415 @@
+"""labforge-data's state machine without a host (tests/data: real restic, so slower than tests/unit): real restic on
+a real repository in a temporary directory, real directories for Docker's volumes and real renames; only docker, git
+and the API probe are answered by a small world (World) that records whether CVAT runs. A kill (-9) is a `Killed`
+raised at a point: no `except Exception` clean-up runs, the lock is dropped as the kernel drops it, and the next run
+must find the lab whole.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labforge import data_program as dp
+
+pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed (./install.sh as root)")
+VOLUMES = ["cvat_db", "cvat_data", "cvat_keys"]
+
+
+class World:
+    """What docker and git would answer on a host: volumes as directories, whether the stack runs."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.running = True
+        self.tag = "v2.51.0"
+        self.api_ok = True
+        self.fail: set[str] = set()  # labels of commands that fail
+        for key in VOLUMES:
+            (self.mount(key)).mkdir(parents=True)
+
+    def mount(self, key: str) -> Path:
+        return self.root / "docker" / "volumes" / f"cvat_{key}" / "_data"
+
+    def write(self, label: str) -> None:
+        """CVAT's data at one moment: every volume says the same label (so a mixed restore shows)."""
+        for key in VOLUMES:
+            mount = self.mount(key)
+            for old in mount.iterdir():
+                old.unlink()
+            (mount / "content").write_text(f"{key}:{label}")
+            (mount / f"media-{label}").write_bytes(os.urandom(2048))
+
+    def labels(self) -> set[str]:
+        return {(self.mount(key) / "content").read_text().split(":", 1)[1] for key in VOLUMES}
+
+
+class WorldRunner(dp.Runner):
+    def __init__(self, world: World, kill_at: int | None = None, clock: list[datetime.datetime] | None = None):
+        self.world = world
+        self.kill_at = kill_at
+        self.points: list[str] = []  # the phases (journal writes and the program's own points): where kills happen
+        self.commands: list[str] = []
+        self.clock = clock if clock is not None else [datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.timezone.utc)]
+
+    def point(self, label: str) -> None:
+        self.points.append(label)
+        if label == "backup:stopping":  # the repository's packs when the stopped pass begins
+            self.packs_at_stop = sorted(p.name for p in (self.world.root / "repo" / "data").rglob("*") if p.is_file())
+        if self.kill_at is not None and len(self.points) == self.kill_at:
+            raise dp.Killed(label)
+
+    def now(self) -> datetime.datetime:
+        self.clock[0] += datetime.timedelta(seconds=1)
+        return self.clock[0]
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+    def run(self, argv, env=None, cwd=None, timeout=None):
+        label = " ".join(argv[:2]) if argv[0] != "docker" or argv[1] != "compose" else f"compose {argv[-1]}"
+        self.commands.append(label)
+        if label in self.world.fail:
+            return dp.Result(1, "", f"{label}: failed (planted)")
+        if argv[0] == "git":
+            return dp.Result(0, self.world.tag + "\n", "")
+        if argv[:3] == ["docker", "volume", "inspect"]:
+            return dp.Result(0, str(self.world.mount(argv[-1].removeprefix("cvat_"))) + "\n", "")
+        if label == "compose stop":
+            self.world.running = False
+            return dp.Result(0, "", "")
+        if label == "compose start":
+            self.world.running = True
+            return dp.Result(0, "", "")
+        if argv[0] == "wait-api":
+            ok = self.world.running and self.world.api_ok
+            return dp.Result(0 if ok else 1, "", "" if ok else "CVAT API did not answer")
+        result = super().run(argv, env=env, cwd=cwd, timeout=timeout)
+        if argv[:2] == ["restic", "backup"] and "--dry-run" not in argv and "kind=online" not in " ".join(argv):
+            # restic killed after it wrote its packs and indexes but before its snapshot: the files stay, no snapshot
+            self.points.append("restic:half-written")
+            if self.kill_at is not None and len(self.points) == self.kill_at:
+                snapshots = Path(env["RESTIC_REPOSITORY"]) / "snapshots"
+                max(snapshots.iterdir(), key=lambda path: path.stat().st_mtime_ns).unlink()
+                raise dp.Killed("restic:half-written")
+        return result
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """An initialised repository and its password, made once and copied for each test (restic init is slow)."""
+    root = tmp_path_factory.mktemp("template")
+    (root / "password").write_text("correct horse battery staple\n")
+    env = {**os.environ, "RESTIC_REPOSITORY": str(root / "repo"), "RESTIC_PASSWORD_FILE": str(root / "password")}
+    subprocess.run(["restic", "init"], env=env, check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def lab(tmp_path, template):
+    shutil.copytree(template / "repo", tmp_path / "repo")
+    shutil.copy(template / "password", tmp_path / "password")
+    world = World(tmp_path)
+    world.write("a")
+    config = {"project": "cvat", "compose": ["-f", "docker-compose.yml"], "cvat_dir": str(tmp_path), "volumes": VOLUMES,
+              "online_volumes": ["cvat_data"], "repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "password"),
+              "cache_dir": str(tmp_path / "cache"), "keep": 2, "reserve_bytes": 0, "wait_api": "wait-api",
+              "upgrade_state": str(tmp_path / "upgrade.state")}
+    return tmp_path, world, config
+
+
+def keeper(lab, kill_at: int | None = None, clock=None, **config) -> dp.Keeper:
+    tmp, world, base = lab
+    return dp.Keeper({**base, **config}, WorldRunner(world, kill_at, clock), journal_path=str(tmp / "journal.json"),
+                     last_path=str(tmp / "last.json"), lock=dp.Lock(str(tmp / "lock")))
+
+
+def names(k: dp.Keeper) -> list[str]:
+    return sorted(s.name for s in k.snapshots() if s.kind != "online")
+
+
+def staging_leftovers(tmp: Path) -> list[str]:
+    found = [p.name for p in (tmp / "docker").iterdir() if p.name.startswith(dp.STAGING)]
+    found += [str(p) for p in (tmp / "docker" / "volumes").glob("*/*.labforge-old")]
+    return found
+
+
+# --- pure decisions ---------------------------------------------------------------------------------------------------
+
+def snap(name: str, kind: str = "manual", cvat: str = "v2.51.0") -> dp.Snapshot:
+    return dp.Snapshot(id=name, name=name, kind=kind, cvat=cvat, time=name)
+
+
+def test_retention_with_keep_1_never_removes_the_backup_being_restored():
+    """The bug of the shell scripts: the restore's safety backup ran retention, which removed the target."""
+    oldest, newer = snap("cvat-1"), snap("cvat-2")
+    safety = snap("cvat-3-before-restore", "before-restore")
+    doomed = dp.to_forget([oldest, newer, safety], keep=1, protected={"cvat-1"})
+    assert "cvat-1" not in {s.name for s in doomed}
+    assert {s.name for s in doomed} == set()  # newer: the newest regular one; safety: the newest safety one
+
+
+def test_retention_at_every_boundary():
+    regular = [snap(f"cvat-{i}") for i in range(1, 6)]
+    for keep in range(1, 7):
+        doomed = {s.name for s in dp.to_forget(regular, keep, set())}
+        assert doomed == {f"cvat-{i}" for i in range(1, max(1, 6 - keep))}, keep
+    with pytest.raises(dp.Failed):
+        dp.to_forget(regular, 0, set())
+
+
+def test_retention_keeps_safety_backups_apart_and_the_newest_of_each_release():
+    backups = [snap("cvat-1"), snap("cvat-2"), snap("cvat-3-before-upgrade", "before-upgrade"),
+               *[snap(f"cvat-{i}", cvat="v2.73.0") for i in range(4, 7)], snap("cvat-7-before-restore", "before-restore", "v2.73.0"),
+               snap("cvat-8-online", "online", "v2.73.0")]
+    doomed = {s.name for s in dp.to_forget(backups, 1, set())}
+    # kept: cvat-6 (the newest), cvat-7 (the newest safety backup), cvat-3 (the newest at v2.51.0: a downgrade needs it)
+    assert doomed == {"cvat-1", "cvat-2", "cvat-4", "cvat-5", "cvat-8-online"}
+    assert "cvat-4" not in {s.name for s in dp.to_forget(backups, 1, {"cvat-4"})}
+    assert {s.name for s in dp.to_forget(backups, 3, set())} == {"cvat-1", "cvat-2", "cvat-8-online"}
+
+
+def test_upgrade_journal_protects_its_backups(tmp_path):
+    state = tmp_path / "state"
+    state.write_text('FROM=v2.51.0\nTO=v2.73.0\nBACKUP=cvat-9-before-upgrade\nRESTORE=\nFUNCTIONS="a b"\nPHASE=up\n')
+    assert dp.upgrade_dependencies(str(state)) == {"cvat-9-before-upgrade"}
+    assert dp.upgrade_dependencies(str(tmp_path / "none")) == set()
+
+
+def test_choose_refuses_another_release_and_unknown_names():
+    backups = [snap("cvat-1"), snap("cvat-2", cvat="v2.73.0")]
+    with pytest.raises(dp.Failed, match=r"taken at CVAT v2\.73\.0, the checkout is at v2\.51\.0"):
+        dp.choose(backups, None, "v2.51.0")
+    assert dp.choose(backups, "cvat-1", "v2.51.0").name == "cvat-1"
+    with pytest.raises(dp.Failed, match="no backup cvat-3"):
+        dp.choose(backups, "cvat-3", "v2.51.0")
+
+
+def test_space_and_staleness():
+    assert dp.space_problem(10 * 2**30, 2**30, 2**30, "/x", "b") is None
+    assert "nothing was stopped" in dp.space_problem(2**30, 2**30, 1, "/x", "b")
+    day = 86400.0
+    assert dp.staleness(None, None) is None
+    assert dp.staleness(None, day) == "no good backup yet, although backups are scheduled"
+    assert dp.staleness(1.5 * day, day) is None
+    assert "h old" in dp.staleness(3 * day, day)
+
+
+# --- the lock ---------------------------------------------------------------------------------------------------------
+
+def test_the_lock_names_its_holder_and_a_kill_releases_it(lab):
+    first, second = keeper(lab), keeper(lab)
+    first.lock.acquire("labforge-data restore", 0, first.runner)
+    with pytest.raises(dp.Failed, match=r"backup not started: the data lock is held by labforge-data restore \(pid"):
+        second.lock.acquire("backup", 1, second.runner)
+    os.close(first.lock.fd)  # the kernel's part of kill -9
+    second.lock.acquire("backup", 0, second.runner)
+    second.lock.release()
+
+
+def test_a_second_program_waits_for_the_lock_then_stops_with_one_line(lab, capsys):
+    holder = keeper(lab)
+    holder.lock.acquire("labforge-data upgrade", 0, holder.runner)
+    assert dp.main(["--wait", "0.2", "backup"], keeper=keeper(lab)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "held by labforge-data upgrade" in err[0]
+    holder.lock.release()
+
+
+# --- backups and restores on a real repository ------------------------------------------------------------------------
+
+def test_restoring_the_oldest_kept_backup_with_keep_1_keeps_it(lab):
+    """keep 1, and the backup restored is the only safety backup kept: the restore's own safety backup must not evict
+    it. Seen failing with the protection removed (to_forget without `protected`): the target was forgotten, as the
+    shell scripts' retention did (`ls | sort | head -n -KEEP` inside the restore's safety backup)."""
+    tmp, world, _ = lab
+    k = keeper(lab, keep=1)
+    k.backup("manual")
+    world.write("b")
+    undo = k.restore(None)["safety"]  # holds "b"; the only safety backup kept
+    assert world.labels() == {"a"}
+    world.write("c")
+    result = k.restore(undo)  # its safety backup (of "c") is a second safety backup: retention must keep `undo`
+    assert world.labels() == {"b"} and world.running
+    assert undo in names(k) and result["safety"] in names(k), names(k)
+    assert not staging_leftovers(tmp)
+    last = json.loads((tmp / "last.json").read_text())
+    assert last["result"] == "ok" and last["kind"] == "before-restore"
+
+
+def test_the_second_backup_of_unchanged_data_adds_nothing(lab):
+    k = keeper(lab)
+    first = k.backup("manual")
+    second = k.backup("manual")
+    assert first["added"] > 0 and second["added"] < 2048, (first, second)
+
+
+def test_a_failing_backup_starts_cvat_again_and_leaves_the_repository_as_it_was(lab):
+    tmp, world, _ = lab
+    k = keeper(lab)
+    good = k.backup("manual")["name"]
+    world.write("b")
+    world.fail.add("restic check")
+    with pytest.raises(dp.Failed, match="checking the repository"):
+        k.backup("manual")
+    world.fail.clear()
+    assert world.running
+    last = json.loads((tmp / "last.json").read_text())
+    assert last["result"] == "failed" and last["last_good"]["name"] == good
+
+
+def run_killed(lab, kill_at: int, action) -> tuple[dp.Keeper, bool]:
+    """Run `action` with a kill at the kill_at-th point; True when it was killed (False: it finished first)."""
+    k = keeper(lab, kill_at)
+    try:
+        k.lock.acquire("test", 0, k.runner)
+        action(k)
+    except dp.Killed:
+        os.close(k.lock.fd)  # the kernel drops a killed process's lock
+        return k, True
+    k.lock.release()
+    return k, False
+
+
+def kill_at_each_point(lab, reset, action, check) -> int:
+    """Run `action` killed at its 1st, 2nd, ... point until it finishes; after each kill, the next program run
+    (`labforge-data recover`) must leave CVAT running with no journal, and `check(point, killed_keeper, after)` holds.
+    Returns how many points there were."""
+    tmp, world, _ = lab
+    point = 1
+    while True:
+        reset()
+        k, killed = run_killed(lab, point, action)
+        if not killed:
+            return point - 1
+        after = keeper(lab)
+        assert dp.main(["--wait", "0", "recover"], keeper=after) == 0, after.said
+        assert world.running, f"CVAT stays stopped after a kill at {k.runner.points[-1]}"
+        assert not (tmp / "journal.json").exists()
+        check(point, k, after)
+        point += 1
+
+
+def test_a_backup_killed_at_every_point_leaves_cvat_running_after_the_next_run(lab):
+    tmp, world, _ = lab
+    kept = keeper(lab).backup("manual")["name"]
+    repo, saved = tmp / "repo", tmp / "saved"
+    shutil.copytree(repo, saved)
+
+    def reset():
+        shutil.rmtree(repo)
+        shutil.copytree(saved, repo)
+        world.running = True
+        world.write("b")
+
+    def check(point, killed, after):
+        assert kept in names(after), point
+        env = {**os.environ, "RESTIC_REPOSITORY": str(repo), "RESTIC_PASSWORD_FILE": str(tmp / "password")}
+        whole = subprocess.run(["restic", "check"], env=env, capture_output=True, text=True)
+        assert whole.returncode == 0, (point, whole.stderr)
+        if killed.runner.points[-1] == "restic:half-written":  # what it wrote, no snapshot refers to: dropped
+            assert sorted(p.name for p in (repo / "data").rglob("*") if p.is_file()) == killed.runner.packs_at_stop
+
+    points = kill_at_each_point(lab, reset, lambda k: k.backup("manual"), check)
+    assert points == 4, points  # stopping, stopped, restic half-written, taken
+    print(f"a backup killed at each of its {points} points: CVAT running and the repository whole after each")
+
+
+def test_a_restore_killed_at_every_point_is_undone_or_finished_never_mixed(lab):
+    """The journalled part of a restore (apply_restore, after its checks and safety backup) killed at each phase."""
+    tmp, world, _ = lab
+    base = keeper(lab)
+    target = base.backup("manual")["name"]
+    snap = next(s for s in base.snapshots() if s.name == target)
+    mounts = base.mountpoints()
+    staging = str(tmp / "docker" / f"{dp.STAGING}-{target}")
+    outcomes = {}
+
+    def reset():
+        world.running = True
+        world.write("b")
+
+    def check(point, killed, _):
+        labels = world.labels()
+        assert len(labels) == 1, f"a kill at {killed.runner.points[-1]} left volumes of two moments: {labels}"
+        assert not staging_leftovers(tmp), (point, staging_leftovers(tmp))
+        outcomes[f"{point}:{killed.runner.points[-1]}"] = labels.pop()
+
+    points = kill_at_each_point(lab, reset, lambda k: k.apply_restore(snap, mounts, staging, "cvat-safety", False), check)
+    assert world.labels() == {"a"} and target in names(base)
+    assert set(outcomes.values()) == {"a", "b"}, outcomes  # undone before the swap, finished after it
+    assert points > 8, outcomes
+    print(f"a restore killed at each of its {points} points: {outcomes}")
+
+
+def test_a_restore_that_does_not_come_up_puts_the_data_back_by_itself(lab):
+    tmp, world, _ = lab
+    k = keeper(lab)
+    target = k.backup("manual")["name"]
+    world.write("b")
+    world.api_ok = False
+    with pytest.raises(dp.Failed, match="the data before the restore is back"):
+        k.restore(target)
+    assert world.labels() == {"b"} and world.running and not staging_leftovers(tmp)
+    assert not (tmp / "journal.json").exists()
+
+
+def test_a_restore_refuses_when_the_disk_cannot_hold_it_before_anything_stops(lab):
+    _, world, _ = lab
+    k = keeper(lab, reserve_bytes=2**62)
+    target = keeper(lab).backup("manual")["name"]
+    world.write("b")
+    with pytest.raises(dp.Failed, match="not enough free space for restoring"):
+        k.restore(target)
+    assert "compose stop" not in k.runner.commands and world.labels() == {"b"}
+
+
+def test_a_backup_refuses_when_the_disk_cannot_hold_it_before_anything_stops(lab):
+    _, world, _ = lab
+    k = keeper(lab, reserve_bytes=2**62)
+    with pytest.raises(dp.Failed, match="not enough free space for backup"):
+        k.backup("manual")
+    assert "compose stop" not in k.runner.commands and world.running
+
+
+def test_status_reports_the_age_of_the_last_good_backup(lab):
+    k = keeper(lab, schedule_period_seconds=86400)
+    assert k.status()["stale"] == "no good backup yet, although backups are scheduled"
+    k.backup("scheduled")
+    assert k.status()["stale"] is None
+    k.runner.clock[0] += datetime.timedelta(days=3)
+    assert "h old" in k.status()["stale"]
+
+
+def test_the_lock_lives_where_no_local_account_can_open_it(tmp_path):
+    """flock needs only read access: a lock file others can open is one any local account could hold forever,
+    stopping every backup. The lock's directory is made 0700, its file 0600."""
+    lock = dp.Lock(str(tmp_path / "run" / "labforge" / "data.lock"))
+    lock.acquire("test", 0, dp.Runner())
+    assert oct(os.stat(tmp_path / "run" / "labforge").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(lock.path).st_mode & 0o777) == "0o600"
+    lock.release()
+    assert dp.LOCK.startswith("/run/labforge/")
+
+
+def test_the_converges_compose_up_waits_for_the_same_lock(lab):
+    """flock(1), as the converge's `docker compose up -d` runs under it (labforge.backups.under_lock), and the
+    program's flock(2) are one lock: a converge never starts the stack under a backup."""
+    from labforge import backups
+
+    tmp, _, _ = lab
+    holder = keeper(lab)
+    holder.lock.acquire("labforge-data backup", 0, holder.runner)
+    command = backups.under_lock("echo started", wait=1).replace(dp.LOCK, holder.lock.path)
+    command = command.replace("mkdir -p -m 0700 /run/labforge", f"mkdir -p -m 0700 {tmp}")
+    waited = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert waited.returncode == 75 and "the data lock is held by labforge-data backup (pid" in waited.stderr, waited
+    holder.lock.release()
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout == "started\n", ran
