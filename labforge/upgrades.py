@@ -83,11 +83,12 @@ def plan(data, current: str | None, backups: dict[str, dict], interrupted: bool 
         return Move(current, wanted, None, interrupted)
     if not move.restore:
         raise UpgradeRefused(f"cvat_version {wanted} is older than the {current} this host's data is at; a downgrade "
-                             f"needs a backup taken at {wanted}: --data restore_backup=NAME (list: ls "
-                             f"{data.get('backup_dir')})")
+                             f"needs a backup taken at {wanted}: --data restore_backup=NAME (list them on the host: sudo "
+                             "/usr/local/lib/labforge/labforge-data list)")
     manifest = backups.get(move.restore)
     if manifest is None:
-        raise UpgradeRefused(f"restore_backup={move.restore} is not a complete backup in {data.get('backup_dir')}")
+        raise UpgradeRefused(f"restore_backup={move.restore} is not a backup in the repository (list them on the host: "
+                             "sudo /usr/local/lib/labforge/labforge-data list)")
     if manifest.get("cvat_tag") != wanted:
         raise UpgradeRefused(f"backup {move.restore} was taken at CVAT {manifest.get('cvat_tag')}, not {wanted}; a "
                              f"downgrade to {wanted} restores a backup of {wanted}")

@@ -28,7 +28,7 @@ TAKEN: dict[str, str] = {}  # what earlier tests of this module took (the lab's 
 
 def hosts(host, mirror, version: str, **extra) -> Path:
     return labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "upgrade.yml", group="cpu_servers", cvat_start=True,
-                               cvat_version=version, backup_keep=4, **extra)
+                               cvat_version=version, backup_keep=10, **extra)
 
 
 def converge(host, mirror, version: str, ok: bool = True, **extra) -> runner.DeployRun:

@@ -57,7 +57,7 @@ def test_a_host_at_a_release_outside_the_table_is_refused():
 @pytest.mark.parametrize(("restore", "backups", "message"), [
     (None, {}, r"cvat_version v2\.51\.0 is older than the v2\.73\.0 this host's data is at; a downgrade needs a backup "
                r"taken at v2\.51\.0: --data restore_backup=NAME"),
-    ("cvat-a", {}, r"restore_backup=cvat-a is not a complete backup in /var/backups/labforge"),
+    ("cvat-a", {}, r"restore_backup=cvat-a is not a backup in the repository"),
     ("cvat-a", {"cvat-a": {"cvat_tag": NEW}}, r"backup cvat-a was taken at CVAT v2\.73\.0, not v2\.51\.0"),
 ])
 def test_a_downgrade_is_refused_without_a_backup_of_the_older_release(restore, backups, message):
