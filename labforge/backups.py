@@ -6,8 +6,8 @@ the volumes cvat_db (PostgreSQL's data directory), cvat_data (/home/django/data:
 (/home/django/keys: Django's secret key, listed by the guide but missing from its commands) and cvat_events_db
 (ClickHouse's analytics), each as `<compose project>_<key>`, into exactly the same CVAT release (the guide: restore
 only into the same version). The guide stops the stack and tars each volume; labforge-data reads them with restic
-instead, cvat_data first while CVAT runs and then every volume again with CVAT stopped, so that what is captured is
-one stopped moment while the down time is what changed since the first pass (docs/backups-and-upgrades.md).
+instead, first while CVAT runs and then again with CVAT stopped, so that what is captured is one stopped moment while
+the down time is what changed since the first pass (docs/backups-and-upgrades.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from labforge.data_program import JOURNAL, LAST, LOCK
 from labforge.paths import committable, in_repo
 
 VOLUMES = ("cvat_db", "cvat_data", "cvat_keys", "cvat_events_db")
-ONLINE_VOLUMES = ("cvat_data",)  # read while CVAT runs too (most of the bytes: media); read again stopped
+# Read while CVAT runs too, as a warm-up: the stopped pass then re-reads only the files changed since (media are
+# written once; PostgreSQL rewrites only the files of the tables it changed), so down time follows the changes
+ONLINE_VOLUMES = VOLUMES
 DATA_PROGRAM = "/usr/local/lib/labforge/labforge-data"
 PASSWORD_FILE = "/etc/labforge/backup/restic-password"  # made on the host on first use, root only
 CACHE_DIR = "/var/cache/labforge/restic"

@@ -10,9 +10,9 @@ Why it is shaped this way:
 - one lock (LOCK, flock) for backup, restore, the upgrade and the timer: no two ever interleave, and a kill releases it;
 - a journal written before each step that cannot be undone, so any later run (the timer, a converge, a restore)
   first finishes or undoes what a killed one left: nothing half-restored is ever started, nothing stays stopped;
-- restic (a deduplicating, compressing, verifying repository) instead of tar: the media pass runs while CVAT
-  serves, and the pass with CVAT stopped re-reads only what changed since (restic's parent snapshot), so down time
-  is the database and the changes, not the media;
+- restic (a deduplicating, compressing, verifying repository) instead of tar: a first pass runs while CVAT serves,
+  and the pass with CVAT stopped re-reads only what changed since (restic's parent snapshot), so down time follows
+  the changes, not the size of the data;
 - retention decided by one pure function (to_forget) that never drops the backup being restored, the newest good
   backup, a backup a journal names, or the newest backup of a CVAT release (a downgrade needs one).
 """
@@ -426,9 +426,11 @@ class Keeper:
             if problem:
                 raise Failed(problem)
         parent: list[str] = []
+        online_added = 0
         if online:  # media: read while CVAT serves; the stopped pass then reads only what changed since
             first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
                                 *last, *online, what="the online pass over the media")
+            online_added = summary_of(first.out).get("data_added", 0)
             first_id = summary_of(first.out)["snapshot_id"]
             parent = ["--parent", first_id]
             online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
@@ -453,7 +455,8 @@ class Keeper:
         made = Snapshot(info.get("snapshot_id", ""), name, kind, tag, self.runner.now().isoformat())
         forgotten = self.retention(protect | {name}, [*previous, made, *online_leftovers]) if retention else []
         return {"result": "ok", "name": name, "kind": kind, "cvat": tag, "snapshot": info.get("snapshot_id"),
-                "bytes": info.get("total_bytes_processed", 0), "added": info.get("data_added", 0),
+                "bytes": info.get("total_bytes_processed", 0), "added": online_added + info.get("data_added", 0),
+                "files_read": info.get("files_new", 0) + info.get("files_changed", 0),  # by the stopped pass
                 "down_seconds": down, "forgotten": forgotten, "at": self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def check_args(self) -> list[str]:

@@ -26,7 +26,7 @@ def config(codename: str = "bookworm", **changes) -> dict:
 def test_the_program_is_told_the_repository_the_volumes_and_the_compose_files():
     made = config()
     assert made["repository"] == "/var/backups/labforge/repository"
-    assert made["volumes"] == ["cvat_db", "cvat_data", "cvat_keys", "cvat_events_db"] and made["online_volumes"] == ["cvat_data"]
+    assert made["volumes"] == ["cvat_db", "cvat_data", "cvat_keys", "cvat_events_db"] and made["online_volumes"] == made["volumes"]
     assert made["compose"][:2] == ["--env-file", "/etc/labforge/cvat.env"] and "docker-compose.yml" in made["compose"]
     assert config(backup_repository="sftp:nas:/srv/lab")["repository"] == "sftp:nas:/srv/lab"
 
