@@ -427,9 +427,9 @@ class Keeper:
                 raise Failed(problem)
         parent: list[str] = []
         online_added = 0
-        if online:  # media: read while CVAT serves; the stopped pass then reads only what changed since
+        if online:  # read while CVAT serves; the stopped pass then reads only what changed since
             first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
-                                *last, *online, what="the online pass over the media")
+                                *last, *online, what="the online pass (CVAT running)")
             online_added = summary_of(first.out).get("data_added", 0)
             first_id = summary_of(first.out)["snapshot_id"]
             parent = ["--parent", first_id]
@@ -693,7 +693,6 @@ def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
     up = sub.add_parser("upgrade")
     up.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    os.umask(0o077)
     try:
         if keeper is None:
             config = read_json(args.config)
@@ -739,4 +738,5 @@ def run_locked(keeper: Keeper, args) -> int:
 
 
 if __name__ == "__main__":
+    os.umask(0o077)  # what restic and this program write is root's alone (here, not in main(): tests call main())
     sys.exit(main())

@@ -415,3 +415,14 @@ def test_the_converges_compose_up_waits_for_the_same_lock(lab):
     holder.lock.release()
     ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert ran.returncode == 0 and ran.stdout == "started\n", ran
+
+
+def test_the_program_leaves_its_callers_umask_alone(lab):
+    """main() is called in-process by these tests and by nothing else: the umask 077 belongs to the program's own
+    process (its __main__), or it leaks into whatever imported it (seen: the lab's stand-in packages built 0700)."""
+    before = os.umask(0o022)
+    try:
+        dp.main(["--wait", "0", "recover"], keeper=keeper(lab))
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
