@@ -261,7 +261,8 @@ def test_a_backup_that_cannot_fit_is_refused_before_anything_stops(host, mirror,
 def test_the_timer_fires_by_itself_and_leaves_a_good_backup(host, mirror, first_backup):
     """The timer, not a `systemctl start`: a calendar a minute ahead of the host's clock, and the result waited for."""
     before = complete_backups(host)
-    at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=60)).strftime("%H:%M:00")
+    # two to three minutes ahead: the converge that installs the timer must be done before it elapses
+    at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=180)).strftime("%H:%M:00")
     schedule = f"*-*-* {at} UTC"
     run(host, mirror, "deploy.py", backup_schedule=schedule)
     assert "labforge-backup.timer" in host.ssh("systemctl list-timers --all --no-legend").stdout
