@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labforge import compose
 from labforge.data_program import CONFIG as DATA_CONFIG  # noqa: F401  (re-exported: the tasks write it)
-from labforge.data_program import JOURNAL, LAST, LOCK
+from labforge.data_program import JOURNAL, LAST, LOCK, human  # noqa: F401  (human: the run summary's sizes)
 from labforge.paths import committable, in_repo
 
 VOLUMES = ("cvat_db", "cvat_data", "cvat_keys", "cvat_events_db")
@@ -122,14 +122,6 @@ def parse_result(lines: list[str], pattern: re.Pattern) -> tuple[str, ...]:
         if match:
             return match.groups()
     raise BackupProblem("labforge-data ended without its result line")
-
-
-def human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def in_unit(unit: str, command: str, log: str) -> str:

@@ -279,9 +279,7 @@ class Keeper:
         return self.run(argv, what or f"docker compose {args[0]}")
 
     def restic(self, *args: str, what: str | None = None) -> Result:
-        env = {"RESTIC_REPOSITORY": self.config["repository"], "RESTIC_PASSWORD_FILE": self.config["password_file"],
-               "RESTIC_CACHE_DIR": self.config.get("cache_dir", "/var/cache/labforge/restic")}
-        return self.run(["restic", *args], what or f"restic {args[0]}", env=env)
+        return self.run(["restic", *args], what or f"restic {args[0]}", env=self._restic_env())
 
     def journal(self) -> dict | None:
         return read_json(self.journal_path)
