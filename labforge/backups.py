@@ -63,8 +63,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0].split(":")[-1])[:3])
 
 
-def program_config(data, *, codename: str, serverless: bool, period: float | None, upgrade_state: str,
-                   upgrade_script: str) -> dict:
+def program_config(data, *, codename: str, serverless: bool, period: float | None, upgrade: dict) -> dict:
     """What labforge-data reads (DATA_CONFIG), decided from the settings: a pure function, tested in tests/unit."""
     restic = version_tuple(restic_version(data, codename))
     keep = int(data.get("backup_keep"))
@@ -77,7 +76,7 @@ def program_config(data, *, codename: str, serverless: bool, period: float | Non
         # restic 0.14 made repository format 2 (compression) "stable"; 0.13 brought --dry-run
         "init_args": ["--repository-version", "2"] if restic >= (0, 14) else [],
         "dry_run": restic >= (0, 13),
-        "schedule_period_seconds": period, "upgrade_state": upgrade_state, "upgrade_script": upgrade_script,
+        "schedule_period_seconds": period, "upgrade": upgrade,
     }
 
 

@@ -38,7 +38,7 @@ NUCLIO_CALLERS = ("cvat_server", "cvat_worker_annotation")
 GUARD_SERVICE = "nuclio_guard"
 GUARD_SCRIPT = "/usr/local/lib/labforge/nuclio_guard.py"
 GUARDED_NETWORK_KEY = "nuclio_guarded"
-GUARD_IMAGE_VARIABLE = "LABFORGE_NUCLIO_GUARD_IMAGE"  # the upgrade script's rollback sets it to the old release's image
+GUARD_IMAGE_VARIABLE = "LABFORGE_NUCLIO_GUARD_IMAGE"  # labforge-data's upgrade rollback sets it to the old release's image
 
 
 def compose_args(serverless: bool = True) -> str:

@@ -14,7 +14,9 @@ Why it is shaped this way:
   and the pass with CVAT stopped re-reads only what changed since (restic's parent snapshot), so down time follows
   the changes, not the size of the data;
 - retention decided by one pure function (to_forget) that never drops the backup being restored, the newest good
-  backup, a backup a journal names, or the newest backup of a CVAT release (a downgrade needs one).
+  backup, a backup a journal names, or the newest backup of a CVAT release (a downgrade needs one);
+- the upgrade (Mover) in the same program and under the same lock, with its own journal (UPGRADE_JOURNAL's path is in
+  the config): its backups and rollbacks are this program's backup and restore, called in-process.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +40,6 @@ LOCK = "/run/labforge/data.lock"  # in a root-only directory: flock needs only r
 # is a lock any local account could hold forever
 JOURNAL = "/var/lib/labforge/data-journal.json"
 LAST = "/var/lib/labforge/backup-last.json"  # world-readable: a name, a time, a size, no data
-LOCK_FD_VARIABLE = "LABFORGE_DATA_LOCK_FD"  # set for the upgrade script, which runs while this program holds LOCK
 KINDS = ("manual", "scheduled", "before-restore", "before-upgrade", "before-rollback", "online")
 SAFETY = ("before-restore", "before-upgrade", "before-rollback")
 STAGING = "labforge-restore"  # beside the volumes' directory (same file system: renames are atomic)
@@ -196,9 +199,6 @@ class Lock:
         self.fd: int | None = None
 
     def acquire(self, what: str, wait: float, runner: Runner) -> None:
-        inherited = os.environ.get(LOCK_FD_VARIABLE)
-        if inherited and self._is_ours(int(inherited)):
-            return  # run by the upgrade script, whose parent holds the lock
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = runner.monotonic() + wait
@@ -215,12 +215,6 @@ class Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{what} (pid {os.getpid()}, since {runner.now():%Y-%m-%d %H:%M:%S} UTC)\n".encode(), 0)
         self.fd = fd
-
-    def _is_ours(self, fd: int) -> bool:
-        try:
-            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
-        except OSError:
-            return False
 
     def release(self) -> None:
         if self.fd is not None:
@@ -471,7 +465,7 @@ class Keeper:
         start of this backup plus what it made (one listing less)."""
         entry = self.journal() or {}
         protect = protect | {entry.get(key) for key in ("backup", "restore", "name", "safety") if entry.get(key)}
-        protect |= upgrade_dependencies(self.config.get("upgrade_state"))
+        protect |= upgrade_dependencies((self.config.get("upgrade") or {}).get("state"))
         doomed = to_forget(snapshots, int(self.config["keep"]), protect)
         if doomed:
             self.restic("forget", *[s.id for s in doomed], what="removing old backups")
@@ -617,15 +611,27 @@ class Keeper:
 
 
 def upgrade_dependencies(path: str | None) -> set[str]:
-    """The backups an unfinished upgrade or downgrade depends on: BACKUP (its way back) and RESTORE (a downgrade's
-    data), read from the upgrade script's journal (KEY=VALUE lines)."""
+    """The backups an unfinished upgrade or downgrade depends on: its way back and a downgrade's data."""
     try:
         with open(path or "") as stream:
-            lines = stream.read().splitlines()
+            entry = read_upgrade_journal(stream.read())
     except OSError:
         return set()
-    values = dict(line.split("=", 1) for line in lines if "=" in line)
-    return {values[key].strip('"') for key in ("BACKUP", "RESTORE") if values.get(key, "").strip('"')}
+    return {entry[key] for key in ("backup", "restore") if entry and entry.get(key)}
+
+
+def read_upgrade_journal(text: str | None) -> dict | None:
+    """The upgrade's journal (JSON). The KEY=VALUE lines of labforge's earlier shell upgrade script are read too: a host
+    killed half-way through an upgrade before it got this program must still be finished or rolled back."""
+    if not text or not text.strip():
+        return None
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        values = {key: value.strip('"') for key, value in (line.split("=", 1) for line in text.splitlines() if "=" in line)}
+        entry = {key.lower(): values.get(key, "") for key in ("FROM", "TO", "BACKUP", "RESTORE", "PHASE", "STARTED")}
+        entry["functions"] = values.get("FUNCTIONS", "").split()
+    return entry if isinstance(entry, dict) else None
 
 
 def staging_root(mounts: dict[str, str]) -> str:
@@ -673,6 +679,339 @@ def read_json_quietly(path: str) -> dict | None:
         return None
 
 
+# --- the upgrade -----------------------------------------------------------------------------------------------------
+
+# The data directories of CVAT's containers (/home/django/...); v2.72.0 moved the source tree to /opt/cvat, and the
+# upgrade guide tells deployments that bind-mount into the old source tree to move those mounts.
+DATA_DIRS = ("/home/django/data", "/home/django/keys", "/home/django/logs", "/home/django/share",
+             "/home/django/auth_config.yml")
+SOURCE_IN_OPT = "v2.72.0: source in /opt/cvat"
+UPGRADE_STEPS = (SOURCE_IN_OPT,)  # the upgrade guide's steps this program checks (cvat_stack_compat's upgrade_steps)
+UP_STATES = ("0 running", "0 created", "0 restarting")  # cvat_server's `RestartCount State` while it may still come up
+
+
+@dataclass
+class Mover:
+    """CVAT from one release to another, as CVAT's upgrade guide says (back up, `docker compose down`, replace the
+    source, `docker compose up -d`, wait for the migrations, which must never be interrupted), with a journal
+    written before each step: a run that finds it (a kill, a reboot) first finishes what it says. Before the new release
+    started, it rolls back to the old release and its backup; once it started, the work done in it is backed up first,
+    then it is kept when it comes up whole and rolled back only when it never does; once verified, it is kept.
+    Settings: the config's "upgrade" (labforge.upgrades.program_settings)."""
+    keeper: Keeper
+    entry: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        return self.keeper.config["upgrade"]
+
+    @property
+    def runner(self) -> Runner:
+        return self.keeper.runner
+
+    def say(self, line: str) -> None:
+        self.keeper.said.append(line)
+        print(f"labforge-upgrade: {line}", file=sys.stderr, flush=True)
+
+    # -- the journal --
+    def journal(self) -> dict | None:
+        try:
+            with open(self.settings["state"]) as stream:
+                return read_upgrade_journal(stream.read())
+        except FileNotFoundError:
+            return None
+
+    def write(self, phase: str) -> None:
+        self.entry["phase"] = phase
+        write_json(self.settings["state"], self.entry)
+        self.runner.point(f"upgrade:{phase}")
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.settings["state"])
+
+    # -- the move --
+    def move(self, to: str, nuctl: str, restore: str | None) -> str:
+        """Move CVAT to `to` (its nuctl `nuctl`; `restore`: the backup of `to`'s data a downgrade restores). Returns the
+        result line; raises Failed with one line."""
+        found = self.journal()
+        if found:
+            kept = self.resume(found)
+            if kept:
+                return kept
+        rows = self.settings["rows"]
+        cvat_dir = self.keeper.config["cvat_dir"]
+        current = self.keeper.release_tag()
+        if current == to:
+            self.nuctl_in_place(nuctl)
+            self.say(f"CVAT is at {to} already")
+            return f"at={to}"
+        if current not in rows:
+            raise Failed(f"{cvat_dir} is at {current or 'no release tag'!r}, not a release of cvat_stack_compat: nothing "
+                         "was changed")
+        if self.runner.run(["git", "-C", cvat_dir, "rev-parse", "-q", "--verify", f"refs/tags/{to}"]).code != 0:
+            raise Failed(f"tag {to} is not fetched: nothing was changed")
+        try:
+            self.preflight(to, nuctl)
+        except Failed as exc:
+            raise Failed(f"upgrade {current} -> {to} not started: {exc}; nothing was stopped or changed") from None
+        self.entry = {"from": current, "to": to, "backup": "", "restore": restore or "", "functions": [],
+                      "started": self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self.write("backing-up")
+        try:
+            backup = self.keeper.backup("before-upgrade")["name"]
+        except Failed as exc:
+            self.clear()
+            raise Failed(f"the backup before the upgrade failed, so nothing was upgraded: {exc}") from None
+        self.entry.update(backup=backup, functions=self.function_containers())
+        self.write("backed-up")
+        down_from = self.runner.monotonic()
+        try:
+            self.down()
+            self.write("down")
+            self.checkout(to)
+            self.write("switched")
+            if restore:
+                try:
+                    self.keeper.restore(restore, unpack=True)
+                except Failed as exc:
+                    raise Failed(f"restoring {restore} failed: {exc}") from None
+            self.up()
+            self.write("up")
+            self.take_back()
+            self.comes_up(to)
+            self.steps(current, to)
+        except Failed as exc:
+            self.give_up(str(exc))
+        self.write("verified")
+        self.nuctl_in_place(nuctl)
+        self.clear()
+        self.say(f"CVAT {current} -> {to} done; backup {backup} was taken first")
+        down = round(self.runner.monotonic() - down_from)
+        return f"upgraded={to} from={current} backup={backup} restored={restore or 'none'} down={down}"
+
+    def resume(self, entry: dict) -> str | None:
+        """Finish or undo an unfinished move. Returns a result line when the move ends here (its new release kept)."""
+        self.entry = entry
+        old, new, backup, phase = entry.get("from"), entry.get("to"), entry.get("backup"), entry.get("phase")
+        self.say(f"found the journal of an unfinished upgrade {old} -> {new} (phase {phase})")
+        if phase == "backing-up":  # nothing changed but the backup's stop, which labforge-data's own recovery undid
+            self.clear()
+            self.runner.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "start"],
+                            cwd=self.keeper.config["cvat_dir"])
+            return None
+        if phase == "verified":
+            self.clear()
+            return None
+        if phase == "up":  # the new release started: after a reboot `restart: always` brought it back, and people may
+            # have worked in it. Their work is backed up first; it is kept when it comes up whole.
+            try:
+                safety = self.keeper.backup("before-rollback")["name"]
+            except Failed as exc:
+                raise Failed(f"the unfinished upgrade {old} -> {new} found CVAT at {new}, and backing up its data first "
+                             f"failed ({exc}): nothing was changed; converge again") from None
+            self.take_back()
+            try:
+                self.comes_up(new)
+                self.steps(old, new)
+            except Failed as exc:
+                why = str(exc)
+            else:
+                self.write("verified")
+                self.nuctl_in_place(self.settings["nuctl"].get(new, ""))
+                self.clear()
+                self.say(f"the unfinished upgrade {old} -> {new} had started {new}, which is up with its migrations "
+                         f"applied: kept (work done since is kept; backup {safety} holds it too, backup {backup} the data "
+                         "before the upgrade)")
+                return f"upgraded={new} from={old} backup={backup} restored=none down=0 kept={safety}"
+            if self.roll_back():
+                self.say(f"the unfinished upgrade {old} -> {new} never came up at {new} ({why}): rolled back to {old} with "
+                         f"the data of backup {backup}; what {new} held is backup {safety}")
+                return None
+            raise Failed(f"the unfinished upgrade could not be rolled back; its backup is {backup}, and what {new} held "
+                         f"is backup {safety}")
+        if backup and self.roll_back():
+            self.say(f"rolled back the unfinished upgrade: CVAT is at {old} with the data of backup {backup}")
+            return None
+        raise Failed(f"the unfinished upgrade could not be rolled back; its backup is {backup or 'none'} in "
+                     f"{self.keeper.config['repository']}")
+
+    def give_up(self, why: str) -> None:
+        old, new, backup = self.entry["from"], self.entry["to"], self.entry["backup"]
+        if self.roll_back():
+            raise Failed(f"upgrade {old} -> {new} failed: {why}; rolled back: CVAT is at {old} again with the data of "
+                         f"backup {backup}")
+        raise Failed(f"upgrade {old} -> {new} failed: {why}, and the rollback failed too; the data before the upgrade is "
+                     f"backup {backup} in {self.keeper.config['repository']} (docs/backups-and-upgrades.md, 'When a "
+                     "rollback happened'); converge again to retry the rollback")
+
+    def roll_back(self) -> bool:
+        """The old release with the backup's data. Leaves the journal when it cannot, so the next run tries again."""
+        old, backup = self.entry["from"], self.entry["backup"]
+        self.write("rolling-back")
+        try:
+            with contextlib.suppress(Failed):
+                self.down()
+            self.checkout(old)
+            self.keeper.restore(backup, unpack=True)
+            # the override names the new release's server image for the Nuclio guard; the old one's is surely here
+            self.up({self.settings["guard_image_variable"]: f"cvat/server:{old}"})
+            self.take_back()
+            self.nuctl_in_place(self.settings["nuctl"].get(old, ""))
+            self.comes_up(old)
+        except Failed as exc:
+            self.say(f"rollback: {exc}")
+            return False
+        self.clear()
+        return True
+
+    # -- checks before anything stops --
+    def preflight(self, to: str, nuctl: str) -> None:
+        """Everything `to` needs, before anything stops: its images (from its own compose files, checked out beside,
+        with labforge's override) present or pulled now, and its nuctl kept by the Nuclio layer. A registry outage or
+        an air-gapped lab without them is a one-line refusal with CVAT untouched, not a stop and a rollback."""
+        cvat_dir, preview, override = self.keeper.config["cvat_dir"], self.settings["preview_dir"], self.settings["override"]
+
+        def drop() -> None:
+            self.runner.run(["git", "-C", cvat_dir, "worktree", "remove", "--force", preview])
+            shutil.rmtree(preview, ignore_errors=True)
+            self.runner.run(["git", "-C", cvat_dir, "worktree", "prune"])
+
+        drop()
+        try:
+            self.keeper.run(["git", "-C", cvat_dir, "worktree", "add", "--detach", preview, to], f"checking out {to} beside")
+            shutil.copyfile(os.path.join(cvat_dir, override), os.path.join(preview, override))
+            images = self.runner.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"],
+                                      "config", "--images"], cwd=preview)
+            if images.code != 0:
+                raise Failed(f"reading {to}'s compose files: {images.last()}")
+        finally:
+            drop()
+        for image in sorted(set(images.out.split())):
+            if self.runner.run(["docker", "image", "inspect", image]).code == 0:
+                continue
+            pulled = self.runner.run(["docker", "pull", "-q", image])
+            if pulled.code != 0:
+                raise Failed(f"{to} needs the image {image}, which is not here and cannot be pulled ({pulled.last()[:200]})")
+        kept = os.path.join(self.settings["kept_nuctl_dir"], f"nuctl-{nuctl}")
+        if not os.access(kept, os.X_OK):
+            raise Failed(f"{to} needs nuctl {nuctl}, which is not at {kept} (the Nuclio layer installs it: converge with "
+                         "the network to its mirror)")
+
+    # -- the steps --
+    def function_containers(self) -> list[str]:
+        """The containers on CVAT's network that `docker compose down` does not remove: Nuclio's function containers
+        (running or not) and any other container joined to it (an endpoint on the network makes Docker refuse to
+        remove it: "network ... has active endpoints"). They are taken off for `down` and put back after."""
+        network, project = self.settings["network"], self.keeper.config["project"]
+        names = self.keeper.run(["docker", "ps", "-a", "--filter", "label=nuclio.io/platform=local", "--format", "{{.Names}}"],
+                                "listing Nuclio's function containers").out.split()
+        attached = self.runner.run(["docker", "network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", network])
+        names += [name for name in attached.out.split() if name not in names]
+        found = []
+        for name in names:
+            info = self.runner.run(["docker", "inspect", "-f", "{{index .Config.Labels \"com.docker.compose.project\"}}|"
+                                    "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", name])
+            owner, _, networks = info.out.strip().partition("|")
+            if network in networks.split() and owner != project:
+                found.append(name)
+        return found
+
+    def let_go(self) -> None:
+        """Detach the function containers, so that `down` can remove the network (Docker refuses while one is on it)."""
+        for name in self.entry.get("functions") or []:
+            self.runner.run(["docker", "network", "disconnect", "-f", self.settings["network"], name])
+
+    def take_back(self) -> None:
+        for name in self.entry.get("functions") or []:
+            self.runner.run(["docker", "network", "connect", self.settings["network"], name])
+
+    def down(self) -> None:
+        self.let_go()
+        argv = ["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "down", "--remove-orphans"]
+        if self.runner.run(argv, cwd=self.keeper.config["cvat_dir"]).code != 0:
+            self.let_go()
+            second = self.runner.run(argv, cwd=self.keeper.config["cvat_dir"])
+            if second.code != 0:
+                network = self.settings["network"]
+                on = self.runner.run(["docker", "network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", network])
+                raise Failed(f"docker compose down failed: {second.last()} (on {network}: {on.out.strip() or 'none'}; "
+                             f"function containers taken off it: {' '.join(self.entry.get('functions') or []) or 'none'})")
+
+    def up(self, env: dict[str, str] | None = None) -> None:
+        self.keeper.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "up", "-d"],
+                        "docker compose up -d", env=env)
+
+    def checkout(self, tag: str) -> None:
+        self.keeper.run(["git", "-C", self.keeper.config["cvat_dir"], "-c", "advice.detachedHead=false", "checkout",
+                         "--quiet", "--force", "--detach", tag], f"git checkout {tag}")
+
+    def nuctl_in_place(self, version: str) -> None:
+        """A release's nuctl in place (the Nuclio layer keeps each one it installed): the old release's after a
+        rollback, the new one's after an upgrade."""
+        kept, path = os.path.join(self.settings["kept_nuctl_dir"], f"nuctl-{version}"), self.settings["nuctl_path"]
+        if not version or not os.access(kept, os.X_OK):
+            return
+        if os.path.exists(path) and filecmp.cmp(kept, path, shallow=False):
+            return
+        shutil.copyfile(kept, f"{path}.labforge-new")
+        os.chmod(f"{path}.labforge-new", 0o755)
+        os.replace(f"{path}.labforge-new", path)
+
+    def comes_up(self, tag: str) -> None:
+        """Wait until the API answers through traefik (so the migrations of cvat_server's `init` are done), failing
+        early when cvat_server exits meanwhile (a failed migration ends `init`; `restart: always` starts it again);
+        then Django itself says no migration is unapplied, and every container of the stack runs."""
+        started, timeout = self.runner.monotonic(), int(self.settings["timeout"])
+        while True:
+            info = self.runner.run(["docker", "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "cvat_server"])
+            state = info.out.strip() if info.code == 0 else "0 missing"
+            if state not in UP_STATES:
+                logs = self.runner.run(["docker", "logs", "--tail", "100", "cvat_server"])
+                lines = [line for line in f"{logs.out}\n{logs.err}".replace("\r", "").splitlines() if line.strip()]
+                errors = [line for line in lines if re.search(r"Error|error:|FATAL", line)]
+                why = errors[-1][:240] if errors else f"its last line: {lines[-1][:200] if lines else ''}"
+                raise Failed(f"cvat_server exited while starting (restarts: {state.split()[0]}; {why})")
+            if self.runner.run([self.keeper.config["wait_api"], "0"]).code == 0:
+                break
+            if self.runner.monotonic() - started >= timeout:
+                raise Failed(f"CVAT's API did not answer within {timeout}s")
+            self.runner.sleep(2)
+        manage = self.settings["manage_py"].get(tag, "/home/django/manage.py")
+        check = self.runner.run(["docker", "exec", "cvat_server", "python3", manage, "migrate", "--check"])
+        if check.code != 0:
+            raise Failed(f"migrations are not all applied (manage.py migrate --check: {check.last()[:200]})")
+        states = self.keeper.compose("ps", "-a", "--format", "{{.Name}}={{.State}}").out.split()
+        bad = [item for item in states if not item.endswith("=running")]
+        if bad:
+            raise Failed(f"containers not running: {' '.join(bad)}")
+
+    def steps(self, old: str, new: str) -> None:
+        """The upgrade guide's steps of each row passed on the way up (cvat_stack_compat's upgrade_steps), as checks."""
+        rows = self.settings["rows"]
+        if old not in rows or new not in rows or rows.index(new) <= rows.index(old):
+            return
+        for row in rows[rows.index(old) + 1:rows.index(new) + 1]:
+            for step in self.settings["steps"].get(row) or []:
+                if step == SOURCE_IN_OPT:
+                    self.source_in_opt(new)
+                else:
+                    raise Failed(f"unknown upgrade step {step!r} (known: {', '.join(UPGRADE_STEPS)})")
+
+    def source_in_opt(self, tag: str) -> None:
+        """v2.72.0 moved the source to /opt/cvat: the row's manage.py is there, and no mount of the stack lies in the
+        old source tree (only the data directories stay under /home/django)."""
+        manage = self.settings["manage_py"].get(tag, "")
+        if self.runner.run(["docker", "exec", "cvat_server", "test", "-f", manage]).code != 0:
+            raise Failed(f"cvat_server has no {manage} (v2.72.0 moved the source to /opt/cvat)")
+        for container in self.keeper.compose("ps", "-q").out.split():
+            mounts = self.runner.run(["docker", "inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", container])
+            for destination in mounts.out.split():
+                if destination.startswith("/home/django/") and destination not in DATA_DIRS:
+                    raise Failed(f"a mount at {destination} is in the old source tree, which v2.72.0 moved to /opt/cvat "
+                                 "(upgrade guide)")
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
@@ -688,8 +1027,10 @@ def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
     sub.add_parser("recover")
     sub.add_parser("status")
     sub.add_parser("list", help="the backups, as JSON (no lock: restic's own shared lock)")
-    up = sub.add_parser("upgrade")
-    up.add_argument("args", nargs=argparse.REMAINDER)
+    up = sub.add_parser("upgrade", help="move CVAT to the release TO (its nuctl NUCTL; RESTORE: a downgrade's data)")
+    up.add_argument("to")
+    up.add_argument("nuctl")
+    up.add_argument("restore", nargs="?")
     args = parser.parse_args(argv)
     try:
         if keeper is None:
@@ -719,10 +1060,14 @@ def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
 
 def run_locked(keeper: Keeper, args) -> int:
     keeper.recover()
-    if args.command == "upgrade":  # the upgrade script (its own journal), holding this lock: its backups take it over
-        fds = (keeper.lock.fd,) if keeper.lock.fd is not None else ()
-        env = {**os.environ, LOCK_FD_VARIABLE: str(fds[0])} if fds else dict(os.environ)
-        return subprocess.call([keeper.config["upgrade_script"], *args.args], env=env, pass_fds=fds)
+    if args.command == "upgrade":
+        mover = Mover(keeper)
+        try:
+            print(mover.move(args.to, args.nuctl, args.restore), flush=True)
+        except Failed as exc:
+            mover.say(str(exc))
+            return 1
+        return 0
     if args.command == "recover":
         print("recovered=yes")
     elif args.command == "backup":

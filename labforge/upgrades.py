@@ -1,5 +1,5 @@
 """Moving a lab from one CVAT release to another: what a converge with a new cvat_version must do, decided while
-planning, and the upgrade guide's per-release steps as checks the host's upgrade script runs.
+planning, and the settings of the move that labforge-data (labforge/data_program.py, Mover) makes on the host.
 
 CVAT's upgrade guide (site/content/en/docs/administration/community/advanced/upgrade_guide.md at v2.73.0, commit
 7972cb4f2): back up, `docker compose down` with every -f file, replace the source tree, `docker compose up -d`, and
@@ -21,29 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labforge import compat, compose, nuctl, split
-from labforge.backups import DATA_PROGRAM
-from labforge.templates import render
+from labforge import compat, compose, nuctl
+from labforge.data_program import UPGRADE_STEPS
 
-UPGRADE_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"
-STATE = "/var/lib/labforge/cvat-upgrade.state"  # the journal of a run in progress (or killed): root only
+OLD_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"  # labforge's earlier shell upgrade script: removed by the converge
+STATE = "/var/lib/labforge/cvat-upgrade.state"  # the journal of a run in progress (or killed), JSON: root only
 LOG = "/var/lib/labforge/cvat-upgrade.log"
 PREVIEW_DIR = "/var/lib/labforge/cvat-upgrade-preview"  # the new release checked out beside, to read its compose files
 UNIT = "labforge-cvat-upgrade"  # the transient systemd unit the upgrade runs in, so that a dropped SSH session
 # (or a killed pyinfra) does not stop it half-way
-DATA_DIRS = ("/home/django/data", "/home/django/keys", "/home/django/logs", "/home/django/share",
-             "/home/django/auth_config.yml")
-
-# step name (cvat_stack_compat's upgrade_steps) -> a shell check run once the new stack answers; a failing one rolls
-# the upgrade back. MANAGE_PY is the row's manage.py.
-STEPS = {
-    "v2.72.0: source in /opt/cvat": (
-        "docker exec cvat_server test -f MANAGE_PY || { WHY='cvat_server has no MANAGE_PY (v2.72.0 moved the source "
-        "to /opt/cvat)'; return 1; }; for c in $(compose ps -q); do for d in $(docker inspect -f "
-        "'{{range .Mounts}}{{.Destination}} {{end}}' \"$c\"); do case \"$d\" in " + " | ".join(DATA_DIRS)
-        + ") ;; /home/django/*) WHY=\"a mount at $d is in the old source tree, which v2.72.0 moved to /opt/cvat "
-        "(upgrade guide)\"; return 1 ;; esac; done; done"),
-}
 
 
 class UpgradeRefused(ValueError):
@@ -95,35 +81,33 @@ def plan(data, current: str | None, backups: dict[str, dict], interrupted: bool 
     return move
 
 
-def row_checks(data, tag: str) -> list[str]:
-    """The shell checks of the upgrade guide's steps for moving up to the row ``tag`` (its upgrade_steps)."""
+def row_steps(data, tag: str) -> list[str]:
+    """The upgrade guide's steps for moving up to the row ``tag`` (its upgrade_steps), each one labforge-data checks
+    once the new stack answers (a failing one rolls the upgrade back)."""
     row = (data.get("cvat_stack_compat") or {}).get(tag) or {}
-    checks = []
-    for name in row.get("upgrade_steps") or ():
-        if name not in STEPS:
+    steps = list(row.get("upgrade_steps") or ())
+    for name in steps:
+        if name not in UPGRADE_STEPS:
             raise UpgradeRefused(f"cvat_stack_compat[{tag!r}] names the upgrade step {name!r}, which labforge does not "
-                                 f"know (known: {', '.join(STEPS)})")
-        checks.append(STEPS[name].replace("MANAGE_PY", compat.stack(data, tag).manage_py))
-    return checks
+                                 f"know (known: {', '.join(UPGRADE_STEPS)})")
+    return steps
 
 
-def script(data, backup_dir: str) -> str:
-    """The host's upgrade script (templates/labforge-cvat-upgrade.sh.j2): the same for every move, since every row's
+def program_settings(data) -> dict:
+    """What labforge-data's upgrade reads (the config's "upgrade"): the same for every move, since every row's
     manage.py, nuctl and steps are in it, so that it changes only when labforge or the table does."""
     table = data.get("cvat_stack_compat") or {}
     rows = sorted(table, key=compat.release)
-    return render("labforge-cvat-upgrade.sh.j2", upgrade_script=UPGRADE_SCRIPT, unit=UNIT, state=STATE, log=LOG,
-                  cvat_dir=data.get("cvat_dir"), project=compose.PROJECT, compose_args=compose.compose_args(split.local_nuclio(data)),
-                  network=compose.NETWORK, timeout=int(data.get("cvat_upgrade_timeout")), wait_api=compose.WAIT_API,
-                  data_program=DATA_PROGRAM, backup_dir=backup_dir, preview_dir=PREVIEW_DIR, override=compose.OVERRIDE, rows=rows,
-                  manage_py={tag: compat.manage_py(data, tag) for tag in rows},
-                  nuctl={tag: table[tag].get("nuctl", "") for tag in rows}, nuctl_path=nuctl.NUCTL,
-                  kept_nuctl=nuctl.kept("<version>"), kept_nuctl_dir=nuctl.KEPT_DIR,
-                  steps={tag: row_checks(data, tag) for tag in rows}, guard_image_variable=compose.GUARD_IMAGE_VARIABLE)
+    return {"state": STATE, "preview_dir": PREVIEW_DIR, "override": compose.OVERRIDE, "network": compose.NETWORK,
+            "timeout": int(data.get("cvat_upgrade_timeout")), "rows": rows,
+            "manage_py": {tag: compat.manage_py(data, tag) for tag in rows},
+            "nuctl": {tag: table[tag].get("nuctl", "") for tag in rows}, "nuctl_path": nuctl.NUCTL,
+            "kept_nuctl_dir": nuctl.KEPT_DIR, "steps": {tag: row_steps(data, tag) for tag in rows},
+            "guard_image_variable": compose.GUARD_IMAGE_VARIABLE}
 
 
 def summary(line: str) -> str:
-    """The upgrade script's last line, as the run summary says it."""
+    """The upgrade's result line (labforge-data upgrade), as the run summary says it."""
     fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
     if "upgraded" in fields and "kept" in fields:
         return (f"CVAT {fields.get('from')} -> {fields.get('upgraded')}: the interrupted upgrade's new release had started and "

@@ -18,6 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, python, server, systemd
+from pyinfra.operations.util import any_changed
 
 from labforge import apt, backups, platform, report, secrets, split, upgrades
 from labforge.backups import DATA_CONFIG, DATA_PROGRAM, SERVICE, TIMER
@@ -67,7 +68,7 @@ def install_program() -> None:
     data = host.data
     restic()
     config = backups.program_config(data, codename=platform.current().codename, serverless=split.local_nuclio(data),
-                                    period=schedule_period(), upgrade_state=upgrades.STATE, upgrade_script=upgrades.UPGRADE_SCRIPT)
+                                    period=schedule_period(), upgrade=upgrades.program_settings(data))
     files.directory(name="/var/lib/labforge", path="/var/lib/labforge", user="root", group="root", mode="0755")
     files.directory(name=f"{directory} (root only)", path=directory, user="root", group="root", mode="0700")
     files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
@@ -109,7 +110,7 @@ def backup_layer() -> None:
                         dest=f"{units}/{SERVICE}", mode="0644")
     timer = files.put(name=f"{TIMER} ({schedule})", src=StringIO(render("labforge-backup.timer.j2", schedule=schedule)),
                       dest=f"{units}/{TIMER}", mode="0644")
-    systemd.daemon_reload(name="systemd daemon-reload (backup units)", _if=[service.did_change, timer.did_change])
+    systemd.daemon_reload(name="systemd daemon-reload (backup units)", _if=any_changed(service, timer))
     systemd.service(name=f"{TIMER} enabled", service=TIMER, running=True, enabled=True)
 
 

@@ -16,11 +16,12 @@ from pyinfra.operations.util import any_changed
 
 from labforge import backups, compat, compose, exposure, report, secrets, split, tls, upgrades
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
+from labforge.data_program import read_upgrade_journal
 from labforge.facts import BackupList, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
-from tasks.backups import install_program, recover, settings
+from tasks.backups import install_program, recover
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"  # /root is root-only: the file is never readable by others, even before its chmod
 LAB_CA_CERT = "/etc/labforge/lab-ca.crt"
@@ -86,13 +87,13 @@ def cvat() -> None:
 
     wanted = data.get("cvat_share_services")
     nuctl_release = compat.nuctl_version(data)
-    upgrade = move.is_switch and bool(data.get("cvat_start"))  # done by the upgrade script, below
+    upgrade = move.is_switch and bool(data.get("cvat_start"))  # done by labforge-data upgrade, below
     if tags is not None and version in tags and not move.is_switch:  # checked out already: check its files now
         problem = compose.version_mismatch(read(f"{cvat_dir}/{compose.SERVERLESS_COMPOSE}") or "", nuctl_release, version)
         if problem:
             raise Refused(problem)
         services = compose.share_services(wanted, read(f"{cvat_dir}/docker-compose.yml"))
-    elif upgrade:  # fetch the new tag and check its files; the upgrade script switches HEAD later
+    elif upgrade:  # fetch the new tag and check its files; labforge-data switches HEAD later
         services = compose.share_services(wanted, None)
         server.shell(name=f"CVAT {version}: fetch the tag and check its files (dashboard/nuctl, services) first",
                      commands=[f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {version} && "
@@ -119,8 +120,7 @@ def cvat() -> None:
     certificate = tls_files(material, address)
     install_program()
     recover()
-    files.put(name="CVAT upgrade script", src=StringIO(upgrades.script(data, settings()[0])), dest=upgrades.UPGRADE_SCRIPT,
-              user="root", group="root", mode="0700", create_remote_dir=True)
+    files.file(name="No shell upgrade script (labforge-data upgrades now)", path=upgrades.OLD_SCRIPT, present=False)
     if move.is_switch or move.unfinished:
         switch_release(move)
     if not serverless:
@@ -292,12 +292,10 @@ def manage_py(version: str) -> str:
     return compat.manage_py(host.data, version)
 
 
-def journal() -> dict[str, str] | None:
-    """The journal an unfinished upgrade left (its KEY=VALUE lines), or None."""
+def journal() -> dict | None:
+    """The journal an unfinished upgrade left, or None."""
     lines = host.get_fact(FileContents, path=upgrades.STATE)
-    if lines is None:
-        return None
-    return dict(line.split("=", 1) for line in lines if "=" in line)
+    return None if lines is None else read_upgrade_journal("\n".join(lines))
 
 
 def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrades.Move:
@@ -308,9 +306,9 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
         return upgrades.Move(current, version)
     unfinished = journal()
     if unfinished:
-        current = unfinished.get("TO") if unfinished.get("PHASE") == "verified" else unfinished.get("FROM")
-        report.notice(f"an upgrade {unfinished.get('FROM')} -> {unfinished.get('TO')} did not finish (phase "
-                      f"{unfinished.get('PHASE')}): this run finishes or rolls it back first")
+        current = unfinished.get("to") if unfinished.get("phase") == "verified" else unfinished.get("from")
+        report.notice(f"an upgrade {unfinished.get('from')} -> {unfinished.get('to')} did not finish (phase "
+                      f"{unfinished.get('phase')}): this run finishes or rolls it back first")
     needs_backups = host.data.get("restore_backup") and current and compat.release(version) < compat.release(current)
     complete = host.get_fact(BackupList, program=backups.DATA_PROGRAM) if needs_backups else {}
     try:
@@ -320,7 +318,7 @@ def release_move(cvat_dir: str, version: str, tags: list[str] | None) -> upgrade
 
 
 def switch_release(move: upgrades.Move) -> None:
-    """Run the upgrade script in its own systemd unit and wait for it; one that a killed run left is waited for
+    """Run `labforge-data upgrade` in its own systemd unit and wait for it; one that a killed run left is waited for
     first. The script's last line says what happened; on failure it is the run's error."""
     args = " ".join([move.wanted, compat.nuctl_version(host.data), *([move.restore] if move.restore else [])])
     what = (f"CVAT {move.current} -> {move.wanted}" if move.is_switch else f"CVAT: finish the unfinished upgrade to {move.wanted}")

@@ -120,7 +120,7 @@ def lab(tmp_path, template):
     config = {"project": "cvat", "compose": ["-f", "docker-compose.yml"], "cvat_dir": str(tmp_path), "volumes": VOLUMES,
               "online_volumes": VOLUMES, "repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "password"),
               "cache_dir": str(tmp_path / "cache"), "keep": 2, "reserve_bytes": 0, "wait_api": "wait-api",
-              "upgrade_state": str(tmp_path / "upgrade.state")}
+              "upgrade": {"state": str(tmp_path / "upgrade.state")}}
     return tmp_path, world, config
 
 

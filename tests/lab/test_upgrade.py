@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from labforge import upgrades
+from labforge.backups import DATA_PROGRAM
+from labforge.data_program import read_upgrade_journal
 from testlab import labhosts, runner
 from tests.lab.conftest import STACK_NAME, TEST_LAB_DIR
 from tests.lab.test_backup import BACKUP_DIR, PASSWORD, complete_backups, started_at, volume_files
@@ -51,6 +53,14 @@ def api(host, method: str, path: str, body: dict | None = None) -> dict | list:
     proc = host.ssh(f"curl -fsS -X {method} {data} -H 'Host: {NAME}' http://127.0.0.1:8080{path}", check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def journal_phase(path) -> str | None:
+    """The phase labforge-data's upgrade journal names (written whole and renamed: never half-read)."""
+    try:
+        return (read_upgrade_journal(path.read_text()) or {}).get("phase")
+    except FileNotFoundError:
+        return None
 
 
 def sql(host, statement: str) -> str:
@@ -123,8 +133,8 @@ def test_killed_half_way_then_converged_again_ends_upgraded_never_half(host, mir
     journal = host.root / upgrades.STATE.lstrip("/")
 
     def past_the_stop() -> str | None:
-        text = journal.read_text() if journal.exists() else ""
-        return next((line for line in text.splitlines() if line in ("PHASE=switched", "PHASE=up")), None)
+        phase = journal_phase(journal)
+        return phase if phase in ("switched", "up") else None
 
     def power_cut(proc) -> None:
         runner.kill(proc)
@@ -155,16 +165,25 @@ def test_a_reboot_while_the_upgrade_waits_then_work_then_a_converge_keeps_the_wo
     journal = host.root / upgrades.STATE.lstrip("/")
 
     def waiting() -> str | None:
-        return "PHASE=up" if journal.exists() and "PHASE=up" in journal.read_text().splitlines() else None
+        return "up" if journal_phase(journal) == "up" else None
+
+    timer: list[tuple[str, str]] = []
 
     def reboot(proc) -> None:
+        # the timer's backup fires during the migration (its service's command, in a unit of its own): it must wait
+        # for the upgrade's data lock, not stop cvat_server mid-migration (CVAT's upgrade guide: never interrupt one)
+        host.ssh(f"systemd-run --unit=labforge-timer-during-migration --no-block --collect {DATA_PROGRAM} --wait 14400 "
+                 "backup --kind scheduled")
         time.sleep(5)  # the upgrade waits for the migration
+        timer.append((host.ssh("systemctl is-active labforge-timer-during-migration", check=False).stdout.strip(),
+                      host.ssh("docker inspect -f '{{.State.Status}}' cvat_server", check=False).stdout.strip()))
         runner.kill(proc)
         host.stop()
         host.boot()
 
     seen, _ = runner.deploy_interrupted(hosts(host, mirror, NEW), when=waiting, then=reboot, env=PASSWORD)
-    assert seen == "PHASE=up", "the upgrade never waited for its migration"
+    assert seen == "up", "the upgrade never waited for its migration"
+    assert timer == [("active", "running")], f"the timer's backup during the migration: (its unit, cvat_server) = {timer}"
     host.ssh(hold.format("rm -f /d/.labforge-standin-hold-migrations"))
     deadline = time.monotonic() + 180
     while host.ssh(f"curl -fsS -o /dev/null -H 'Host: {NAME}' http://127.0.0.1:8080/api/labforge-standin/annotations",

@@ -20,7 +20,7 @@ DATA = {"cvat_dir": "/opt/cvat", "backup_dir": "/var/backups/labforge", "backup_
 
 def config(codename: str = "bookworm", **changes) -> dict:
     return backups.program_config({**DATA, **changes}, codename=codename, serverless=True, period=86400.0,
-                                  upgrade_state="/var/lib/labforge/cvat-upgrade.state", upgrade_script="/x")
+                                  upgrade={"state": "/var/lib/labforge/cvat-upgrade.state"})
 
 
 def test_the_program_is_told_the_repository_the_volumes_and_the_compose_files():

@@ -65,3 +65,21 @@ def test_the_doctor_runs_in_a_checkout_without_the_tests_and_the_lab(tmp_path):
         assert proc.stdout.startswith("nowhere FAIL") or "nowhere" in proc.stdout, (argv, proc.stdout, proc.stderr)
         assert proc.stderr.strip().splitlines()[-1] == "doctor: 1 hosts, 1 failed, 0 with warnings", proc.stderr
     assert not os.path.exists(clone / "tests") and not os.path.exists(clone / "testlab")
+
+
+def list_conditions(path: Path) -> list[int]:
+    """Lines where an operation's `_if=` is a list: pyinfra 3.10 runs it only when *every* callable is true
+    (pyinfra/api/operation.py 329-331, `not all(_if() for _if in _ifs)`), so `_if=[a.did_change, b.did_change]`
+    reads as "either changed" and means "both changed"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            found += [node.lineno for kw in node.keywords if kw.arg == "_if" and isinstance(kw.value, (ast.List, ast.Tuple))]
+    return found
+
+
+def test_no_operation_is_conditioned_on_a_list():
+    """Seen failing before: the backup timer's daemon-reload had `_if=[service.did_change, timer.did_change]`, so a new
+    backup_schedule was written to the timer file and never loaded (CI: the timer kept its old calendar)."""
+    found = {str(p.relative_to(REPO)): lines for p in production_modules() if (lines := list_conditions(p))}
+    assert not found, f"use pyinfra.operations.util.any_changed / all_changed instead of a list: {found}"

@@ -1,13 +1,13 @@
-"""labforge/upgrades.py: which release move a converge makes, what it refuses, and the host script it runs."""
+"""labforge/upgrades.py: which release move a converge makes, what it refuses, and the settings of the move
+labforge-data makes on the host (its state machine: tests/data/test_upgrade_program.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from pathlib import Path
 
 import pytest
 
-from labforge import compat, upgrades
+from labforge import compat, data_program, upgrades
 from labforge.groupdata import load
 
 DATA = load("cpu_servers")
@@ -71,15 +71,14 @@ def test_a_downgrade_with_a_backup_of_the_older_release_restores_it():
 
 
 def test_the_guides_v2_72_step_belongs_to_the_v2_73_row():
-    assert upgrades.row_checks(DATA, OLD) == []
-    (check,) = upgrades.row_checks(DATA, NEW)
-    assert "docker exec cvat_server test -f /opt/cvat/manage.py" in check and "/home/django/*)" in check
+    assert upgrades.row_steps(DATA, OLD) == []
+    assert upgrades.row_steps(DATA, NEW) == [data_program.SOURCE_IN_OPT]
 
 
 def test_an_unknown_step_in_the_table_is_refused():
     table = {**DATA["cvat_stack_compat"], NEW: {**DATA["cvat_stack_compat"][NEW], "upgrade_steps": ["reticulate"]}}
     with pytest.raises(upgrades.UpgradeRefused, match="names the upgrade step 'reticulate'"):
-        upgrades.row_checks(with_(cvat_stack_compat=table), NEW)
+        upgrades.row_steps(with_(cvat_stack_compat=table), NEW)
 
 
 def test_the_summary_names_the_versions_the_backup_and_the_downtime():
@@ -90,18 +89,19 @@ def test_the_summary_names_the_versions_the_backup_and_the_downtime():
     assert upgrades.summary(down) == "CVAT v2.73.0 -> v2.51.0: backup cvat-b taken first, backup cvat-a restored; CVAT was down 30 s"
 
 
-def script() -> str:
-    return upgrades.script(with_(cvat_upgrade_timeout=600), "/var/backups/labforge")
+def test_the_programs_settings_name_every_row_in_release_order():
+    settings = upgrades.program_settings(with_(cvat_upgrade_timeout=600))
+    assert settings["rows"] == [OLD, NEW] and settings["timeout"] == 600
+    assert settings["manage_py"] == {OLD: "/home/django/manage.py", NEW: "/opt/cvat/manage.py"}
+    assert settings["nuctl"] == {OLD: "1.13.23", NEW: "1.16.3"} and settings["steps"] == {OLD: [], NEW: [data_program.SOURCE_IN_OPT]}
+    assert settings["state"] == upgrades.STATE
 
 
-def test_the_upgrade_script_parses_and_never_removes_volumes():
-    text = script()
-    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
-    assert "down -v" not in text and "--volumes" not in text and "volume rm" not in text
-    if shutil.which("shellcheck"):
-        found = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC1090,SC2194", "-"], input=text, text=True,
-                               capture_output=True)
-        assert found.returncode == 0, found.stdout
+def test_the_program_never_removes_volumes():
+    """CVAT's data lives in named volumes: `down -v`, `--volumes` or `volume rm` anywhere in the host's data program
+    would be one typo from losing it."""
+    text = Path(data_program.__file__).read_text()
+    assert '"-v"' not in text and "--volumes" not in text and "volume rm" not in text and '"rm", "-v"' not in text
 
 
 def test_a_row_without_nuctl_is_refused_with_what_to_add():

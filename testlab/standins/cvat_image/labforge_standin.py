@@ -35,6 +35,12 @@ and files in CVAT's volumes. The rest is stand-in.
          a file under /home/django/data/data (the cvat_data volume);
     GET  /api/labforge-standin/media -> 200 {"directory", "files": {name: {"bytes", "sha256"}}};
     GET  /api/labforge-standin/secret-key -> 200 {"path", "exists", "sha256"}.
+    POST /api/labforge-standin/tasks {"bytes": N} -> 201 {"id"}: a task whose media (N random bytes) is written
+         under <id>/raw before its row is committed; DELETE /api/labforge-standin/tasks/<id> -> 200: the row first,
+         then its media directory (CVAT removes a task's directories once the row's delete commits:
+         cvat/apps/engine/signals.py 102-106, 118-129 at dfd505e7). So at every instant each task row has its media;
+    GET  /api/labforge-standin/tasks -> 200 {"tasks": {id: media bytes, or null when its media is missing}} (the
+         tasks POST /tasks made).
   The database endpoints answer 503 {"detail"} while the database cannot be reached, 400 on a bad body.
   It also answers CVAT's /api/server/about, and CVAT's lambda API the way
   CVAT v2.51.0's lambda manager does it (cvat/apps/lambda_manager/views.py at dfd505e7, LambdaGateway): functions are
@@ -101,6 +107,7 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -429,6 +436,36 @@ def write_media(name: str, size: int | None, content: bytes | None) -> dict:
     return {"name": name, "path": path, "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
+MEDIA_TASK = "labforge-standin task with media"  # the name of the tasks add_task makes (the others have no media)
+
+
+def task_media(task: int) -> str:
+    return os.path.join(MEDIA_DIR, str(task), "raw", "0.bin")
+
+
+def add_task(size: int) -> dict:
+    """Its media first (from the id the row will get), then the row: a task row never lacks its media."""
+    (task,), = psql("SELECT nextval('engine_task_id_seq');")
+    write_media(os.path.relpath(task_media(int(task)), MEDIA_DIR), size, None)
+    psql(f"INSERT INTO engine_task (id, name) VALUES ({int(task)}, '{MEDIA_TASK}');")
+    return {"id": int(task)}
+
+
+def delete_task(task: int) -> dict:
+    """The row first; its media directory once the delete committed (CVAT's order)."""
+    psql(f"DELETE FROM engine_task WHERE id = {task};")
+    shutil.rmtree(os.path.join(MEDIA_DIR, str(task)), ignore_errors=True)
+    return {"id": task}
+
+
+def list_tasks() -> dict:
+    found = {}
+    for (task,) in psql(f"SELECT id FROM engine_task WHERE name = '{MEDIA_TASK}' ORDER BY id;"):
+        path = task_media(int(task))
+        found[task] = os.path.getsize(path) if os.path.exists(path) else None
+    return {"tasks": found}
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -471,7 +508,12 @@ class Server(Quiet):
         return True
 
     def do_DELETE(self):
-        if not self.relay_to_cvat_api():
+        if self.relay_to_cvat_api():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        if path.startswith(STANDIN_API + "/"):
+            self.standin("DELETE", path[len(STANDIN_API):], b"")
+        else:
             self.answer(404, b'{"detail": "Not found."}')
 
     def do_GET(self):
@@ -521,6 +563,18 @@ class Server(Quiet):
                 found = write_media(doc.get("name"), size, content)
             elif (method, path) == ("GET", "/secret-key"):
                 found = secret_key()
+            elif (method, path) == ("GET", "/tasks"):
+                Schema.wait()
+                found = list_tasks()
+            elif (method, path) == ("POST", "/tasks"):
+                size = doc.get("bytes")
+                if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 1 << 30:
+                    raise ValueError("bytes must be an integer from 1 to 2**30")
+                Schema.wait()
+                found = add_task(size)
+            elif method == "DELETE" and re.fullmatch(r"/tasks/\d+", path):
+                Schema.wait()
+                found = delete_task(int(path.rsplit("/", 1)[1]))
             else:
                 self.answer(404, b'{"detail": "Not found."}')
                 return
