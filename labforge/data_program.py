@@ -268,9 +268,12 @@ class Keeper:
             raise Failed(f"{what} failed: {result.last()}")
         return result
 
-    def compose(self, *args: str, what: str | None = None) -> Result:
-        argv = ["docker", "compose", "-p", self.config["project"], *self.config["compose"], *args]
-        return self.run(argv, what or f"docker compose {args[0]}")
+    def compose_argv(self, *args: str) -> list[str]:
+        """`docker compose` with the converge's project and files (CVAT's upgrade guide: every -f file, always)."""
+        return ["docker", "compose", "-p", self.config["project"], *self.config["compose"], *args]
+
+    def compose(self, *args: str, what: str | None = None, env: dict | None = None) -> Result:
+        return self.run(self.compose_argv(*args), what or f"docker compose {args[0]}", env=env)
 
     def restic(self, *args: str, what: str | None = None) -> Result:
         return self.run(["restic", *args], what or f"restic {args[0]}", env=self._restic_env())
@@ -797,8 +800,8 @@ class Mover:
         self.say(f"found the journal of an unfinished upgrade {old} -> {new} (phase {phase})")
         if phase == "backing-up":  # nothing changed but the backup's stop, which labforge-data's own recovery undid
             self.clear()
-            self.runner.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "start"],
-                            cwd=self.keeper.config["cvat_dir"])
+            with contextlib.suppress(Failed):
+                self.keeper.compose("start")
             return None
         if phase == "verified":
             self.clear()
@@ -881,8 +884,7 @@ class Mover:
         try:
             self.keeper.run(["git", "-C", cvat_dir, "worktree", "add", "--detach", preview, to], f"checking out {to} beside")
             shutil.copyfile(os.path.join(cvat_dir, override), os.path.join(preview, override))
-            images = self.runner.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"],
-                                      "config", "--images"], cwd=preview)
+            images = self.runner.run(self.keeper.compose_argv("config", "--images"), cwd=preview)
             if images.code != 0:
                 raise Failed(f"reading {to}'s compose files: {images.last()}")
         finally:
@@ -928,7 +930,7 @@ class Mover:
 
     def down(self) -> None:
         self.let_go()
-        argv = ["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "down", "--remove-orphans"]
+        argv = self.keeper.compose_argv("down", "--remove-orphans")
         if self.runner.run(argv, cwd=self.keeper.config["cvat_dir"]).code != 0:
             self.let_go()
             second = self.runner.run(argv, cwd=self.keeper.config["cvat_dir"])
@@ -939,8 +941,7 @@ class Mover:
                              f"function containers taken off it: {' '.join(self.entry.get('functions') or []) or 'none'})")
 
     def up(self, env: dict[str, str] | None = None) -> None:
-        self.keeper.run(["docker", "compose", "-p", self.keeper.config["project"], *self.keeper.config["compose"], "up", "-d"],
-                        "docker compose up -d", env=env)
+        self.keeper.compose("up", "-d", what="docker compose up -d", env=env)
 
     def checkout(self, tag: str) -> None:
         self.keeper.run(["git", "-C", self.keeper.config["cvat_dir"], "-c", "advice.detachedHead=false", "checkout",
