@@ -15,8 +15,8 @@ Why it is shaped this way:
   the changes, not the size of the data;
 - retention decided by one pure function (to_forget) that never drops the backup being restored, the newest good
   backup, a backup a journal names, or the newest backup of a CVAT release (a downgrade needs one);
-- the upgrade (Mover) in the same program and under the same lock, with its own journal (UPGRADE_JOURNAL's path is in
-  the config): its backups and rollbacks are this program's backup and restore, called in-process.
+- the upgrade (Mover) in the same program and under the same lock, with its own journal (its path is the config's
+  upgrade.state): its backups and rollbacks are this program's backup and restore, called in-process.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ JOURNAL = "/var/lib/labforge/data-journal.json"
 LAST = "/var/lib/labforge/backup-last.json"  # world-readable: a name, a time, a size, no data
 KINDS = ("manual", "scheduled", "before-restore", "before-upgrade", "before-rollback", "online")
 SAFETY = ("before-restore", "before-upgrade", "before-rollback")
+TIME = "%Y-%m-%dT%H:%M:%SZ"  # results' and journals' times: UTC, the host's one clock
 STAGING = "labforge-restore"  # beside the volumes' directory (same file system: renames are atomic)
 
 
@@ -452,7 +453,7 @@ class Keeper:
         return {"result": "ok", "name": name, "kind": kind, "cvat": tag, "snapshot": info.get("snapshot_id"),
                 "bytes": info.get("total_bytes_processed", 0), "added": online_added + info.get("data_added", 0),
                 "files_read": info.get("files_new", 0) + info.get("files_changed", 0),  # by the stopped pass
-                "down_seconds": down, "forgotten": forgotten, "at": self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+                "down_seconds": down, "forgotten": forgotten, "at": self.runner.now().strftime(TIME)}
 
     def check_args(self) -> list[str]:
         """restic's check, plus one of `check_read_parts` parts of the data read back each day (all of it over that
@@ -476,7 +477,7 @@ class Keeper:
         return [s.name for s in doomed]
 
     def record(self, result: dict) -> None:
-        result.setdefault("at", self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        result.setdefault("at", self.runner.now().strftime(TIME))
         result["schedule_period_seconds"] = self.config.get("schedule_period_seconds")  # the doctor judges the age by it
         previous = read_json_quietly(self.last_path)
         if result["result"] == "ok":
@@ -605,7 +606,7 @@ class Keeper:
         good = last.get("last_good") or {}
         age = None
         if good.get("at"):
-            at = datetime.datetime.strptime(good["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+            at = datetime.datetime.strptime(good["at"], TIME).replace(tzinfo=datetime.timezone.utc)
             age = (self.runner.now() - at).total_seconds()
         period = self.config.get("schedule_period_seconds")
         journal = self.journal()
@@ -616,11 +617,19 @@ class Keeper:
 def upgrade_dependencies(path: str | None) -> set[str]:
     """The backups an unfinished upgrade or downgrade depends on: its way back and a downgrade's data."""
     try:
-        with open(path or "") as stream:
-            entry = read_upgrade_journal(stream.read())
+        entry = load_upgrade_journal(path or "")
     except OSError:
         return set()
     return {entry[key] for key in ("backup", "restore") if entry and entry.get(key)}
+
+
+def load_upgrade_journal(path: str) -> dict | None:
+    """The upgrade's journal at `path`, or None when there is none."""
+    try:
+        with open(path) as stream:
+            return read_upgrade_journal(stream.read())
+    except FileNotFoundError:
+        return None
 
 
 def read_upgrade_journal(text: str | None) -> dict | None:
@@ -718,11 +727,7 @@ class Mover:
 
     # -- the journal --
     def journal(self) -> dict | None:
-        try:
-            with open(self.settings["state"]) as stream:
-                return read_upgrade_journal(stream.read())
-        except FileNotFoundError:
-            return None
+        return load_upgrade_journal(self.settings["state"])
 
     def write(self, phase: str) -> None:
         self.entry["phase"] = phase
@@ -759,7 +764,7 @@ class Mover:
         except Failed as exc:
             raise Failed(f"upgrade {current} -> {to} not started: {exc}; nothing was stopped or changed") from None
         self.entry = {"from": current, "to": to, "backup": "", "restore": restore or "", "functions": [],
-                      "started": self.runner.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+                      "started": self.runner.now().strftime(TIME)}
         self.write("backing-up")
         try:
             backup = self.keeper.backup("before-upgrade")["name"]
