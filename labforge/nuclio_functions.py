@@ -2,7 +2,8 @@
 source hash, the skip/redeploy decision, and the commands CVAT's serverless/deploy_{cpu,gpu}.sh run.
 
 A function is skipped when Nuclio reports it `ready` with our source-hash label; it is redeployed
-when its source changed (CVAT tag, our files, the CPU/GPU variant, or the memory limit the deploy sets).
+when its source changed (CVAT tag, our files, the CPU/GPU variant, the memory limit the deploy sets, or, for ours,
+the interactor answer form the CVAT release reads).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
 SLUG_LABEL, HASH_LABEL = "labforge-function", "labforge-src-hash"
 # A memory quantity as nuctl parses it (Kubernetes' resource.ParseQuantity): bytes, or binary/decimal units.
 MEMORY_QUANTITY = re.compile(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
+# Our functions' environment variable naming the interactor answer the lab's CVAT reads (files/nuclio/sam2/main.py).
+ANSWER_ENV = "CVAT_INTERACTOR_ANSWER"
+# The first release whose cvat-core rewrites an interactor's ``mask`` answer and ignores ``bounds``
+# (cvat-ai/cvat#10329, CHANGELOG 2.60.0: "Unified the expected interactor interface").
+SHAPES_ANSWER_SINCE = (2, 60, 0)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class FunctionSource:
     memory_limit: str | None = None  # set at deploy (nuctl --resource-limit); None: the YAML's own
     root: str = ""  # the CVAT tree it is built from (holding serverless/openvino/base): the checkout, or an older tag's
     source_tag: str = ""  # the CVAT tag of that tree
+    answer: str = ""  # ours only: the interactor answer form the lab's CVAT reads (interactor_answer), passed as ANSWER_ENV
 
     @property
     def slug(self) -> str:
@@ -50,6 +57,27 @@ def local_digest(path: Path, variant: str) -> str:
     for item in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         sha.update(str(item.relative_to(path)).encode() + b"\0" + item.read_bytes())
     return sha.hexdigest()[:16]
+
+
+def interactor_answer(cvat_version: str) -> str:
+    """The answer form an interactor must give the CVAT release ``cvat_version`` for its mask to land where it is.
+
+    Before v2.60.0 (v2.51.0, commit dfd505e7) the server hands the answer to the UI unchanged and the UI reads
+    ``mask`` with an inclusive ``bounds`` (cvat-ui/.../controls-side-bar/tools-control.tsx 411-427): "bounds", the
+    compact crop. From v2.60.0 (v2.73.0, commit 7972cb4f2) cvat-core wraps any ``mask`` answer as a mask at
+    ``[0, 0, w-1, h-1]`` and never reads ``bounds`` (cvat-core/src/lambda-manager.ts 92-104), and the server pastes a
+    ``mask`` unshifted into a region of interest (cvat/apps/lambda_manager/utils.py 191-195), while a ``shapes`` mask
+    keeps its own box, which that code shifts by the region (lambda-manager.ts 106-117; utils.py 164-168,
+    197-198): "shapes". The function's default without the variable, "full", is right everywhere but large.
+    """
+    return "shapes" if compat.release(cvat_version) >= SHAPES_ANSWER_SINCE else "bounds"
+
+
+def is_interactor(function_dir: Path) -> bool:
+    """Whether our function declares CVAT's interactor kind (``metadata.annotations.type``, which CVAT reads:
+    views.py ``LambdaFunction.__init__``): only an interactor's answer depends on the release."""
+    yaml = function_dir / "function.yaml"
+    return yaml.is_file() and re.search(r'^\s+type:\s*"?interactor"?\s*$', yaml.read_text(), re.M) is not None
 
 
 def memory_limit(path: str, limits: dict[str, str | None]) -> str | None:
@@ -89,7 +117,9 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
     salt = variant if memory is None else f"{variant}:memory={memory}"
     salt += f":nuctl={nuctl}" if nuctl else ""
     if path.startswith("files/"):
-        return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}", local_digest(REPO / path, salt), on_gpu, memory)
+        answer = interactor_answer(cvat_version) if is_interactor(REPO / path) else ""
+        return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}",
+                              local_digest(REPO / path, f"{salt}:answer={answer}"), on_gpu, memory, answer=answer)
     tag, root = cvat_version, cvat_dir
     pinned = (source_tags or {}).get(path)
     if pinned and compat.release(cvat_version) > compat.release(pinned):
@@ -144,6 +174,7 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     """
     yaml_choice = (f'f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml' if fn.gpu
                    else f"f={fn.yaml_dir}/function.yaml")
+    env = {**env, ANSWER_ENV: fn.answer} if fn.answer else env
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
     memory_arg = f" --resource-limit {shlex.quote(f'memory={fn.memory_limit}')}" if fn.memory_limit else ""
     platform_config = shlex.quote(json.dumps({"attributes": {"network": network}}))

@@ -174,6 +174,18 @@ class Client:
         width, height = frame_size(body)
         return frame_mask(self.json(response), width, height)
 
+    def saved(self, release: str, body: dict[str, Any], roi: list[int] | None = None) -> np.ndarray:
+        """The full-frame mask CVAT ``release`` saves from this function's answer to ``body`` (cvat_reader.saved_mask)."""
+        from testlab.sam2.cvat_reader import saved_mask
+
+        def call(sent: dict[str, Any]) -> dict[str, Any]:
+            response = self.call(sent)
+            assert response.status_code == 200, response.body
+            return self.json(response)
+
+        width, height = frame_size(body)
+        return saved_mask(release, call, body, width, height, roi)
+
     def error(self, body: Any) -> str:
         response = self.call(body)
         assert response.status_code == 400, (response.status_code, response.body)

@@ -1,9 +1,14 @@
 # Sourced by tests/e2e/*.sh (from the project root): sam2_model DIR SEED exports MODEL, MODEL_CFG and PYTHONPATH for
-# the harness's function host on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint in DIR, and torchvision's
-# import made possible beside the CPU torch (testlab/sam2/torchvision_cpu.py), only for this project's venv.
+# the harness's function host on .venv (CPU torch): a random-weight tiny SAM 2.1 checkpoint in DIR (SEED "placed": the
+# checkpoint whose masks are blobs at the prompt, testlab/sam2/placed_checkpoint.py), and torchvision's import made
+# possible beside the CPU torch (testlab/sam2/torchvision_cpu.py), only for this project's venv.
 sam2_model() {
   local dir=$1 seed=$2
-  .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$dir/sam2_tiny.pt" "$seed" || return 1
+  if [[ $seed == placed ]]; then
+    .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.placed_checkpoint import write_placed_checkpoint as w; w(sys.argv[1])" "$dir/sam2_tiny.pt" || return 1
+  else
+    .venv/bin/python -c "import sys; sys.path.insert(0, '.'); from testlab.sam2.random_checkpoint import write_random_checkpoint as w; w(sys.argv[1], seed=int(sys.argv[2]))" "$dir/sam2_tiny.pt" "$seed" || return 1
+  fi
   mkdir -p "$dir/site"
   .venv/bin/python - "$dir/site/sitecustomize.py" "$(pwd)" <<'PY' || return 1
 import sys

@@ -1,4 +1,5 @@
-// Development check (not CI): the SAM 2 tracker in CVAT v2.51.0's real web UI, driven in chromium.
+// Development check (not CI): the SAM 2 tracker in CVAT's real web UI (v2.51.0, or v2.73.0 with N after the
+// rectangle), driven in chromium.
 // A task of N frames is made over the API; then, in the UI: AI Tools -> Trackers -> our tracker -> Track, a
 // rectangle drawn on frame 0, F (next frame) twice. The v2.51.0 UI (tools-control.tsx at dfd505e7,
 // checkTrackedStates) calls the tracker with "init_tracking" (shapes, frame - 1) and "track" (states) when the frame
@@ -91,6 +92,12 @@ async function makeTask() {
     await page.mouse.click(ax, ay);
     await page.mouse.move(bx, by, { steps: 8 });
     await page.mouse.click(bx, by);
+    if ((serve.release || 'v2.51.0') !== 'v2.51.0') {
+      // v2.60.0 and later (cvat-ai/cvat#10860): rectangles are prompts until N finishes the interaction, which makes
+      // one track per rectangle (tools-control.tsx 624-673 at 7972cb4f2); v2.51.0 made the track on the rectangle
+      await page.waitForTimeout(1000);
+      await page.keyboard.press('n');
+    }
     await page.waitForFunction(() => document.querySelectorAll('.cvat-objects-sidebar-state-item').length === 1, null, { timeout: 30000 });
     log('rectangle drawn: a track object exists');
 

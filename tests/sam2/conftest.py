@@ -75,6 +75,7 @@ def function_env(checkpoint: Path) -> Iterator[dict[str, str]]:
         "MODEL_DIR": str(checkpoint.parent),
         "MODEL_CFG": TINY_CFG,
         "SAM2_CACHE_SIZE": "8",
+        "CVAT_INTERACTOR_ANSWER": "bounds",  # v2.51.0's, which Client.mask reads (placement per release: test_sam2_placement)
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():

@@ -277,8 +277,6 @@ def _bad_cases(image_b64: str) -> list[tuple[str, Any, str]]:
         ("image truncated", variant(image=truncated_png), "not a readable image"),
         ("image over the limit", variant(image=_png_header_only(8000, 7000)), "MAX_IMAGE_PIXELS"),
         ("image far over the limit", variant(image=_png_header_only(20000, 20000)), "MAX_IMAGE_PIXELS"),
-        ("no points and no box", variant(pos_points=[], neg_points=[], obj_bbox=None), "No points and no box"),
-        ("points missing entirely", {"image": image_b64}, "No points and no box"),
         ("x beyond width", variant(pos_points=[[64.5, 10]]), "outside the 64x48 image"),
         ("y beyond height", variant(pos_points=[[10, 48.01]]), "outside the 64x48 image"),
         ("negative coordinate", variant(neg_points=[[-1, 10]]), "outside the 64x48 image"),
@@ -302,7 +300,6 @@ def _bad_cases(image_b64: str) -> list[tuple[str, Any, str]]:
         ("box above the image", variant(obj_bbox=[-30, -20, 10, -0.5]), "lies entirely outside the 64x48 image"),
         ("box only touching the right edge", variant(obj_bbox=[[64, 10], [80, 40]]), "zero width or height inside"),
         ("box only touching the top edge", variant(obj_bbox=[[5, -9], [20, 0]]), "zero width or height inside"),
-        ("empty box and no points", variant(pos_points=[], neg_points=[], obj_bbox=[]), "No points and no box"),
     ]
 
 

@@ -206,3 +206,27 @@ def test_a_function_tree_comes_out_of_a_bare_repository_with_no_checkout(tmp_pat
     assert (Path(fn.yaml_dir) / "function.yaml").read_text() == "metadata: {name: openvino-dextr}\n"
     assert (root / "serverless/openvino/base/Dockerfile").exists() and not (root / "docker-compose.yml").exists()
     assert not (bare / "docker-compose.yml").exists() and not (root.parent / "cvat-v2.51.0.partial").exists()
+
+
+def test_interactor_answer_follows_the_release_that_stopped_reading_bounds():
+    from labforge.nuclio_functions import interactor_answer
+
+    assert [interactor_answer(v) for v in ("v2.51.0", "v2.59.9", "v2.60.0", "v2.73.0")] == ["bounds", "bounds", "shapes", "shapes"]
+    for release in group_data_setting("cvat_stack_compat"):  # every row gets a form the function knows
+        assert interactor_answer(release) in ("bounds", "shapes")
+
+
+def test_only_our_interactor_gets_the_answer_form_and_a_form_change_redeploys_it():
+    from labforge.nuclio_functions import ANSWER_ENV
+
+    sam2 = {v: source("files/nuclio/sam2", CVAT, v, False) for v in ("v2.51.0", "v2.55.0", "v2.73.0")}
+    assert (sam2["v2.51.0"].answer, sam2["v2.73.0"].answer) == ("bounds", "shapes")
+    assert sam2["v2.51.0"].digest == sam2["v2.55.0"].digest != sam2["v2.73.0"].digest  # same form: no redeploy
+    args = nuctl_deploy_args(deploy_commands(sam2["v2.73.0"], CVAT, {"A": "1"}))
+    envs = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
+    assert envs == ["A=1", f"{ANSWER_ENV}=shapes"]
+    tracker = {v: source("files/nuclio/sam2-tracker", CVAT, v, False) for v in ("v2.51.0", "v2.73.0")}
+    assert tracker["v2.51.0"].answer == "" and tracker["v2.51.0"].digest == tracker["v2.73.0"].digest
+    assert ANSWER_ENV not in " ".join(deploy_commands(tracker["v2.73.0"], CVAT, {}))
+    dextr = source("serverless/openvino/dextr", CVAT, "v2.73.0", False)
+    assert dextr.answer == "" and ANSWER_ENV not in " ".join(deploy_commands(dextr, CVAT, {}))

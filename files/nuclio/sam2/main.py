@@ -1,6 +1,7 @@
-"""Nuclio entry points (init_context, handler): CVAT v2.51.0's interactor protocol in front of ModelHandler.
+"""Nuclio entry points (init_context, handler): CVAT's interactor protocol in front of ModelHandler.
 
-The protocol, read at CVAT v2.51.0 (commit dfd505e7):
+The request, read at CVAT v2.51.0 (commit dfd505e7); v2.73.0 (commit 7972cb4f2) sends the same keys, with the
+image cropped and the prompts shifted into the crop when the annotator set a region of interest (views.py 485-516):
 
 Request. The UI (cvat-ui .../controls-side-bar/tools-control.tsx, ``onInteraction``) sends
 ``{frame, obj_bbox, pos_points, neg_points}`` where each list comes from
@@ -28,27 +29,51 @@ handler the decoded dict) with exactly::
   spans [0, width] x [0, height]; clicks in [-0.5, width] x [-0.5, height] are accepted (see above)
   and clamped onto the frame.
 
-Response 200, passed to the UI unchanged by the server. The v2.51.0 UI (tools-control.tsx,
-``runInteractionRequest``) reads ``mask`` (rows of 0/1 numbers) and an optional inclusive
-``bounds: [x1, y1, x2, y2]``: with ``bounds`` the mask covers only that rectangle (the contour is
-offset by ``bounds[0..1]`` and the RLE gets the bounds appended), without it the whole frame. So
-the answer is compact::
+Response 200. What CVAT does with an answer depends on its release, and nothing in the request says which
+release sent it (views.py builds the same payload at dfd505e7 and 7972cb4f2), so the Functions layer tells the
+function at deploy time: ``CVAT_INTERACTOR_ANSWER`` (labforge/nuclio_functions.py ``interactor_answer``) is one of
+
+- ``bounds`` (CVAT before v2.60.0, e.g. v2.51.0): the server passes the answer to the UI unchanged (views.py
+  ``invoke`` post-processes only detectors and trackers at dfd505e7), and the UI (tools-control.tsx 411-427 at
+  dfd505e7) reads ``mask`` (rows of 0/1) and an optional inclusive ``bounds: [x1, y1, x2, y2]``: with ``bounds`` the
+  mask covers only that rectangle (the contour is offset by ``bounds[0..1]``, the RLE gets the bounds appended),
+  without it the whole frame. So the answer is compact::
 
     {"mask": [[0, 1, ...], ...], "bounds": [x1, y1, x2, y2]}   # the mask's set pixels' bounding box
     {"mask": [[...full frame...]]}                              # when that box is the whole frame
-    {"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}       # nothing selected
 
-  The empty answer carries ``points: []``: the UI traces a contour from the mask only when
-  ``points`` is absent, and tracing an all-zero mask fails there (``findContours`` returns no
-  polygon and ``receivePointsFromMask`` reads ``polygons[0]``); with ``points: []`` it shows nothing
-  and adds no shape.
+- ``shapes`` (CVAT v2.60.0 and later, e.g. v2.73.0): cvat-core rewrites any answer holding ``mask`` as a mask
+  whose box is ``[0, 0, width - 1, height - 1]`` of the array and never reads ``bounds`` (lambda-manager.ts 92-104
+  at 7972cb4f2, since cvat-ai/cvat#10329), so a compact ``mask`` would land at the frame's corner; the ``shapes``
+  form is passed through (106-117) and read as an RLE whose last four numbers are its absolute inclusive box
+  (cvat-ui opencv-wrapper.ts 188-206). With a region of interest the server shifts exactly those four numbers by
+  the region's corner (cvat/apps/lambda_manager/utils.py 164-168 and 197-198), while it would paste a ``mask``
+  into the region unshifted and unscaled (191-195: a crop of another size is a numpy error, HTTP 500)::
+
+    {"shapes": [{"type": "mask", "points": [run, run, ..., x1, y1, x2, y2], "attributes": []}]}
+
+  The runs are cvat-core's ``mask2Rle`` of the crop (rle-utils.ts 12-38: row by row, starting with a run of 0s).
+
+- ``full`` (the default when the variable is absent, e.g. a function deployed by hand with nuctl): the whole mask
+  of the received image with no ``bounds``, the one answer every release reads in place, with or without a region
+  (tools-control.tsx 424-426 at dfd505e7; lambda-manager.ts 101 and utils.py 194 at 7972cb4f2), at the price of
+  one number per pixel.
+
+Nothing selected, or no prompt at all (v2.73.0's UI calls the function again when the annotator deletes the last
+prompt: interactionHandler.ts 385-412, tools-control.tsx 708-751 at 7972cb4f2), is an empty answer, HTTP 200:
+``{"shapes": []}`` in the ``shapes`` form (the UI clears its preview and says "No shapes to display"), otherwise
+``{"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}``: v2.51.0's UI traces a contour only when ``points`` is
+absent and tracing an all-zero mask fails there (``findContours`` returns no polygon and ``receivePointsFromMask``
+reads ``polygons[0]``), and v2.73.0 turns an all-zero ``mask`` into ``[0, 0, 0, 0, 0]``, which it drops
+(lambda-manager.ts 98-99, tools-control.tsx 1162); ``[[0]]`` also fills a region with zeros (utils.py 194).
 
 Errors: HTTP 400 ``{"error": "<one sentence>"}`` for input the caller must fix (not JSON, no image,
-not base64, not an image, image above MAX_IMAGE_PIXELS, no points and no box, coordinates that are
-not numbers or lie outside the image, a box outside the image or of zero area); HTTP 500
+not base64, not an image, image above MAX_IMAGE_PIXELS, coordinates that are not numbers or lie outside
+the image, a box outside the image or of zero area); HTTP 500
 ``{"error": "internal error: ..."}`` for failures of ours. The worker keeps serving after either.
 
-Settings: MAX_IMAGE_PIXELS (default 50 000 000) here; the model's settings are in model_handler.py.
+Settings: MAX_IMAGE_PIXELS (default 50 000 000) and CVAT_INTERACTOR_ANSWER (above) here; the model's settings are
+in model_handler.py.
 """
 
 from __future__ import annotations
@@ -71,6 +96,10 @@ from model_handler import ModelHandler
 from PIL import Image
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# How CVAT reads an answer, by release (module docstring); the Functions layer sets it at deploy time.
+ANSWER_ENV = "CVAT_INTERACTOR_ANSWER"
+ANSWER_FORMS = ("bounds", "shapes", "full")
+DEFAULT_ANSWER_FORM = "full"  # read in place by every release, with or without a region of interest
 # More clicks than any annotator makes; bounds the work a single request can ask for.
 MAX_POINTS = 1000
 
@@ -86,6 +115,10 @@ class Prompt:
     pos: list[tuple[float, float]]
     neg: list[tuple[float, float]]
     box: tuple[float, float, float, float] | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.pos and not self.neg and self.box is None
 
 
 def max_image_pixels_from_env(environ: dict[str, str] | None = None) -> int:
@@ -103,9 +136,21 @@ def max_image_pixels_from_env(environ: dict[str, str] | None = None) -> int:
     return value
 
 
+def answer_form_from_env(environ: dict[str, str] | None = None) -> str:
+    """Read CVAT_INTERACTOR_ANSWER; a bad value stops the worker at start, not at the first click."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(ANSWER_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_ANSWER_FORM
+    if raw not in ANSWER_FORMS:
+        raise ValueError(f"{ANSWER_ENV} must be one of {', '.join(ANSWER_FORMS)}, got {raw!r}")
+    return raw
+
+
 def init_context(context: Any) -> None:
     """Load the model once per worker; Nuclio calls this before the first event."""
     max_pixels = max_image_pixels_from_env()
+    answer_form = answer_form_from_env()
     # Pillow refuses images above 2x its own limit before we can look at them; lift that limit
     # when ours is higher (never lower it: the check in decode_image is the one that answers).
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -114,6 +159,7 @@ def init_context(context: Any) -> None:
     model = ModelHandler.from_env()
     context.user_data.model = model
     context.user_data.max_image_pixels = max_pixels
+    context.user_data.answer_form = answer_form
     context.logger.info_with(
         "sam2 model loaded",
         checkpoint=str(model.checkpoint),
@@ -122,19 +168,23 @@ def init_context(context: Any) -> None:
         bf16=model.use_bf16,
         cache_size=model.cache_size,
         max_image_pixels=max_pixels,
+        answer_form=answer_form,
         seconds=round(time.perf_counter() - started, 2),
     )
 
 
 def handler(context: Any, event: Any) -> Any:
-    """Answer one interactor request with a mask, a 400 or a 500; never raise."""
+    """Answer one interactor request with a mask, an empty answer, a 400 or a 500; never raise."""
     started = time.perf_counter()
+    form = getattr(context.user_data, "answer_form", DEFAULT_ANSWER_FORM)
     try:
         request = parse_body(event.body)
         encoded = require_image(request)
         prompt = parse_prompt(request)
         image = decode_image(encoded, context.user_data.max_image_pixels)
         prompt = fit_to_frame(prompt, width=image.shape[1], height=image.shape[0])
+        if prompt.empty:  # the annotator deleted every prompt: clear the preview, no error (module docstring)
+            return context.Response(body=empty_answer(form), headers={}, content_type="application/json", status_code=200)
     except BadRequest as exc:
         _log(context, "warn", f"sam2: 400: {exc}")
         return _json_response(context, 400, {"error": str(exc)})
@@ -146,7 +196,7 @@ def handler(context: Any, event: Any) -> Any:
         encoder_runs_before = model.stats["encoder_runs"]
         mask = model.handle(image, prompt.pos, prompt.neg, prompt.box)
         cache_hit = model.stats["encoder_runs"] == encoder_runs_before
-        body = answer_json(mask)
+        body = answer_json(mask, form)
     except Exception as exc:
         return _internal_error(context, exc)
 
@@ -205,10 +255,7 @@ def parse_prompt(request: dict[str, Any]) -> Prompt:
     neg = _points(request.get("neg_points"), "neg_points")
     if len(pos) + len(neg) > MAX_POINTS:
         raise BadRequest(f"Too many points ({len(pos) + len(neg)}); at most {MAX_POINTS} are accepted.")
-    box = _box(request.get("obj_bbox"))
-    if not pos and not neg and box is None:
-        raise BadRequest("No points and no box: click on the object or draw a box around it.")
-    return Prompt(pos=pos, neg=neg, box=box)
+    return Prompt(pos=pos, neg=neg, box=_box(request.get("obj_bbox")))
 
 
 def decode_image(value: Any, max_pixels: int) -> np.ndarray:
@@ -279,27 +326,55 @@ def fit_to_frame(prompt: Prompt, *, width: int, height: int) -> Prompt:
 
 
 EMPTY_ANSWER = '{"mask":[[0]],"bounds":[0,0,0,0],"points":[]}'
+EMPTY_SHAPES = '{"shapes":[]}'
 
 
-def answer_json(mask: np.ndarray) -> str:
-    """The compact answer: the mask cropped to its set pixels' bounding box, plus inclusive ``bounds``.
+def empty_answer(form: str) -> str:
+    """Nothing selected, in the form the deployment's CVAT reads (module docstring)."""
+    return EMPTY_SHAPES if form == "shapes" else EMPTY_ANSWER
 
-    Never larger than the full-frame answer: when the set pixels span the whole frame, the full
-    mask goes without ``bounds``. An empty mask gets EMPTY_ANSWER (see the module docstring).
+
+def answer_json(mask: np.ndarray, form: str = "bounds") -> str:
+    """The answer for ``mask`` (0/1, the received image's size) in ``form`` (ANSWER_FORMS; module docstring).
+
+    ``bounds`` and ``shapes`` carry only the set pixels' bounding box; ``bounds`` is never larger than the
+    full-frame answer (when that box is the whole frame, the full mask goes without ``bounds``). An empty mask gets
+    ``empty_answer(form)``.
     """
+    if form not in ANSWER_FORMS:
+        raise ValueError(f"answer form must be one of {ANSWER_FORMS}, got {form!r}")
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size == 0:
         raise ValueError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
     rows = np.flatnonzero(mask.any(axis=1))
     if not len(rows):
-        return EMPTY_ANSWER
+        return empty_answer(form)
+    if form == "full":
+        return '{"mask":' + rows_json(mask) + "}"
     cols = np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = mask[top : bottom + 1, left : right + 1]
+    if form == "shapes":
+        points = ",".join(map(str, [*mask_rle(crop), left, top, right, bottom]))
+        return '{"shapes":[{"type":"mask","points":[' + points + '],"attributes":[]}]}'
     height, width = mask.shape
     if (top, left, bottom, right) == (0, 0, height - 1, width - 1):
         return '{"mask":' + rows_json(mask) + "}"
-    crop = mask[top : bottom + 1, left : right + 1]
     return '{"mask":' + rows_json(crop) + f',"bounds":[{left},{top},{right},{bottom}]}}'
+
+
+def mask_rle(mask: np.ndarray) -> list[int]:
+    """cvat-core's ``mask2Rle`` (cvat-core/src/rle-utils.ts 12-38 at 7972cb4f2) of a 2-D mask, vectorised.
+
+    Row by row, the lengths of alternating runs of 0s and 1s, always starting with a run of 0s (of length 0 when
+    the first pixel is set); any non-zero value counts as 1.
+    """
+    flat = (np.asarray(mask) != 0).astype(np.int8).ravel()
+    if flat.size == 0:
+        return [0]
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
+    return [0, *runs] if flat[0] else runs
 
 
 def rows_json(mask: np.ndarray) -> str:
