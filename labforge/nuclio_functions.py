@@ -21,6 +21,8 @@ from labforge.paths import REPO
 from labforge.report import REBOOT_MARKER, WAITS
 
 LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
+# What our functions share (files/nuclio-runtime/sam2_runtime.py), put into each one's build directory beside main.py.
+RUNTIME = Path("files/nuclio-runtime/sam2_runtime.py")
 SLUG_LABEL, HASH_LABEL = "labforge-function", "labforge-src-hash"
 # A memory quantity as nuctl parses it (Kubernetes' resource.ParseQuantity): bytes, or binary/decimal units.
 MEMORY_QUANTITY = re.compile(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
@@ -52,10 +54,13 @@ class FunctionSource:
         return self.path.startswith("files/")
 
 
-def local_digest(path: Path, variant: str) -> str:
+def local_digest(path: Path, variant: str, runtime: Path) -> str:
+    """Our function's files and ``runtime`` (REPO / RUNTIME) as its build directory holds them, plus ``variant``."""
     sha = hashlib.sha256(variant.encode())
-    for item in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        sha.update(str(item.relative_to(path)).encode() + b"\0" + item.read_bytes())
+    files = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files[runtime.name] = runtime
+    for name, item in sorted(files.items()):
+        sha.update(name.encode() + b"\0" + item.read_bytes())
     return sha.hexdigest()[:16]
 
 
@@ -119,7 +124,7 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
     if path.startswith("files/"):
         answer = interactor_answer(cvat_version) if is_interactor(REPO / path) else ""
         return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}",
-                              local_digest(REPO / path, f"{salt}:answer={answer}"), on_gpu, memory, answer=answer)
+                              local_digest(REPO / path, f"{salt}:answer={answer}", REPO / RUNTIME), on_gpu, memory, answer=answer)
     tag, root = cvat_version, cvat_dir
     pinned = (source_tags or {}).get(path)
     if pinned and compat.release(cvat_version) > compat.release(pinned):

@@ -147,3 +147,62 @@ def _prompt_side(model, b, k: int, torch, F) -> None:
         last = head.layers[-1] if hasattr(head, "layers") else head
         _zero(last)
         last.bias.fill_(10.0)
+
+
+FOLLOWING_NAME = "sam2.1_hiera_tiny_red.pt"
+RED_LEVEL = 0.5  # share of full red (before SAM 2's normalisation) above which a pixel is in the mask
+# SAM 2's input normalisation of the red channel (sam2/utils/transforms.py SAM2Transforms: ImageNet mean and std)
+RED_MEAN, RED_STD = 0.485, 0.229
+
+
+def write_following_checkpoint(path: str | Path, config: str = TINY_CFG) -> Path:
+    """Build ``config`` so that every mask, on every frame and whatever the prompt, is the set of pixels whose red
+    channel is above RED_LEVEL: a tracker with it follows a red object from frame to frame (the video memory keeps its
+    random weights and cannot change that), so an end-to-end check can tell a tracked box from a stale one.
+
+    The patch embedding's first channel reads the red value of the patch's centre pixel (hieradet.py ``PatchEmbed``,
+    a 7 x 7 convolution of stride 4 and padding 3: kernel tap (3, 3)); it reaches ``feat_s0`` through zeroed blocks,
+    the level-0 lateral conv and ``conv_s0`` as ``[r, -r, 1]`` (as in write_placed_checkpoint, the constant from the
+    trunk's ``pos_embed``); the hypernetworks ignore the tokens and answer their bias, ``GAIN * [1, -1, -threshold]``.
+    Saved as {"model": state_dict}.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from sam2.build_sam import build_sam2
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_sam2(config, ckpt_path=None, device="cpu")
+    with torch.no_grad():
+        trunk = model.image_encoder.trunk
+        _zero(trunk.patch_embed.proj)
+        trunk.patch_embed.proj.weight[0, 0, 3, 3] = 1.0
+        trunk.pos_embed_window.zero_()
+        trunk.pos_embed.zero_()
+        trunk.pos_embed[0, 1] = 1.0
+        for block in trunk.blocks:
+            _zero(block.attn.proj, block.mlp.layers[-1])
+        neck = model.image_encoder.neck
+        lateral = neck.convs[len(neck.convs) - 1].conv
+        _zero(lateral)
+        lateral.weight[0, 0, 0, 0] = lateral.weight[1, 1, 0, 0] = 1.0
+        decoder = model.sam_mask_decoder
+        _zero(decoder.conv_s0, decoder.output_upscaling[3])
+        decoder.conv_s0.weight[0, 0, 0, 0], decoder.conv_s0.weight[1, 0, 0, 0] = 1.0, -1.0
+        decoder.conv_s0.weight[2, 1, 0, 0] = 1.0
+        threshold = (RED_LEVEL - RED_MEAN) / RED_STD
+        for mlp in decoder.output_hypernetworks_mlps:
+            last = mlp.layers[-1]
+            _zero(last)
+            last.bias[0], last.bias[1] = GAIN, -GAIN  # GELU(r) - GELU(-r) = r
+            last.bias[2] = -GAIN * threshold / float(F.gelu(torch.tensor(1.0)))
+        head = getattr(decoder, "pred_obj_score_head", None)
+        if head is not None:
+            last = head.layers[-1] if hasattr(head, "layers") else head
+            _zero(last)
+            last.bias.fill_(10.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path

@@ -21,10 +21,13 @@ from PIL import Image
 from labforge.paths import REPO
 
 FUNCTION_DIR = REPO / "files" / "nuclio" / "sam2"
+# sam2_runtime.py, which the Functions layer puts beside each SAM 2 function's main.py (labforge.nuclio_functions.RUNTIME)
+RUNTIME_DIR = REPO / "files" / "nuclio-runtime"
 
-# main.py imports model_handler as a top-level module, as it does inside the Nuclio container.
-if str(FUNCTION_DIR) not in sys.path:
-    sys.path.insert(0, str(FUNCTION_DIR))
+# main.py imports model_handler and sam2_runtime as top-level modules, as it does inside the Nuclio container.
+for _directory in (RUNTIME_DIR, FUNCTION_DIR):
+    if str(_directory) not in sys.path:
+        sys.path.insert(0, str(_directory))
 
 
 @contextlib.contextmanager
@@ -40,6 +43,7 @@ def _no_bytecode() -> Iterator[None]:
 
 with _no_bytecode():
     import model_handler  # noqa: F401  (later `import model_handler` finds this module in sys.modules)
+    import sam2_runtime  # noqa: F401
 
 
 def load_function_main() -> ModuleType:

@@ -8,7 +8,9 @@
 #   tests/e2e/cvat_check.sh tracker IMAGE      our SAM 2 tracker (files/nuclio/sam2-tracker), same checkpoint: a
 #                                              rectangle followed over 3 frames with CVAT's signed states
 #   tests/e2e/cvat_check.sh tracker-ui IMAGE   the same tracker in CVAT's web UI (tests/e2e/tracker_ui.js): AI Tools ->
-#                                              Trackers, a rectangle drawn, two frames forward
+#                                              Trackers, a rectangle drawn around a red square, four frames forward
+#                                              while the square moves (IMAGE unused), with the checkpoint whose
+#                                              masks are the red pixels
 #   tests/e2e/cvat_check.sh interactor-ui IMAGE  our SAM 2 in CVAT's web UI with the placed checkpoint (masks at the
 #                                              prompt): where masks land, with a region, a prompt deleted
 #                                              (tests/e2e/interactor_ui.js; IMAGE 640x480)
@@ -35,8 +37,27 @@ else
     CVAT_INTERACTOR_ANSWER=$(.venv/bin/python -c "import sys; from labforge.nuclio_functions import interactor_answer as a; print(a(sys.argv[1]))" "$release") || exit 1
     export CVAT_INTERACTOR_ANSWER
   else
-    # seed 0: random weights whose tracked mask on the photo stays non-empty (seed 29's is empty from frame 1)
+    # seed 0: random weights whose tracked mask on the photo stays non-empty (seed 29's is empty from frame 1);
+    # tracker-ui: a red square moving over 5 frames, and the checkpoint whose masks are the red pixels
     fdir=files/nuclio/sam2-tracker seed=0
+    if [[ $mode == tracker-ui ]]; then
+      seed=red
+      .venv/bin/python - "$work/frames" <<'PY' || exit 1
+import json, os, sys
+import numpy as np
+from PIL import Image
+out = sys.argv[1]
+os.makedirs(out)
+boxes = []
+for i in range(5):  # 80 x 60 pixels, 40 right and 20 down per frame
+    frame = np.random.default_rng(i).integers(0, 40, (480, 640, 3), dtype=np.uint8)
+    x, y = 120 + 40 * i, 140 + 20 * i
+    frame[y : y + 60, x : x + 80] = (230, 40, 30)
+    Image.fromarray(frame).save(f"{out}/{i}.png")
+    boxes.append([x, y, x + 80, y + 60])
+json.dump(boxes, open(f"{out}/boxes.json", "w"))
+PY
+    fi
     args=(--tracker pth-labforge-sam2-tracker-cpu)
   fi
   sam2_model "$work" "$seed" || exit 1
@@ -49,7 +70,7 @@ read -r api password < <(python3 -c 'import json, sys; d = json.load(open(sys.ar
 if [[ $mode == tracker-ui || $mode == interactor-ui ]]; then
   node_path=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["node_path"])' "$cache/serve.json")
   if [[ $mode == tracker-ui ]]; then
-    NODE_PATH=$node_path node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU)" "$image"
+    NODE_PATH=$node_path node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU)" "$image" "$work/frames"
   else
     NODE_PATH=$node_path node tests/e2e/interactor_ui.js "$cache/serve.json" "Segment Anything 2.1 tiny (labforge, CPU)" "$image"
   fi

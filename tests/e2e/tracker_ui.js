@@ -11,10 +11,14 @@ const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const [serveFile, fnName, imagePath] = process.argv.slice(2);
+const [serveFile, fnName, imagePath, framesDir] = process.argv.slice(2);
 const serve = JSON.parse(fs.readFileSync(serveFile, 'utf8'));
 const auth = 'Basic ' + Buffer.from(`${serve.user}:${serve.password}`).toString('base64');
-const FRAMES = 3;
+// FRAMES_DIR (optional): 0.png, 1.png, ... and boxes.json, the true [x1, y1, x2, y2] of the object on each frame; the
+// rectangle is then drawn around it on frame 0, and each tracked frame's box must be within TRUTH_PX of the truth
+const truth = framesDir ? JSON.parse(fs.readFileSync(path.join(framesDir, 'boxes.json'), 'utf8')) : null;
+const FRAMES = truth ? truth.length : 3;
+const TRUTH_PX = 3;
 const t0 = Date.now();
 const log = (m) => console.log(`[tracker-ui ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 
@@ -32,8 +36,10 @@ async function makeTask() {
   const task = await api('POST', '/api/tasks', { name: 'labforge tracker ui', labels: [{ name: 'object' }] });
   const form = new FormData();
   form.append('image_quality', '95');
-  const bytes = fs.readFileSync(imagePath);
-  for (let i = 0; i < FRAMES; i++) form.append(`client_files[${i}]`, new Blob([bytes]), `${i}-${path.basename(imagePath)}`);
+  for (let i = 0; i < FRAMES; i++) {
+    const file = truth ? path.join(framesDir, `${i}.png`) : imagePath;
+    form.append(`client_files[${i}]`, new Blob([fs.readFileSync(file)]), `${i}-${path.basename(file)}`);
+  }
   const { rq_id: rq } = await api('POST', `/api/tasks/${task.id}/data`, form);
   for (let i = 0; i < 120; i++) {
     const state = await api('GET', `/api/requests/${rq}`);
@@ -87,8 +93,8 @@ async function makeTask() {
 
     const bg = await page.locator('#cvat_canvas_background').boundingBox();
     const at = (x, y) => [bg.x + (x * bg.width) / width, bg.y + (y * bg.height) / height];
-    const [ax, ay] = at(width / 4, height / 4);
-    const [bx, by] = at((3 * width) / 4, (3 * height) / 4);
+    const [ax, ay] = truth ? at(truth[0][0], truth[0][1]) : at(width / 4, height / 4);
+    const [bx, by] = truth ? at(truth[0][2], truth[0][3]) : at((3 * width) / 4, (3 * height) / 4);
     await page.mouse.click(ax, ay);
     await page.mouse.move(bx, by, { steps: 8 });
     await page.mouse.click(bx, by);
@@ -120,15 +126,20 @@ async function makeTask() {
     const onFrame = (f) => (result.trackFrames.find((s) => s.frame === f) || {}).points;
     result.statesRoundTrip = tracked.length === FRAMES - 1 && result.calls.every((c, i) => i === 0
       || !c.request.states || c.request.states[0] === JSON.parse(result.calls[i - 1].answer).states[0]);
+    const frames = [...Array(FRAMES - 1).keys()].map((i) => i + 1);
+    const saved = frames.every((f) => JSON.stringify(onFrame(f)) === JSON.stringify(answers[f - 1]));
+    result.offTruth = truth ? frames.map((f) => Math.max(...(onFrame(f) || [Infinity]).map((v, i) => Math.abs(v - truth[f][i])))) : [];
     result.ok = result.calls.length === FRAMES && result.calls.every((c) => c.status === 200)
-      && result.calls[0].request.shapes && result.statesRoundTrip
-      && JSON.stringify(onFrame(1)) === JSON.stringify(answers[0]) && JSON.stringify(onFrame(2)) === JSON.stringify(answers[1]);
+      && result.calls[0].request.shapes && result.statesRoundTrip && saved && result.offTruth.every((d) => d <= TRUTH_PX);
   } catch (e) {
     result.error = e.message.split('\n')[0];
     await page.screenshot({ path: '/tmp/tracker-ui-failure.png' }).catch(() => {});
   }
   for (const c of result.calls) { c.request.image = undefined; c.answer = c.answer.slice(0, 300); }
   console.log(`RESULT ${JSON.stringify(result)}`);
+  console.log(`real CVAT ${serve.release || 'v2.51.0'}: tracker ${result.ok ? 'passed' : 'FAILED'}: ${result.calls.length} calls `
+    + `(${result.calls.map((c) => c.status).join(',')}), saved boxes ${JSON.stringify((result.trackFrames || []).map((s) => s.points))}`
+    + (truth ? `, off the moving square by ${JSON.stringify(result.offTruth)} px` : ''));
   await browser.close();
   process.exit(result.ok ? 0 : 1);
 })();

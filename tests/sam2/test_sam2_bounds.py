@@ -200,3 +200,22 @@ def test_the_specs_set_the_cap_within_the_sessions(name):
     env = {item["name"]: item["value"] for item in spec["spec"]["env"]}
     assert 1 <= int(env["SAM2_TRACKER_MAX_SHAPES"]) <= int(env["SAM2_TRACKER_MAX_SESSIONS"])
     assert int(env["SAM2_TRACKER_MAX_SHAPES"]) == (8 if name == "function.yaml" else 16)
+
+
+def test_both_functions_refuse_cuda_where_torch_sees_none(tmp_path):
+    """One runtime (sam2_runtime.py): the tracker let SAM2_DEVICE=cuda through on a CPU host (its own device_from),
+    and every request then failed; now both stop at start with the same sentence."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    load_main()
+    tracker_module = sys.modules["tracker"]
+    import model_handler
+
+    (tmp_path / "m.pt").write_bytes(b"")
+    env = {"MODEL": "m.pt", "MODEL_DIR": str(tmp_path), "MODEL_CFG": "configs/sam2.1/sam2.1_hiera_t.yaml", "SAM2_DEVICE": "cuda"}
+    for build in (tracker_module.Tracker.from_env, model_handler.ModelHandler.from_env):
+        with pytest.raises(RuntimeError, match="SAM2_DEVICE='cuda' but torch sees no CUDA device"):
+            build(env)
+    assert tracker_module.model_settings is sys.modules["sam2_runtime"].model_settings

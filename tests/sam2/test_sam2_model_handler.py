@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_handler import ModelHandler, image_key, pick_device, resolve_checkpoint, resolve_config
+from model_handler import ModelHandler, image_key
+from sam2_runtime import checkpoint_path, config_name, pick_device
 
 from testlab.sam2.random_checkpoint import TINY_CFG
 from testlab.sam2.support import synthetic_image
@@ -53,19 +54,19 @@ def test_pick_device_refuses_cuda_without_a_gpu():
     ],
 )
 def test_model_cfg_names(given, resolved):
-    assert resolve_config(given) == resolved
+    assert config_name(given) == resolved
 
 
 def test_unknown_model_cfg_lists_the_choices():
     with pytest.raises(ValueError, match=r"sam2\.1_hiera_x\.yaml.*configs/sam2\.1/sam2\.1_hiera_l\.yaml"):
-        resolve_config("sam2.1_hiera_x.yaml")
+        config_name("sam2.1_hiera_x.yaml")
 
 
 def test_model_is_a_name_in_model_dir_or_an_absolute_path(checkpoint, tmp_path):
-    assert resolve_checkpoint(checkpoint.name, checkpoint.parent) == checkpoint
-    assert resolve_checkpoint(str(checkpoint), tmp_path) == checkpoint
+    assert checkpoint_path(checkpoint.name, checkpoint.parent) == checkpoint
+    assert checkpoint_path(str(checkpoint), tmp_path) == checkpoint
     with pytest.raises(FileNotFoundError, match=r"MODEL='missing\.pt'"):
-        resolve_checkpoint("missing.pt", tmp_path)
+        checkpoint_path("missing.pt", tmp_path)
 
 
 def test_a_missing_checkpoint_stops_the_worker_at_start(tmp_path):

@@ -257,11 +257,11 @@ def test_a_frame_of_another_size_is_refused(main):
 
 
 @pytest.mark.parametrize(("body", "error"), [
-    (b"{not json", "the request body is not JSON"),
-    ({"shapes": [], "states": []}, "no image: send the frame as base64 in 'image'"),
-    ({"image": "%%%", "shapes": [{"type": "rectangle", "points": BOX}], "states": []}, "'image' is not valid base64"),
+    (b"{not json", "The request body is not valid JSON."),  # the interactor's words: one runtime (sam2_runtime.py)
+    ({"shapes": [], "states": []}, "The request has no 'image'; send the frame as a base64 string."),
+    ({"image": "%%%", "shapes": [{"type": "rectangle", "points": BOX}], "states": []}, "'image' is not valid base64."),
     ({"image": base64.b64encode(b"GIF89a-not-really").decode(), "shapes": [], "states": []},
-     "'image' is not an image Pillow can read (JPEG or PNG)"),
+     "'image' is not a readable image (JPEG, PNG or another format Pillow reads)."),
     ("frame", "no shapes to track"),
     ("polygon", "this tracker follows rectangles, not 'polygon'"),
     ("outside", "the rectangle [200, 10, 300, 50] has no area inside the 160x120 frame"),

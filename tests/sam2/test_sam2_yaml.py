@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from model_handler import resolve_config
 from packaging.requirements import Requirement
 from packaging.version import Version
+from sam2_runtime import config_name
 
 from testlab.sam2.support import FUNCTION_DIR, REPO
 
@@ -125,7 +125,7 @@ def test_variant_settings_agree_with_each_other_and_the_sam2_package(name):
     assert match, f"MODEL {model!r} is not one of Meta's checkpoint names"
     release, variant = match.groups()
     assert cfg == f"configs/{release}/{release}_hiera_{VARIANT_CFG[variant]}.yaml"
-    assert resolve_config(cfg) == cfg, "MODEL_CFG must exist in the installed sam2 package"
+    assert config_name(cfg) == cfg, "MODEL_CFG must exist in the installed sam2 package"
     # The build downloads the checkpoint the runtime loads.
     assert benv["MODEL"] == model and benv["MODEL_DIR"] == env["MODEL_DIR"]
     assert benv["SAM2_CHECKPOINT_BASE_URL"].endswith("/" + CHECKPOINT_RELEASE[release])

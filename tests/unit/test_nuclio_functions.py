@@ -36,6 +36,9 @@ def test_local_function_hash_follows_its_files(tmp_path, monkeypatch):
     fn_dir = tmp_path / "files/nuclio/demo"
     fn_dir.mkdir(parents=True)
     (fn_dir / "main.py").write_text("print(1)\n")
+    runtime = tmp_path / functions.RUNTIME
+    runtime.parent.mkdir(parents=True)
+    runtime.write_text("A = 1\n")
     monkeypatch.setattr(functions, "REPO", tmp_path)
     before = source("files/nuclio/demo", CVAT, "v2.51.0", True)
     assert before.is_local and before.yaml_dir == "/opt/labforge/functions/demo"
@@ -43,7 +46,10 @@ def test_local_function_hash_follows_its_files(tmp_path, monkeypatch):
     (fn_dir / "__pycache__/main.cpython-311.pyc").write_bytes(b"\x00")
     assert source("files/nuclio/demo", CVAT, "v2.51.0", True).digest == before.digest
     (fn_dir / "main.py").write_text("print(2)\n")
-    assert source("files/nuclio/demo", CVAT, "v2.51.0", True).digest != before.digest
+    changed = source("files/nuclio/demo", CVAT, "v2.51.0", True).digest
+    assert changed != before.digest
+    runtime.write_text("A = 2\n")  # the shared runtime is part of every one of our functions' build directory
+    assert source("files/nuclio/demo", CVAT, "v2.51.0", True).digest != changed
 
 
 def test_slug_is_a_valid_label_value():

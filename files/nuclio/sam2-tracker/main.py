@@ -25,8 +25,6 @@ Errors, each JSON {"error": "<one sentence>"}; the worker keeps running:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import json
 import math
@@ -36,20 +34,29 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from sam2_runtime import (
+    UNREADABLE,
+    BadRequest,
+    allow_pixels,
+    check_pixels,
+    image_bytes,
+    internal_error,
+    max_image_pixels_from_env,
+    parse_body,
+    refuse,
+)
 from tracker import SessionGone, Tracker, TrackingError
 
+NAME = "sam2 tracker"
 STATE_VERSION = 1
 SESSION = re.compile(r"[0-9a-f]{32}")
-MAX_IMAGE_PIXELS = 50_000_000
 RESTART = "restart tracking from the current frame"
-
-
-class BadRequest(ValueError):
-    """Input CVAT (or another client) got wrong: HTTP 400."""
 
 
 def init_context(context: Any) -> None:
     started = time.perf_counter()
+    context.user_data.max_image_pixels = max_image_pixels_from_env()
+    allow_pixels(context.user_data.max_image_pixels)
     context.user_data.tracker = Tracker.from_env()
     predictor = context.user_data.tracker.predictor
     context.logger.info_with("sam2 tracker loaded", device=str(predictor.device), image_size=predictor.image_size,
@@ -59,14 +66,14 @@ def init_context(context: Any) -> None:
 def handler(context: Any, event: Any) -> Any:
     try:
         request = parse_body(event.body)
-        encoded, width, height = read_image(request.get("image"))
+        encoded, width, height = read_image(request.get("image"), context.user_data.max_image_pixels)
         pairs = pair_up(request.get("shapes"), request.get("states"), context.user_data.tracker.max_shapes)
         prompts = [None if state else parse_rectangle(shape, width, height) for shape, state in pairs]
         states = [None if not state else parse_state(state) for _, state in pairs]
     except BadRequest as exc:
-        return reply(context, 400, {"error": str(exc)})
+        return refuse(context, 400, str(exc), NAME)
     except Exception as exc:  # a bug in validation must not take the worker down
-        return internal_error(context, exc)
+        return internal_error(context, exc, NAME)
     tracker: Tracker = context.user_data.tracker
     try:
         results = tracker.track(encoded, [state["session"] if state else box for box, state in zip(prompts, states, strict=True)])
@@ -82,42 +89,25 @@ def handler(context: Any, event: Any) -> Any:
             shapes.append({"type": "rectangle", "points": tracked})
             out_states.append({**state, "frames": state["frames"] + 1})
     except SessionGone as exc:
-        return reply(context, 410, {"error": str(exc)})
+        return refuse(context, 410, str(exc), NAME)
     except TrackingError as exc:
-        return reply(context, 422, {"error": str(exc)})
+        return refuse(context, 422, str(exc), NAME)
     except Exception as exc:
-        return internal_error(context, exc)
+        return internal_error(context, exc, NAME)
     return context.Response(body=json.dumps({"shapes": shapes, "states": out_states}, separators=(",", ":")), headers={},
                             content_type="application/json", status_code=200)
 
 
-def parse_body(body: Any) -> dict[str, Any]:
-    if isinstance(body, (bytes, bytearray, str)):
-        try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object with image, shapes and states")
-    return body
-
-
-def read_image(value: Any) -> tuple[bytes, int, int]:
+def read_image(value: Any, max_pixels: int) -> tuple[bytes, int, int]:
     """The frame's encoded bytes (what SAM 2 decodes) and its size, refusing what is not an image."""
-    if not isinstance(value, str) or not value:
-        raise BadRequest("no image: send the frame as base64 in 'image'")
-    try:
-        encoded = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("'image' is not valid base64") from None
+    encoded = image_bytes(value)
     try:
         with Image.open(io.BytesIO(encoded)) as image:
             width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise BadRequest(f"the frame is {width}x{height}, more than {MAX_IMAGE_PIXELS} pixels")
+            check_pixels(width, height, max_pixels)
             image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
-        raise BadRequest("'image' is not an image Pillow can read (JPEG or PNG)") from None
+        raise BadRequest(UNREADABLE) from None
     return encoded, width, height
 
 
@@ -172,14 +162,3 @@ def bounding_box(mask: np.ndarray) -> list[float] | None:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def reply(context: Any, status: int, payload: dict[str, Any]) -> Any:
-    if status >= 400:
-        context.logger.warn(f"sam2 tracker: {status}: {payload.get('error')}")
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status)
-
-
-def internal_error(context: Any, exc: BaseException) -> Any:
-    context.logger.error(f"sam2 tracker: 500: {type(exc).__name__}: {exc}")
-    return reply(context, 500, {"error": f"internal error ({type(exc).__name__}); see the function's log"})

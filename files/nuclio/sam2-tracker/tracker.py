@@ -13,8 +13,8 @@ of per-frame outputs; older ones, and the frame's pixels and image features once
 dropped. Sessions (one per tracked shape) live in a ``Sessions`` store bounded by age, by a quota per
 caller and by a global count, so that one caller cannot evict everyone else's (see ``Sessions``).
 
-Settings (environment, read by ``Tracker.from_env``): MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE as in the
-interactor (files/nuclio/sam2/model_handler.py), SAM2_TRACKER_MAX_SESSIONS (default 64),
+Settings (environment, read by ``Tracker.from_env``): MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE as both SAM 2
+functions read them (sam2_runtime.py), SAM2_TRACKER_MAX_SESSIONS (default 64),
 SAM2_TRACKER_SESSION_TTL seconds (default 3600) and SAM2_TRACKER_MAX_SHAPES (default 16: shapes one call
 may carry, refused with HTTP 400 past it, and the sessions one caller may hold).
 """
@@ -29,14 +29,12 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sam2_runtime import model_settings
 
-DEFAULT_MODEL, DEFAULT_MODEL_CFG = "sam2.1_hiera_large.pt", "configs/sam2.1/sam2.1_hiera_l.yaml"
 DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SHAPES, DEFAULT_SESSION_TTL = 64, 16, 3600.0
 
 
@@ -46,26 +44,6 @@ class TrackingError(ValueError):
 
 class SessionGone(TrackingError):
     """The session is not (or no longer) held by this worker."""
-
-
-def config_name(name: str) -> str:
-    """MODEL_CFG as build_sam2 wants it: a path inside the installed sam2 package."""
-    if resources.files("sam2").joinpath(name).is_file():
-        return name
-    raise ValueError(f"MODEL_CFG {name!r} is not a config of the installed sam2 package (e.g. configs/sam2.1/sam2.1_hiera_t.yaml)")
-
-
-def checkpoint_path(model: str, model_dir: str | None) -> Path:
-    path = Path(model) if Path(model).is_absolute() else Path(model_dir or Path(__file__).parent) / model
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM 2 checkpoint not found: {path} (MODEL={model!r}, MODEL_DIR={model_dir!r})")
-    return path
-
-
-def device_from(requested: str | None) -> torch.device:
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 class Frames:
@@ -345,9 +323,8 @@ class Tracker:
             raise ValueError(f"SAM2_TRACKER_MAX_SHAPES ({max_shapes}) must be from 1 to SAM2_TRACKER_MAX_SESSIONS ({max_sessions})")
         from sam2.build_sam import build_sam2_video_predictor
 
-        checkpoint = checkpoint_path(env.get("MODEL", DEFAULT_MODEL), env.get("MODEL_DIR"))
-        predictor = build_sam2_video_predictor(config_name(env.get("MODEL_CFG", DEFAULT_MODEL_CFG)), str(checkpoint),
-                                               device=str(device_from(env.get("SAM2_DEVICE"))))
+        checkpoint, config, device = model_settings(env)
+        predictor = build_sam2_video_predictor(config, str(checkpoint), device=str(device))
         sessions = Sessions(max_sessions, float(env.get("SAM2_TRACKER_SESSION_TTL", str(DEFAULT_SESSION_TTL))), per_caller=max_shapes)
         return cls(predictor, sessions, max_shapes)
 

@@ -78,15 +78,11 @@ in model_handler.py.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import io
-import json
 import math
 import os
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -94,18 +90,28 @@ from typing import Any
 import numpy as np
 from model_handler import ModelHandler
 from PIL import Image
+from sam2_runtime import (
+    UNREADABLE,
+    BadRequest,
+    allow_pixels,
+    check_pixels,
+    image_bytes,
+    internal_error,
+    json_type,
+    max_image_pixels_from_env,
+    parse_body,
+    refuse,
+    require_image,
+    short,
+)
 
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+NAME = "sam2"
 # How CVAT reads an answer, by release (module docstring); the Functions layer sets it at deploy time.
 ANSWER_ENV = "CVAT_INTERACTOR_ANSWER"
 ANSWER_FORMS = ("bounds", "shapes", "full")
 DEFAULT_ANSWER_FORM = "full"  # read in place by every release, with or without a region of interest
 # More clicks than any annotator makes; bounds the work a single request can ask for.
 MAX_POINTS = 1000
-
-
-class BadRequest(ValueError):
-    """Input the caller must fix; its message is the one-sentence 400 answer."""
 
 
 @dataclass(frozen=True)
@@ -119,21 +125,6 @@ class Prompt:
     @property
     def empty(self) -> bool:
         return not self.pos and not self.neg and self.box is None
-
-
-def max_image_pixels_from_env(environ: dict[str, str] | None = None) -> int:
-    """Read MAX_IMAGE_PIXELS; a bad value stops the worker at start, not at the first click."""
-    env = os.environ if environ is None else environ
-    raw = (env.get("MAX_IMAGE_PIXELS") or "").strip()
-    if not raw:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        raise ValueError(f"MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}")
-    return value
 
 
 def answer_form_from_env(environ: dict[str, str] | None = None) -> str:
@@ -151,10 +142,7 @@ def init_context(context: Any) -> None:
     """Load the model once per worker; Nuclio calls this before the first event."""
     max_pixels = max_image_pixels_from_env()
     answer_form = answer_form_from_env()
-    # Pillow refuses images above 2x its own limit before we can look at them; lift that limit
-    # when ours is higher (never lower it: the check in decode_image is the one that answers).
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    allow_pixels(max_pixels)
     started = time.perf_counter()
     model = ModelHandler.from_env()
     context.user_data.model = model
@@ -186,10 +174,9 @@ def handler(context: Any, event: Any) -> Any:
         if prompt.empty:  # the annotator deleted every prompt: clear the preview, no error (module docstring)
             return context.Response(body=empty_answer(form), headers={}, content_type="application/json", status_code=200)
     except BadRequest as exc:
-        _log(context, "warn", f"sam2: 400: {exc}")
-        return _json_response(context, 400, {"error": str(exc)})
+        return refuse(context, 400, str(exc), NAME)
     except Exception as exc:  # a bug in validation must not take the worker down
-        return _internal_error(context, exc)
+        return internal_error(context, exc, NAME)
 
     try:
         model = context.user_data.model
@@ -198,7 +185,7 @@ def handler(context: Any, event: Any) -> Any:
         cache_hit = model.stats["encoder_runs"] == encoder_runs_before
         body = answer_json(mask, form)
     except Exception as exc:
-        return _internal_error(context, exc)
+        return internal_error(context, exc, NAME)
 
     with contextlib.suppress(Exception):  # logging must never cost the annotator the mask
         context.logger.info_with(
@@ -215,40 +202,6 @@ def handler(context: Any, event: Any) -> Any:
     return context.Response(body=body, headers={}, content_type="application/json", status_code=200)
 
 
-def parse_body(body: Any) -> dict[str, Any]:
-    """Accept the dict Nuclio decoded for us, or the same JSON as bytes/str."""
-    if isinstance(body, dict):
-        return body
-    if body is None or (isinstance(body, (bytes, bytearray, memoryview, str)) and len(body) == 0):
-        raise BadRequest("The request body is empty; send a JSON object with an image and points.")
-    raw = isinstance(body, (bytes, bytearray, memoryview))
-    if raw:
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("The request body is not UTF-8 JSON.") from None
-    if not isinstance(body, str):
-        raise BadRequest(f"The request body must be a JSON object, got a JSON {_json_type(body)}.")
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        # A str body is either raw JSON text or a JSON string Nuclio already decoded: say what is sure.
-        raise BadRequest("The request body is not valid JSON." if raw else "The request body is not a JSON object.") from None
-    if not isinstance(parsed, dict):
-        raise BadRequest(f"The request body must be a JSON object, got a JSON {_json_type(parsed)}.")
-    return parsed
-
-
-def require_image(request: dict[str, Any]) -> str:
-    """The frame must be there before anything else is worth checking."""
-    value = request.get("image")
-    if value is None:
-        raise BadRequest("The request has no 'image'; send the frame as a base64 string.")
-    if not isinstance(value, str):
-        raise BadRequest(f"'image' must be a base64 string, got a JSON {_json_type(value)}.")
-    return value
-
-
 def parse_prompt(request: dict[str, Any]) -> Prompt:
     """Validate pos_points, neg_points and obj_bbox (types and counts; ranges need the image)."""
     pos = _points(request.get("pos_points"), "pos_points")
@@ -260,26 +213,12 @@ def parse_prompt(request: dict[str, Any]) -> Prompt:
 
 def decode_image(value: Any, max_pixels: int) -> np.ndarray:
     """base64 -> H x W x 3 uint8 RGB, checking the pixel count from the header before decoding."""
-    text = require_image({"image": value})
-    if text.startswith("data:") and "," in text[:100]:
-        text = text.split(",", 1)[1]  # tolerate a data: URL
-    text = "".join(text.split())
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("'image' is not valid base64.") from None
-    if not raw:
-        raise BadRequest("'image' is empty.")
+    raw = image_bytes(value)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise BadRequest(
-                        f"The image is {width}x{height} = {width * height} pixels; "
-                        f"this function accepts at most {max_pixels} (MAX_IMAGE_PIXELS)."
-                    )
+                check_pixels(*img.size, max_pixels)
                 rgb = np.array(img.convert("RGB"), dtype=np.uint8)
     except BadRequest:
         raise
@@ -288,7 +227,7 @@ def decode_image(value: Any, max_pixels: int) -> np.ndarray:
     except MemoryError:
         raise
     except Exception:  # PIL raises many types on corrupt input; all mean "not an image we can read"
-        raise BadRequest("'image' is not a readable image (JPEG, PNG or another format Pillow reads).") from None
+        raise BadRequest(UNREADABLE) from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise BadRequest("'image' decodes to an empty picture.")
     return rgb
@@ -398,13 +337,13 @@ def _points(value: Any, name: str) -> list[tuple[float, float]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BadRequest(f"{name} must be a list of [x, y] pairs, got a JSON {_json_type(value)}.")
+        raise BadRequest(f"{name} must be a list of [x, y] pairs, got a JSON {json_type(value)}.")
     if len(value) > MAX_POINTS:
         raise BadRequest(f"Too many points in {name} ({len(value)}); at most {MAX_POINTS} are accepted.")
     points = []
     for i, item in enumerate(value):
         if not (isinstance(item, (list, tuple)) and len(item) == 2):
-            raise BadRequest(f"{name}[{i}] must be a pair [x, y] of numbers, got {_short(item)}.")
+            raise BadRequest(f"{name}[{i}] must be a pair [x, y] of numbers, got {short(item)}.")
         points.append((_coordinate(item[0], f"{name}[{i}]"), _coordinate(item[1], f"{name}[{i}]")))
     return points
 
@@ -415,15 +354,15 @@ def _box(value: Any) -> tuple[float, float, float, float] | None:
         return None
     usage = "obj_bbox must be [], null, [[x1, y1], [x2, y2]] or [x1, y1, x2, y2]"
     if not isinstance(value, list):
-        raise BadRequest(f"{usage}, got a JSON {_json_type(value)}.")
+        raise BadRequest(f"{usage}, got a JSON {json_type(value)}.")
     if len(value) == 2 and all(isinstance(c, (list, tuple)) for c in value):
         if not all(len(c) == 2 for c in value):
-            raise BadRequest(f"{usage}, got {_short(value)}.")
+            raise BadRequest(f"{usage}, got {short(value)}.")
         flat = [value[0][0], value[0][1], value[1][0], value[1][1]]
     elif len(value) == 4:
         flat = list(value)
     else:
-        raise BadRequest(f"{usage}, got {_short(value)}.")
+        raise BadRequest(f"{usage}, got {short(value)}.")
     xa, ya, xb, yb = (_coordinate(v, "obj_bbox") for v in flat)
     x1, x2 = sorted((xa, xb))
     y1, y2 = sorted((ya, yb))
@@ -435,51 +374,11 @@ def _box(value: Any) -> tuple[float, float, float, float] | None:
 def _coordinate(value: Any, where: str) -> float:
     # bool is an int subclass in Python; true/false are not coordinates.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{where} has a coordinate that is not a number: {_short(value)}.")
+        raise BadRequest(f"{where} has a coordinate that is not a number: {short(value)}.")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise BadRequest(f"{where} has a coordinate that is not a finite number: {_short(value)}.")
+        raise BadRequest(f"{where} has a coordinate that is not a finite number: {short(value)}.")
     return number
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = type(value).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json_response(context: Any, status: int, payload: dict[str, Any]) -> Any:
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status)
-
-
-def _internal_error(context: Any, exc: BaseException) -> Any:
-    _log(context, "error", "sam2: 500: " + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    _release_gpu_memory()
-    message = f"internal error: {type(exc).__name__}: {exc}"
-    return _json_response(context, 500, {"error": message[:500]})
-
-
-def _release_gpu_memory() -> None:
-    """After a failure (typically CUDA out of memory) give cached blocks back so the next request can run."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:
-        pass
-
-
-def _log(context: Any, level: str, message: str) -> None:
-    with contextlib.suppress(Exception):
-        getattr(context.logger, level)(message)

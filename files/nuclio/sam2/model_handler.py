@@ -6,14 +6,8 @@ decoder). The predictor's image state after ``set_image`` is kept in an LRU keye
 of the decoded pixels, so clicks 2..n on a frame run only the prompt encoder + mask decoder.
 
 Settings (environment, read by ``ModelHandler.from_env``):
-  MODEL            checkpoint file: absolute path, or a name inside MODEL_DIR
-                   (default ``sam2.1_hiera_large.pt``)
-  MODEL_CFG        SAM 2 config inside the installed ``sam2`` package, e.g.
-                   ``configs/sam2.1/sam2.1_hiera_l.yaml``; a bare file name such as
-                   ``sam2.1_hiera_l.yaml`` is looked up in the package (default: large 2.1)
-  MODEL_DIR        where relative MODEL names live (default: this file's directory)
+  MODEL, MODEL_CFG, MODEL_DIR, SAM2_DEVICE   as both SAM 2 functions read them (sam2_runtime.py)
   SAM2_CACHE_SIZE  images whose embeddings are kept (default 8; 0 disables the cache)
-  SAM2_DEVICE      ``auto`` (default: CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``
 """
 
 from __future__ import annotations
@@ -23,72 +17,15 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sam2_runtime import DEFAULT_MODEL, DEFAULT_MODEL_CFG, checkpoint_path, config_name, pick_device
 
-DEFAULT_MODEL = "sam2.1_hiera_large.pt"
-DEFAULT_MODEL_CFG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 DEFAULT_CACHE_SIZE = 8
-
-
-def resolve_config(name: str) -> str:
-    """Return the hydra config name build_sam2 expects for MODEL_CFG.
-
-    build_sam2 composes configs from the ``sam2`` package, so a path relative to it is
-    what works; a bare file name is accepted when exactly one packaged config has it,
-    which keeps the seed's ``MODEL_CFG=sam2_hiera_l.yaml`` style working.
-    """
-    name = name.strip()
-    root = resources.files("sam2")
-    if name and root.joinpath(name).is_file():
-        return name
-    available = sorted(_packaged_configs(root))
-    matches = [c for c in available if c.rsplit("/", 1)[-1] == name]
-    if len(matches) == 1:
-        return matches[0]
-    raise ValueError(f"MODEL_CFG {name!r} is not a config in the installed sam2 package; use one of: {', '.join(available)}")
-
-
-def _packaged_configs(root: Any) -> Iterator[str]:
-    """List the YAML configs shipped in the sam2 package (relative names)."""
-
-    def walk(node: Any, prefix: str) -> Iterator[str]:
-        for child in node.iterdir():
-            rel = f"{prefix}{child.name}"
-            if child.is_dir():
-                yield from walk(child, rel + "/")
-            elif child.name.endswith(".yaml") and "training" not in rel:
-                yield rel
-
-    yield from walk(root, "")
-
-
-def resolve_checkpoint(model: str, model_dir: str | os.PathLike[str] | None) -> Path:
-    """Find the checkpoint named by MODEL; fail with a message that names both settings."""
-    path = Path(model).expanduser()
-    if not path.is_absolute():
-        base = Path(model_dir) if model_dir else Path(__file__).resolve().parent
-        path = base / path
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM 2 checkpoint not found: {path} (MODEL={model!r}, MODEL_DIR={str(model_dir or '')!r})")
-    return path
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA when available unless told otherwise; asking for CUDA without one is an error."""
-    requested = (requested or "auto").strip().lower()
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"SAM2_DEVICE={requested!r} but torch sees no CUDA device")
-    return device
 
 
 @dataclass
@@ -140,8 +77,8 @@ class ModelHandler:
         if cache_size < 0:
             raise ValueError(f"SAM2_CACHE_SIZE must be >= 0, got {cache_size}")
         self.device = pick_device(device)
-        self.checkpoint = resolve_checkpoint(model, model_dir)
-        self.model_cfg = resolve_config(model_cfg)
+        self.checkpoint = checkpoint_path(model, model_dir)
+        self.model_cfg = config_name(model_cfg)
         self.cache_size = cache_size
         self.use_bf16 = False
         if self.device.type == "cuda":
