@@ -23,6 +23,10 @@ from labforge.report import REBOOT_MARKER, WAITS
 LOCAL_FUNCTIONS_DIR = "/opt/labforge/functions"
 # What our functions share (files/nuclio-runtime/sam2_runtime.py), put into each one's build directory beside main.py.
 RUNTIME = Path("files/nuclio-runtime/sam2_runtime.py")
+# What the upload of our function's directory (files.sync with delete) must neither send nor delete: pyinfra 3.10
+# deletes a remote file unless fnmatch(<its full remote path>, pattern) holds for a pattern (operations/files.py,
+# ``sync``, the delete loop), so the runtime put beside main.py needs a pattern that matches a full path.
+SYNC_EXCLUDE = ("*.pyc", f"*/{RUNTIME.name}")
 SLUG_LABEL, HASH_LABEL = "labforge-function", "labforge-src-hash"
 # A memory quantity as nuctl parses it (Kubernetes' resource.ParseQuantity): bytes, or binary/decimal units.
 MEMORY_QUANTITY = re.compile(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")

@@ -13,7 +13,15 @@ from pyinfra.operations import files, server
 
 from labforge import compose, gpu, inference, report, split
 from labforge.facts import NuclioFunctions
-from labforge.nuclio_functions import REPO, RUNTIME, deploy_commands, extract_command, from_settings, is_current
+from labforge.nuclio_functions import (
+    REPO,
+    RUNTIME,
+    SYNC_EXCLUDE,
+    deploy_commands,
+    extract_command,
+    from_settings,
+    is_current,
+)
 from labforge.report import Refused
 
 
@@ -52,9 +60,9 @@ def functions() -> None:
             fn = from_settings(path, data, on_gpu)
         except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
             raise Refused(str(exc)) from exc
-        if fn.is_local:  # the runtime is excluded from the sync's delete (pyinfra files.sync skips excluded names)
+        if fn.is_local:
             files.sync(name=f"Upload {path}", src=str(REPO / path), dest=fn.yaml_dir, delete=True,
-                       exclude=["*.pyc", RUNTIME.name], exclude_dir=["__pycache__"])
+                       exclude=list(SYNC_EXCLUDE), exclude_dir=["__pycache__"])
             files.put(name=f"Upload {RUNTIME.name} into {path}", src=str(REPO / RUNTIME), dest=f"{fn.yaml_dir}/{RUNTIME.name}")
         current = is_current(fn, deployed)
         if current:

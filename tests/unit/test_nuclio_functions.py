@@ -236,3 +236,18 @@ def test_only_our_interactor_gets_the_answer_form_and_a_form_change_redeploys_it
     assert ANSWER_ENV not in " ".join(deploy_commands(tracker["v2.73.0"], CVAT, {}))
     dextr = source("serverless/openvino/dextr", CVAT, "v2.73.0", False)
     assert dextr.answer == "" and ANSWER_ENV not in " ".join(deploy_commands(dextr, CVAT, {}))
+
+
+def test_the_upload_neither_sends_nor_deletes_the_runtime_beside_main_py():
+    """pyinfra's files.sync(delete=True) keeps a remote file only when fnmatch(<full remote path>, pattern) holds for a
+    pattern of ``exclude`` (pyinfra/operations/files.py, sync's delete loop); a bare "sam2_runtime.py" never matches
+    a full path, and the sync then deleted the runtime that the next operation put back: changed on every converge
+    (seen in tests/lab/test_cvat.py's second converge)."""
+    from fnmatch import fnmatch
+
+    from labforge.nuclio_functions import RUNTIME, SYNC_EXCLUDE
+
+    fn = source("files/nuclio/sam2", CVAT, "v2.73.0", False)
+    assert any(fnmatch(f"{fn.yaml_dir}/{RUNTIME.name}", pattern) for pattern in SYNC_EXCLUDE)
+    assert any(fnmatch(f"{fn.yaml_dir}/model_handler.cpython-311.pyc", pattern) for pattern in SYNC_EXCLUDE)
+    assert not any(fnmatch(f"{fn.yaml_dir}/{name}", pattern) for pattern in SYNC_EXCLUDE for name in ("main.py", "function.yaml"))
