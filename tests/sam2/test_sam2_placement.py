@@ -169,3 +169,11 @@ def test_saved_mask_refuses_a_region_on_a_release_without_one():
 def _box(mask: np.ndarray) -> list[int] | None:
     ys, xs = np.nonzero(mask)
     return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())] if len(xs) else None
+
+
+def test_the_deploy_and_the_function_agree_on_the_variable_and_its_values(function_main):
+    """labforge cannot be imported inside the function, so the name and the forms live on both sides."""
+    from labforge import nuclio_functions
+
+    assert function_main.ANSWER_ENV == nuclio_functions.ANSWER_ENV
+    assert {interactor_answer(release) for release in TABLE} <= set(function_main.ANSWER_FORMS)
