@@ -263,9 +263,10 @@ class Keeper:
         self.said.append(line)
         print(f"labforge-data: {line}", file=sys.stderr, flush=True)
 
-    def run(self, argv: list[str], what: str, timeout: float | None = None, env: dict | None = None) -> Result:
+    def run(self, argv: list[str], what: str, timeout: float | None = None, env: dict | None = None,
+            accept: tuple[int, ...] = (0,)) -> Result:
         result = self.runner.run(argv, env=env, cwd=self.config.get("cvat_dir"), timeout=timeout)
-        if result.code != 0:
+        if result.code not in accept:
             raise Failed(f"{what} failed: {result.last()}")
         return result
 
@@ -276,8 +277,8 @@ class Keeper:
     def compose(self, *args: str, what: str | None = None, env: dict | None = None) -> Result:
         return self.run(self.compose_argv(*args), what or f"docker compose {args[0]}", env=env)
 
-    def restic(self, *args: str, what: str | None = None) -> Result:
-        return self.run(["restic", *args], what or f"restic {args[0]}", env=self._restic_env())
+    def restic(self, *args: str, what: str | None = None, accept: tuple[int, ...] = (0,)) -> Result:
+        return self.run(["restic", *args], what or f"restic {args[0]}", env=self._restic_env(), accept=accept)
 
     def journal(self) -> dict | None:
         return read_json(self.journal_path)
@@ -424,19 +425,30 @@ class Keeper:
         parent: list[str] = []
         online_added = 0
         if online:  # read while CVAT serves; the stopped pass then reads only what changed since
+            # A file CVAT deletes or replaces while this pass reads is expected here: restic then still makes its
+            # snapshot and exits 3 (restic-backup(1), EXIT STATUS: "some source data could not be read (incomplete
+            # snapshot created)", restic 0.13 and later). This pass only warms the repository up; the stopped pass
+            # reads the volumes again and is the backup, so there exit 3 stays a failure.
             first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
-                                *last, *online, what="the online pass (CVAT running)")
+                                *last, *online, what="the online pass (CVAT running)", accept=(0, RESTIC_INCOMPLETE))
             online_added = summary_of(first.out).get("data_added", 0)
-            first_id = summary_of(first.out)["snapshot_id"]
-            parent = ["--parent", first_id]
-            online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
+            first_id = summary_of(first.out).get("snapshot_id")
+            if first_id:
+                parent = ["--parent", first_id]
+                online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
         before = self.repository_files()
         self.write_journal({"op": "backup", "phase": "stopping", "name": name, "repository_files": sorted(before)})
         down_from = self.runner.monotonic()
         try:
             self.compose("stop")
             self.runner.point("backup:stopped")
-            taken = self.restic("backup", "--json", *tags, *parent, *paths, what=f"backing up {', '.join(self.config['volumes'])}")
+            what = f"backing up {', '.join(self.config['volumes'])}"
+            taken = self.restic("backup", "--json", *tags, *parent, *paths, what=what, accept=(0, RESTIC_INCOMPLETE))
+            if taken.code == RESTIC_INCOMPLETE:  # a snapshot missing what could not be read: never kept as a backup
+                incomplete = summary_of(taken.out).get("snapshot_id")
+                if incomplete:
+                    self.restic("forget", incomplete, what=f"forgetting the incomplete snapshot {incomplete}")
+                raise Failed(f"{what} failed: {taken.last()}")
         except Failed as exc:
             self.drop_partial(before)
             self.compose("start", what="starting CVAT again")
@@ -664,6 +676,9 @@ def tree_size(path: str) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(base, name)).st_size
     return total
+
+
+RESTIC_INCOMPLETE = 3  # restic backup: a snapshot was made, but some source data could not be read
 
 
 def summary_of(out: str) -> dict:
