@@ -52,20 +52,45 @@ def write_placed_checkpoint(path: str | Path, config: str = TINY_CFG) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from sam2.build_sam import build_sam2
-
     k = len(FREQUENCIES)
     b = torch.tensor(FREQUENCIES, dtype=torch.float32).T  # (2, K)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_sam2(config, ckpt_path=None, device="cpu")
+    model = _build(config)
     with torch.no_grad():
         _pixel_side(model, b, k)
         _prompt_side(model, b, k, torch, F)
+        _object_always_present(model.sam_mask_decoder)
+    return _save(model, path)
+
+
+def _build(config: str):
+    """The architecture of ``config`` with PyTorch's seeded initialisation (what the hand-set weights start from)."""
+    import torch
+
+    from sam2.build_sam import build_sam2
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_sam2(config, ckpt_path=None, device="cpu")
+
+
+def _save(model, path: str | Path) -> Path:
+    """Saved as Meta ships checkpoints: {"model": state_dict}."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+def _object_always_present(decoder) -> None:
+    """"An object is there" on every frame (sam2_base.py ``_forward_sam_heads`` masks out frames whose object score
+    is not positive)."""
+    head = getattr(decoder, "pred_obj_score_head", None)
+    if head is not None:
+        last = head.layers[-1] if hasattr(head, "layers") else head
+        _zero(last)
+        last.bias.fill_(10.0)
 
 
 def _zero(*modules) -> None:
@@ -142,11 +167,6 @@ def _prompt_side(model, b, k: int, torch, F) -> None:
             last.weight[i, i], last.weight[i, 2 * k + i] = scale, -scale
             last.weight[2 * k + i, i], last.weight[2 * k + i, 2 * k + i] = -scale, scale
         last.bias[4 * k] = -GAIN * LEVEL * k / gelu_one
-    head = getattr(decoder, "pred_obj_score_head", None)
-    if head is not None:  # "an object is there" on every frame (sam2_base.py _forward_sam_heads)
-        last = head.layers[-1] if hasattr(head, "layers") else head
-        _zero(last)
-        last.bias.fill_(10.0)
 
 
 FOLLOWING_NAME = "sam2.1_hiera_tiny_red.pt"
@@ -169,11 +189,7 @@ def write_following_checkpoint(path: str | Path, config: str = TINY_CFG) -> Path
     import torch
     import torch.nn.functional as F
 
-    from sam2.build_sam import build_sam2
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_sam2(config, ckpt_path=None, device="cpu")
+    model = _build(config)
     with torch.no_grad():
         trunk = model.image_encoder.trunk
         _zero(trunk.patch_embed.proj)
@@ -197,12 +213,5 @@ def write_following_checkpoint(path: str | Path, config: str = TINY_CFG) -> Path
             _zero(last)
             last.bias[0], last.bias[1] = GAIN, -GAIN  # GELU(r) - GELU(-r) = r
             last.bias[2] = -GAIN * threshold / float(F.gelu(torch.tensor(1.0)))
-        head = getattr(decoder, "pred_obj_score_head", None)
-        if head is not None:
-            last = head.layers[-1] if hasattr(head, "layers") else head
-            _zero(last)
-            last.bias.fill_(10.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict()}, path)
-    return path
+        _object_always_present(decoder)
+    return _save(model, path)
