@@ -120,10 +120,27 @@ cvat_stack_compat = {
 docker_default_min_api = {"28": "1.24", "29": "1.44"}
 
 # --- CVAT ------------------------------------------------------------------------------------
-# CVAT release tag. v2.51.0 is the newest release whose components/serverless/docker-compose.serverless.yml
-# runs quay.io/nuclio/dashboard:1.13.0-amd64 (v2.20.0..v2.51.0 do; v2.52.0 moved to 1.15.9), the same
-# minor as nuctl 1.13.23. The deploy re-checks this on the checked-out file and refuses a mismatch.
-cvat_version = "v2.51.0"
+# CVAT release tag, a row of cvat_stack_compat. None (the default): a host without a CVAT checkout starts on the
+# newest row (v2.73.0), and a host with one stays on the release its checkout is at, since moving a lab is an upgrade
+# only its admin decides (labforge/releases.py). Set it to upgrade (docs/backups-and-upgrades.md). The deploy checks
+# the tag's own serverless file against the row's dashboard and nuctl and refuses a mismatch.
+cvat_version = None
+# Security fixes CVAT shipped after the oldest row: [release that has it, advisory or pull request, what]. A host on an
+# older release gets one notice naming those it lacks. Read from CHANGELOG.md at v2.73.0 (commit 7972cb4f2), the
+# "Security" sections of v2.52.0..v2.73.0 (v2.73.0 has none).
+cvat_security_fixes = [
+    ["v2.53.0", "GHSA-3g7v-xjh7-xmqx", "directory traversal in /api/server/share"],
+    ["v2.55.0", "GHSA-3m7p-wx65-c7mp", "XSS in skeleton SVG images"],
+    ["v2.55.0", "GHSA-7pvv-w55f-qmw7", "staff users could change their own permissions"],
+    ["v2.55.0", "cvat-ai/cvat#10183", "OPA upgraded to 1.12.2"],
+    ["v2.64.0", "GHSA-m2h7-6xqm-p9v5", "XSS in annotation guides"],
+    ["v2.65.0", "GHSA-6f87-4g86-p9gw", "path traversals"],
+    ["v2.67.0", "GHSA-w6mx-95ff-72cv", "XSS in annotation guide assets"],
+    ["v2.69.0", "cvat-ai/cvat#10807", "quality report location disclosed across organizations"],
+    ["v2.70.0", "GHSA-chxx-45vm-qhc9", "XSS in annotation guides of audio tasks"],
+    ["v2.72.0", "GHSA-m7p7-6w4m-886p", "overly lax authorization of lambda requests"],
+    ["v2.72.0", "GHSA-7xhx-3q27-xvcx", "automatic annotation of inaccessible tasks could be blocked"],
+]
 # Git URL of CVAT (a variable, for mirrors).
 cvat_repo_url = "https://github.com/cvat-ai/cvat.git"
 # Where CVAT is checked out on the host.

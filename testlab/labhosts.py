@@ -369,6 +369,9 @@ class Mirror:
             subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 
 
+LAB_RELEASE = "v2.51.0"
+
+
 def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", ssh_user: str = "root",
                placed: dict[str, tuple[str, dict]] | None = None, **extra_vars) -> Path:
     """Write a LAB_HOSTS file: the lab hosts (GPU layers forced on) pointed at the stand-in mirror. `placed`: a host's
@@ -385,6 +388,9 @@ def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "g
             # the product's daily timer would stop a lab host's CVAT for a backup whenever a test run crosses midnight;
             # tests/lab/test_backup.py sets a schedule and lets it fire
             "backup_schedule": None,
+            # the release every lab host builds stand-in images of (v2.73.0's only where a test asks for them); the
+            # product's default (None: the checkout's release, else the newest row) is tested with cvat_version=None
+            "cvat_version": LAB_RELEASE,
             **extra_vars,
         },
         "gpu_servers": [],

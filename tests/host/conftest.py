@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labforge import groupdata, hostsfile, split
+from labforge import groupdata, hostsfile, releases, split
 from labforge.facts import NvidiaGpuDevices
 
 
@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def pins(host, gpu_role) -> dict:
     """What the deploy was told: group_data (all + the host's group), then the LAB_HOSTS file's `vars:`, then this
-    host's own `data:` there as the loader reads it (a split lab's roles and addresses included), when it is in it."""
+    host's own `data:` there as the loader reads it (a split lab's roles and addresses included), when it is in it.
+    With cvat_version unset, the release the deploy settled on: the checkout's, or the newest row on a host without
+    one (a split lab's inference host follows its CVAT host's checkout, which it cannot read: set cvat_version)."""
     values = groupdata.load("gpu_servers" if gpu_role else "cpu_servers")
     if os.environ.get("LAB_HOSTS"):
         values.update((yaml.safe_load(Path(os.environ["LAB_HOSTS"]).read_text()) or {}).get("vars") or {})
@@ -34,6 +36,11 @@ def pins(host, gpu_role) -> dict:
             for name, data in entries:
                 if target in (name, data.get("ssh_hostname")):
                     values.update(data)
+    if not values.get("cvat_version"):  # unset: the release the deploy settled on (labforge/releases.py)
+        checkout = values["cvat_dir"]
+        tags = host.run(f"git -C {checkout} tag --points-at HEAD").stdout.split() \
+            if host.file(f"{checkout}/.git").is_directory else None
+        values["cvat_version"] = releases.resolve(None, tags, values["cvat_stack_compat"], checkout)
     return values
 
 

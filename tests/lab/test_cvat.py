@@ -94,6 +94,37 @@ def test_a_wrong_table_row_is_caught_by_the_tags_own_files_and_checkout_kept(hos
     assert back.returncode == 0 and back.totals.changed == 0, back.totals.changed_ops
 
 
+# --- which release, with cvat_version unset (labforge/releases.py) ------------------------------------------------
+
+
+UNSET_NOTICE = ("notice: CVAT v2.51.0 (its checkout's release; cvat_version is unset) lacks 11 security fixes CVAT shipped "
+                "up to v2.73.0 (v2.53.0: GHSA-3g7v-xjh7-xmqx; v2.55.0: ")
+
+
+def test_a_lab_on_v2_51_keeps_it_when_cvat_version_is_unset_and_is_told_what_it_lacks(host, mirror):
+    """The product's default (None) on a host converged at v2.51.0: no move, nothing changed, one notice."""
+    run = runner.deploy(labhosts.hosts_file([host], mirror, TEST_LAB_DIR / "unset.yml", cvat_version=None))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.totals.changed == 0, run.totals.changed_ops
+    assert host.ssh("git -C /opt/cvat tag --points-at HEAD").stdout.split() == ["v2.51.0"]
+    (line,) = run.summary_lines()
+    assert UNSET_NOTICE in line and line.count("notice: CVAT") == 1, line
+
+
+def test_a_new_lab_starts_on_the_current_release(boot_host, mirror):
+    """The same default on a host without CVAT: v2.73.0's checkout and its nuctl, and no notice."""
+    new = boot_host("citest-release", "127.0.0.17")
+    run = runner.deploy(labhosts.hosts_file([new], mirror, TEST_LAB_DIR / "new.yml", group="cpu_servers",
+                                            cvat_version=None))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert new.ssh("git -C /opt/cvat tag --points-at HEAD").stdout.split() == ["v2.73.0"]
+    assert "1.16.3" in new.ssh("nuctl version").stdout
+    (line,) = run.summary_lines()
+    assert "notice: CVAT" not in line, line
+    again = runner.deploy(TEST_LAB_DIR / "new.yml")
+    assert again.returncode == 0 and again.totals.changed == 0, again.totals.changed_ops
+
+
 # --- the stack, for real --------------------------------------------------------------------------------------------
 
 

@@ -185,6 +185,18 @@ def test_a_second_converge_of_both_changes_nothing(lab):
     assert (totals.changed, totals.errors) == (0, 0), totals.changed_ops
 
 
+def test_with_cvat_version_unset_both_hosts_stay_on_the_cvat_hosts_release(lab):
+    """The product's default (None) on this split lab, converged at v2.51.0: the inference host has no checkout and
+    follows its CVAT host's (labforge/releases.py); taking the newest row instead would move its dashboard and nuctl
+    to 1.16.3. Nothing moves, nothing changes, and each host's summary names what v2.51.0 lacks."""
+    run = runner.deploy(hosts_file(lab, "split-unset.yml", cvat_start=True, cvat_version=None), env=PASSWORD)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (run.totals.changed, run.totals.errors) == (0, 0), run.totals.changed_ops
+    lines = run.summary_lines()
+    assert len(lines) == 2 and all("notice: CVAT v2.51.0 (its checkout's release; cvat_version is unset) lacks 11 "
+                                   "security fixes" in line for line in lines), lines
+
+
 def test_the_testinfra_suite_checks_each_host_for_its_role(lab):
     """tests/host against both hosts (as `./lab verify` runs it): each host's checks follow its role."""
     cvat_host, inference_host, _, _ = lab

@@ -7,7 +7,7 @@ import pytest
 from labforge import compat
 from labforge.groupdata import load
 
-DATA = load("gpu_servers")
+DATA = {**load("gpu_servers"), "cvat_version": "v2.51.0"}  # a lab on the oldest row: the oldest Docker API
 
 
 
@@ -18,9 +18,10 @@ def with_(**changes):
     return {**DATA, **changes}
 
 
-def test_the_pinned_stack_is_compatible():
-    stack = compat.check(DATA, compat.upstream_version(DATA["docker_package_versions"]["docker-ce"]))
-    assert (stack.cvat, stack.dashboard, stack.docker_api) == ("v2.51.0", "1.13.0", "1.42")
+@pytest.mark.parametrize(("release", "dashboard", "api"), [("v2.51.0", "1.13.0", "1.42"), ("v2.73.0", "1.16.3", "1.44")])
+def test_every_row_is_compatible_with_the_pinned_engine(release, dashboard, api):
+    stack = compat.check(with_(cvat_version=release), compat.upstream_version(DATA["docker_package_versions"]["docker-ce"]))
+    assert (stack.cvat, stack.dashboard, stack.docker_api) == (release, dashboard, api)
 
 
 def test_a_cvat_release_outside_the_table_is_refused():

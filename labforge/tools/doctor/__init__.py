@@ -17,6 +17,9 @@ for entries with ssh_password):
 - the upstreams (or mirrors) the deploy would download from answer, timed from the HOST with curl:
   Docker's key under docker_repo_url, nuctl_url, and on GPU hosts the toolkit key under
   nvidia_container_toolkit_repo_url and the cuda-keyring package under cuda_repo_url;
+- the CVAT release the deploy would run (cvat_version, else the release of the checkout at cvat_dir, else the newest
+  row): a checkout at no release of the table fails, an older release than the newest warns with the security fixes
+  it lacks (labforge/releases.py);
 - a split lab's CVAT host reaches its inference host's Nuclio dashboard (port 8070), from the CVAT host: no answer
   fails, a refused connection only warns (the inference host's first converge starts the dashboard).
 
@@ -46,6 +49,7 @@ from labforge.tools.doctor.checks import (
     check_distro,
     check_firewall,
     check_gpu,
+    check_release,
     check_served_certificate,
     check_sudo,
     check_upstreams,
@@ -77,7 +81,8 @@ class Settings:
 
 def check_host(target: Target, settings: Settings) -> Report:
     report = Report(target.name, target.where)
-    result = run_remote(target, probe_script(), settings.connect_timeout, timeout=settings.connect_timeout + 30)
+    script = probe_script(str(target.data.get("cvat_dir") or "/opt/cvat"))
+    result = run_remote(target, script, settings.connect_timeout, timeout=settings.connect_timeout + 30)
     probe = parse_probe(result.stdout)
     if result.returncode != 0 or not probe["complete"]:
         reason = _last_line(result.stderr) or f"exit status {result.returncode}"
@@ -107,6 +112,11 @@ def check_host(target: Target, settings: Settings) -> Report:
     ok, text = check_firewall(probe["firewall"])
     if text:
         (report.facts if ok else report.failures).append(text)
+    release, failures, warnings = check_release(target.data, probe["cvat_tags"])
+    report.failures += failures
+    report.warnings += warnings
+    if release:
+        report.facts.append(f"CVAT {release}")
 
     if platform is None:
         return report  # the URLs depend on the distro; nothing more to learn
@@ -114,7 +124,7 @@ def check_host(target: Target, settings: Settings) -> Report:
         report.warnings.append("upstreams not timed: no curl on the host")
         return report
     gpu_layers = target.gpu_layers if target.gpu_layers is not None else bool(probe["gpu"])
-    urls = upstream_urls(target.data, platform, gpu_layers)
+    urls = upstream_urls({**target.data, "cvat_version": release}, platform, gpu_layers)
     timed = run_remote(target, timing_script(urls), settings.connect_timeout,
                        timeout=settings.connect_timeout + CURL_MAX_TIME * len(urls) + 15)
     failures, warnings, fact = check_upstreams(parse_timings(timed.stdout, urls), settings.slow_seconds)

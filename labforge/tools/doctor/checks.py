@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from labforge import compat, exposure, split
+from labforge import compat, exposure, releases, split
 from labforge.data_program import staleness
 from labforge.platform import Platform, UnsupportedHost, detect
 
@@ -165,6 +165,20 @@ def check_disk(available_kib: int, path: str, min_free_gib: float) -> tuple[bool
     if available >= min_free_gib * GIB:
         return True, f"{shown} GiB free{where}"
     return False, f"only {shown} GiB free{where} (need {min_free_gib:g} GiB for CVAT's images)"
+
+
+def check_release(data: dict[str, Any], tags: list[str] | None) -> tuple[str | None, list[str], list[str]]:
+    """The CVAT release the deploy would settle on (labforge/releases.py) from the checkout's tags the probe read:
+    (release or None, failures, warnings); a warning names the security fixes an older release lacks."""
+    table, setting = data.get("cvat_stack_compat") or {}, data.get("cvat_version")
+    try:
+        release = releases.resolve(setting, tags, table, str(data.get("cvat_dir")))
+    except releases.ReleaseUnknown as exc:
+        return None, [str(exc)], []
+    if release not in table:
+        return release, [], []  # the deploy refuses it while planning, with its own line
+    lag = releases.lag_notice(release, table, data.get("cvat_security_fixes"), chosen=bool(setting))
+    return release, [], [lag] if lag else []
 
 
 def upstream_urls(data: dict[str, Any], p: Platform, gpu_layers: bool) -> list[tuple[str, str]]:

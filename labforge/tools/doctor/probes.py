@@ -13,8 +13,9 @@ from labforge.tools.doctor.checks import Timing
 CURL_MAX_TIME = 10
 DOCKER_DIR = "/var/lib/docker"
 
-def probe_script() -> str:
-    """One shell script, sections marked `@@name value`; every command exits 0."""
+def probe_script(cvat_dir: str = "/opt/cvat") -> str:
+    """One shell script, sections marked `@@name value`; every command exits 0. `cvat_dir`: the CVAT checkout whose
+    release decides an unset cvat_version (labforge/releases.py)."""
     return "\n".join([
         "LC_ALL=C; export LC_ALL",
         'echo "@@user $(id -un)"',
@@ -31,6 +32,9 @@ def probe_script() -> str:
         'df -P -k "$d" 2>/dev/null | tail -n 1',
         'if command -v curl >/dev/null 2>&1; then echo "@@curl yes"; else echo "@@curl no"; fi',
         f'echo "@@backup $(head -c 2000 {LAST_RESULT} 2>/dev/null | tr -d "\\n")"',
+        f'if [ -d {shlex.quote(cvat_dir)}/.git ]; then echo "@@cvat-tags checkout"; '
+        f"git -c safe.directory='*' -C {shlex.quote(cvat_dir)} tag --points-at HEAD 2>/dev/null; "
+        'else echo "@@cvat-tags none"; fi',
         *firewall_lines(),
         'echo "@@end"',
         "",
@@ -81,6 +85,8 @@ def parse_probe(output: str) -> dict[str, Any]:
         "disk_available_kib": available,
         "curl": heads.get("curl") == "yes",
         "backup": heads.get("backup", ""),
+        "cvat_tags": ([line.strip() for line in sections.get("cvat-tags", []) if line.strip()]
+                      if heads.get("cvat-tags") == "checkout" else None),
         "firewall": [line.strip() for line in sections.get("firewall", []) if line.strip()],
     }
 

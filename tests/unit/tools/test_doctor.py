@@ -96,7 +96,7 @@ def test_gpu():
 
 
 def test_upstream_urls_follow_the_deploys_variables():
-    data = remote.group_data("gpu_servers")
+    data = {**remote.group_data("gpu_servers"), "cvat_version": "v2.51.0"}
     urls = dict(checks.upstream_urls(data, NOBLE_X86, gpu_layers=True))
     keyring, nuctl = data["cuda_keyring_version"], "1.13.23"  # cvat_stack_compat's for v2.51.0
     assert urls == {
@@ -335,3 +335,42 @@ def test_the_served_certificate_from_outside(tmp_path):
         "fail", "the certificate served is not valid for other.lab")
     verdict, line = checks.check_served_certificate(None, "Connection refused", "cvat.lab", 30)
     assert verdict == "warn" and "no TLS answer on 443 for cvat.lab from here (Connection refused)" in line
+
+
+def run_probe(cvat_dir) -> dict:
+    """The probe script run for real by sh on this machine (every command of it exits 0), parsed."""
+    done = subprocess.run(["sh", "-c", probes.probe_script(str(cvat_dir))], capture_output=True, text=True, timeout=60)
+    return probes.parse_probe(done.stdout)
+
+
+def git_checkout(path, *tags: str) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path)]
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "release"], check=True)
+    for tag in tags:
+        subprocess.run([*git, "tag", tag], check=True)
+
+
+def test_the_release_the_deploy_would_run_is_read_from_the_hosts_checkout(tmp_path):
+    """cvat_version unset: a host at v2.51.0 stays there and is warned of what it lacks; a host without CVAT would
+    start on v2.73.0, whose nuctl the upstream check then times; a checkout at no release of the table fails."""
+    data = remote.group_data("gpu_servers")
+    old = tmp_path / "old"
+    git_checkout(old, "v2.51.0")
+    probe = run_probe(old)
+    assert probe["complete"] and probe["cvat_tags"] == ["v2.51.0"]
+    release, failures, warnings = checks.check_release(data, probe["cvat_tags"])
+    assert (release, failures) == ("v2.51.0", []) and len(warnings) == 1
+    assert warnings[0].startswith("CVAT v2.51.0 (its checkout's release; cvat_version is unset) lacks 11 security fixes")
+
+    fresh = run_probe(tmp_path / "none")
+    assert fresh["cvat_tags"] is None
+    assert checks.check_release(data, fresh["cvat_tags"]) == ("v2.73.0", [], [])
+    nuctl = dict(checks.upstream_urls({**data, "cvat_version": "v2.73.0"}, NOBLE_X86, gpu_layers=False))["nuctl"]
+    assert nuctl.endswith("/1.16.3/nuctl-1.16.3-linux-amd64")
+
+    odd = tmp_path / "odd"
+    git_checkout(odd)
+    release, failures, _ = checks.check_release(data, run_probe(odd)["cvat_tags"])
+    assert release is None and failures[0].startswith("cvat_version is unset and the CVAT checkout /opt/cvat is at a commit")
+    assert checks.check_release({**data, "cvat_version": "v2.73.0"}, ["v2.51.0"]) == ("v2.73.0", [], [])
