@@ -22,8 +22,9 @@ apt_cache_time = None
 # Seconds every apt/dpkg call waits for apt's locks (unattended-upgrades holds them for minutes after a
 # fresh server's first boot) before the run fails with one line naming the process that holds them.
 apt_lock_timeout = 600
-# What the base layer installs: tools the later layers (and an admin) use.
-base_packages = ["git", "curl", "ca-certificates", "gnupg", "gcc"]
+# What the base layer installs: tools the later layers (and an admin) use (python3-yaml: the functions layer's
+# labforge/function_config.py reads CVAT's function YAMLs on the host).
+base_packages = ["git", "curl", "ca-certificates", "gnupg", "gcc", "python3-yaml"]
 
 # --- Docker Engine (https://docs.docker.com/engine/install/ubuntu/) --------------------------
 # Docker's apt repository root; the distro id (ubuntu/debian) is appended.
@@ -234,6 +235,19 @@ nuclio_function_memory_limit = {
     "serverless/openvino/omz/public/yolo-v3-tf": "2Gi",
     "serverless/openvino/dextr": "2Gi",
     "serverless/pytorch/facebookresearch/sam": "8Gi",
+}
+# Host port per function (its Nuclio HTTP trigger's attributes.port, written into a copy of its configuration on the
+# host: labforge/function_config.py). Nuclio alone reuses a function's previous port or takes a random one, and Docker
+# hands random ports out of the kernel's ephemeral range (32768-60999 by default) again at every boot, so after a
+# reboot one function could take another's port and leave it in `error` (cvat-ai/cvat#10307). These sit just below
+# that range, where Docker never picks one; every function deployed needs its own (the deploy refuses a missing one,
+# one inside the host's ip_local_port_range, one given twice, or CVAT's or the dashboard's). Changing one redeploys.
+nuclio_function_ports = {
+    "serverless/openvino/omz/public/yolo-v3-tf": 32701,
+    "serverless/openvino/dextr": 32702,
+    "serverless/pytorch/facebookresearch/sam": 32703,
+    "files/nuclio/sam2": 32704,
+    "files/nuclio/sam2-tracker": 32705,
 }
 
 # --- Backups (pyinfra inventory.py backup.py / restore.py; docs/backups-and-upgrades.md) --------------------------

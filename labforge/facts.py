@@ -123,6 +123,20 @@ class GitTagsAtHead(FactBase[list[str] | None]):
         return [line for line in lines if line != "__labforge_git__"]
 
 
+class EphemeralPortRange(FactBase[tuple[int, int] | None]):
+    """The kernel's ephemeral port range (/proc/sys/net/ipv4/ip_local_port_range), where Docker picks the host ports
+    it publishes at random (moby libnetwork/portallocator/portallocator_linux.go getDynamicPortRange); None unread."""
+
+    def command(self) -> str:
+        return "cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> tuple[int, int] | None:
+        fields = " ".join(output).split()
+        if len(fields) == 2 and all(field.isdigit() for field in fields):
+            return int(fields[0]), int(fields[1])
+        return None
+
+
 class PrimaryIpv4(FactBase[str | None]):
     """IPv4 address of the interface holding the default route (what LAN users reach the host on)."""
 

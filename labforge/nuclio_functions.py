@@ -2,8 +2,8 @@
 source hash, the skip/redeploy decision, and the commands CVAT's serverless/deploy_{cpu,gpu}.sh run.
 
 A function is skipped when Nuclio reports it `ready` with our source-hash label; it is redeployed
-when its source changed (CVAT tag, our files, the CPU/GPU variant, the memory limit the deploy sets, or, for ours,
-the interactor answer form the CVAT release reads).
+when its source changed (CVAT tag, our files, the CPU/GPU variant, the memory limit or host port the deploy sets, or,
+for ours, the interactor answer form the CVAT release reads).
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ ANSWER_ENV = "CVAT_INTERACTOR_ANSWER"
 # The first release whose cvat-core rewrites an interactor's ``mask`` answer and ignores ``bounds``
 # (cvat-ai/cvat#10329, CHANGELOG 2.60.0: "Unified the expected interactor interface").
 SHAPES_ANSWER_SINCE = (2, 60, 0)
+# The program that writes a function's configuration with its host port (labforge/function_config.py), and where.
+CONFIG_PROGRAM = "/usr/local/lib/labforge/function-config"
+CONFIG_DIR = "/var/lib/labforge/functions"
+# Docker's and the kernel's ephemeral ports when /proc/sys/net/ipv4/ip_local_port_range cannot be read (Linux's
+# default; moby's portallocator reads the same file).
+DEFAULT_EPHEMERAL = (32768, 60999)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class FunctionSource:
     root: str = ""  # the CVAT tree it is built from (holding serverless/openvino/base): the checkout, or an older tag's
     source_tag: str = ""  # the CVAT tag of that tree
     answer: str = ""  # ours only: the interactor answer form the lab's CVAT reads (interactor_answer), passed as ANSWER_ENV
+    port: int = 0  # the host port labforge gives it (nuclio_function_ports); 0: Nuclio's choice (previous, else random)
 
     @property
     def slug(self) -> str:
@@ -113,22 +120,51 @@ def memory_limit(path: str, limits: dict[str, str | None]) -> str | None:
     return value
 
 
+def http_ports(paths: list[str], ports: dict, ephemeral: tuple[int, int], taken: dict[int, str]) -> dict[str, int]:
+    """The host port of each function of ``paths`` (``nuclio_function_ports``), checked so that nothing else can hold
+    it when the host boots: an entry for each, a TCP port outside the kernel's ephemeral range ``ephemeral`` (where
+    Docker picks the ports it publishes at random: labforge/function_config.py says why that breaks after a reboot),
+    one per function, and none of ``taken`` (ports labforge publishes for something else -> what). One line else."""
+    low, high = ephemeral
+    chosen: dict[str, int] = {}
+    for path in paths:
+        port = ports.get(path)
+        if port is None:
+            raise ValueError(f"no host port for {path}: add it to nuclio_function_ports, below Docker's ephemeral range "
+                             f"{low}-{high} (e.g. {low - 60}), so that a reboot never gives it to another container")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+            raise ValueError(f"nuclio_function_ports[{path!r}] = {port!r} is not a TCP port from 1024 to 65535")
+        if low <= port <= high:
+            raise ValueError(f"nuclio_function_ports[{path!r}] = {port} is in this host's ephemeral range {low}-{high} "
+                             "(/proc/sys/net/ipv4/ip_local_port_range), where Docker publishes ports at random: choose "
+                             f"one below {low}")
+        if port in taken:
+            raise ValueError(f"nuclio_function_ports[{path!r}] = {port} is {taken[port]}'s port: choose another")
+        other = next((name for name, value in chosen.items() if value == port), None)
+        if other:
+            raise ValueError(f"nuclio_function_ports gives {port} to both {other} and {path}: one port per function")
+        chosen[path] = port
+    return chosen
+
+
 def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
            memory_limits: dict[str, str | None] | None = None, nuctl: str = "",
-           source_tags: dict[str, str] | None = None) -> FunctionSource:
+           source_tags: dict[str, str] | None = None, port: int = 0) -> FunctionSource:
     """The function at ``path`` as this host deploys it; ``memory_limits`` is ``nuclio_function_memory_limit``
     (None: no limit set at deploy), ``nuctl`` the nuctl that deploys it and ``source_tags``
     ``cvat_function_sources``: a CVAT function removed after a tag is built from that tag's tree (extracted under
     LOCAL_FUNCTIONS_DIR) once cvat_version is newer. The limit, nuctl and the tree are part of the source hash, so
-    changing any of them redeploys."""
+    changing any of them redeploys; so is ``port``, the host port (http_ports; 0: Nuclio's choice)."""
     variant = "gpu" if on_gpu else "cpu"
     memory = None if memory_limits is None else memory_limit(path, memory_limits)
     salt = variant if memory is None else f"{variant}:memory={memory}"
     salt += f":nuctl={nuctl}" if nuctl else ""
+    salt += f":port={port}" if port else ""
     if path.startswith("files/"):
         answer = interactor_answer(cvat_version) if is_interactor(REPO / path) else ""
         return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}",
-                              local_digest(REPO / path, f"{salt}:answer={answer}", REPO / RUNTIME), on_gpu, memory, answer=answer)
+                              local_digest(REPO / path, f"{salt}:answer={answer}", REPO / RUNTIME), on_gpu, memory, answer=answer,
+                              port=port)
     tag, root = cvat_version, cvat_dir
     pinned = (source_tags or {}).get(path)
     if pinned and compat.release(cvat_version) > compat.release(pinned):
@@ -136,16 +172,20 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
     elif not cvat_dir:  # an inference host: no checkout, the tag's tree is extracted like an older tag's
         root = f"{LOCAL_FUNCTIONS_DIR}/cvat-{tag}"
     digest = hashlib.sha256(f"{tag}:{path}:{salt}".encode()).hexdigest()[:16]
-    return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag)
+    return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag, port=port)
 
 
-def from_settings(path: str, data, on_gpu: bool) -> FunctionSource:
+def from_settings(path: str, data, on_gpu: bool, port: int | None = None) -> FunctionSource:
     """The function at ``path`` as a host with these settings deploys it (the deploy, testinfra and the lab agree); an
-    inference host of a split lab has no CVAT checkout: its CVAT functions come from their tag's tree."""
+    inference host of a split lab has no CVAT checkout: its CVAT functions come from their tag's tree. ``port``: its
+    checked host port (http_ports); None reads nuclio_function_ports unchecked (testinfra and the lab, after a deploy
+    that checked it)."""
     checkout = "" if split.role(data) == "inference" else data.get("cvat_dir")
+    if port is None:
+        port = int((data.get("nuclio_function_ports") or {}).get(path) or 0)
     return source(path, checkout, data.get("cvat_version"), on_gpu,
                   data.get("nuclio_function_memory_limit") or {}, compat.nuctl_version(data),
-                  data.get("cvat_function_sources") or {})
+                  data.get("cvat_function_sources") or {}, port)
 
 
 def extract_command(fn: FunctionSource, cvat_dir: str) -> str:
@@ -181,7 +221,8 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     ``network`` is the Docker network the function joins (CVAT's, or an inference host's: labforge/inference.py) and
     ``ready`` the command that must succeed first (CVAT's API answers, or the inference host's network exists).
     """
-    yaml_choice = (f'f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml' if fn.gpu
+    # one group, so that joined with && (the reboot guard) a failure before it is never followed by a deploy
+    yaml_choice = (f'{{ f={fn.yaml_dir}/function-gpu.yaml; [ -f "$f" ] || f={fn.yaml_dir}/function.yaml; }}' if fn.gpu
                    else f"f={fn.yaml_dir}/function.yaml")
     env = {**env, ANSWER_ENV: fn.answer} if fn.answer else env
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
@@ -198,12 +239,17 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
              f"ok=[f for f in d if f['metadata'].get('labels',{{}}).get('{SLUG_LABEL}')=='{fn.slug}' "
              "and f['status'].get('state')=='ready']; "
              f"sys.exit(0 if ok else 'labforge: function {fn.path} is not ready after deploy (nuctl get functions)')")
+    config = '"$f"'
+    if fn.port:  # the configuration with its host port (labforge/function_config.py), then deployed from it
+        config = shlex.quote(f"{CONFIG_DIR}/{fn.slug}.yaml")
+        yaml_choice += f" && mkdir -p {CONFIG_DIR} && python3 {CONFIG_PROGRAM} \"$f\" {fn.port} {config}"
     commands += [
-        f"{yaml_choice}; nuctl deploy --project-name cvat --path {fn.yaml_dir} --file \"$f\" --platform local "
+        f"{yaml_choice} && nuctl deploy --project-name cvat --path {fn.yaml_dir} --file {config} --platform local "
         f"{env_args} --platform-config {platform_config}{memory_arg} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
         f"nuctl get functions --platform local -o json | python3 -c {shlex.quote(check)}",
     ]
     if reboot_guard:
         return [f"if [ -f {fn.yaml_dir}/function-gpu.yaml ] && [ -e {REBOOT_MARKER} ]; then "
-                f"echo 'labforge: {fn.path} {WAITS} (NVIDIA driver not loaded yet)'; else {' && '.join(commands)}; fi"]
+                f"echo 'labforge: {fn.path} {WAITS} (NVIDIA driver not loaded yet)'; else "
+                f"{' && '.join(f'{{ {command}; }}' for command in commands)}; fi"]  # grouped: a || inside ends no chain
     return commands

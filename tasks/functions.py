@@ -11,18 +11,28 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File
 from pyinfra.operations import files, server
 
-from labforge import compose, gpu, inference, report, split
-from labforge.facts import NuclioFunctions
+from labforge import compose, exposure, gpu, inference, report, split
+from labforge.facts import EphemeralPortRange, NuclioFunctions
 from labforge.nuclio_functions import (
+    CONFIG_PROGRAM,
+    DEFAULT_EPHEMERAL,
     REPO,
     RUNTIME,
     SYNC_EXCLUDE,
     deploy_commands,
     extract_command,
     from_settings,
+    http_ports,
     is_current,
 )
 from labforge.report import Refused
+
+
+def taken_ports(data) -> dict[int, str]:
+    """Host ports labforge publishes for something else on this host: no function may have one."""
+    taken = {port: "CVAT" for port in exposure.cvat_ports(data.get("cvat_tls") or "off")}
+    taken[exposure.DASHBOARD_PORT] = "the Nuclio dashboard"
+    return taken
 
 
 def needs_gpu(fn) -> bool | None:
@@ -54,10 +64,20 @@ def functions() -> None:
                          commands=[inference.sources_command(data.get("cvat_repo_url"))])
     on_gpu = gpu.enabled()
     awaiting_reboot = on_gpu and report.driver_awaits_reboot()
+    paths = list(data.get("nuclio_functions") or [])
+    try:
+        ports = http_ports(paths, data.get("nuclio_function_ports") or {},
+                           host.get_fact(EphemeralPortRange) or DEFAULT_EPHEMERAL, taken_ports(data))
+    except ValueError as exc:  # a function without a port, or one another container could take
+        raise Refused(str(exc)) from exc
+    if paths:
+        files.put(name="Function configuration program (labforge/function_config.py)",
+                  src=str(REPO / "labforge" / "function_config.py"), dest=CONFIG_PROGRAM, mode="0755",
+                  create_remote_dir=True)
     deployed = host.get_fact(NuclioFunctions)
-    for path in data.get("nuclio_functions") or []:
+    for path in paths:
         try:
-            fn = from_settings(path, data, on_gpu)
+            fn = from_settings(path, data, on_gpu, ports[path])
         except ValueError as exc:  # a CVAT function without a memory limit, or not a quantity
             raise Refused(str(exc)) from exc
         if fn.is_local:

@@ -12,9 +12,10 @@ What it reproduces, from nuclio's 1.13.x branch:
   spec has an nvidia.com/gpu limit (platform.go, "gpus = all" for PositiveGPUResourceLimit): that fails on a host
   whose NVIDIA driver is not loaded;
 - the HTTP port, published on EVERY interface as Nuclio does (branch 1.13.x, commit 59fa1656): platform.go
-  getFunctionHTTPPort (lines 1102-1127) takes the port the spec configures, else the previous deployment's, else
-  RunOptionsRandomPort, and pkg/dockerclient/shell.go RunContainer (lines 217-226) turns that into
-  `--publish '<port>:8080'` or `--publish '8080'`: no host address, so Docker binds 0.0.0.0 (and [::]). (Until
+  getFunctionHTTPPort (lines 1102-1127) takes the port the spec configures (functionconfig/types.go GetHTTPPort: an
+  http trigger's attributes.port), else the previous deployment's, else RunOptionsRandomPort, and
+  pkg/dockerclient/shell.go RunContainer (lines 217-226) turns that into `--publish '<port>:8080'` or
+  `--publish '8080'`: no host address, so Docker binds 0.0.0.0 (and [::]). (Until
   this round this stand-in published on 127.0.0.1 only, which hid that every function answered the LAN.)
 - metadata.annotations as the YAML sets them (CVAT's functions keep name, type and spec there), reported back;
 - `get functions -o json` (pkg/nuctl/command/get.go renderFunctionConfigWithStatus): one JSON object with
@@ -23,7 +24,8 @@ What it reproduces, from nuclio's 1.13.x branch:
 - the memory limit: the YAML's spec.resources.limits.memory, replaced by `--resource-limit memory=<q>`
   (pkg/nuctl/command/deploy.go parseResourceAllocations), run as `docker run --memory <bytes>b`
   (pkg/platform/local/platform.go resolveFunctionSpecRequestMemory, pkg/dockerclient/shell.go);
-Function YAML is read for metadata.name, the GPU limit and the memory limit only (no YAML parser on a bare host).
+- --file read as YAML (python3-yaml is a base package): metadata.name and annotations, the GPU and memory limits and
+  the HTTP trigger's port (labforge writes each function's configuration with its port: labforge/function_config.py).
 """
 
 import json
@@ -63,63 +65,42 @@ def quantity_bytes(value: str) -> int:
     return int(float(match.group(1)) * UNITS[match.group(2) or ""])
 
 
-def yaml_memory(path: Path) -> str | None:
-    """resources.limits.memory, read as the YAML lays it out (a `memory:` key under `limits:`)."""
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() == "limits:":
-            indent = len(line) - len(line.lstrip())
-            for below in lines[i + 1:]:
-                if below.strip() and len(below) - len(below.lstrip()) <= indent:
-                    break
-                match = re.match(r"^\s+memory:\s*(\S+)", below)
-                if match:
-                    return match.group(1).strip("'\"")
-    return None
+def read_config(path: Path) -> dict:
+    """--file as nuctl reads it (YAML, or JSON: pkg/nuctl/command/common/helpers.go GetUnmarshalFunc), with python3-yaml,
+    a base package of every labforge host."""
+    import yaml
 
-
-def read_annotations(path: Path) -> dict[str, str]:
-    """metadata.annotations' plain `key: value` lines (CVAT's function YAMLs keep name, type, spec... there), which
-    Nuclio reports back as the function's metadata.annotations and CVAT reads (lambda_manager/views.py at dfd505e7)."""
-    found: dict[str, str] = {}
-    inside = False
-    for line in path.read_text().splitlines():
-        if line.startswith("  annotations:"):
-            inside = True
-        elif inside and line.startswith("    ") and ":" in line:
-            key, _, value = line.strip().partition(":")
-            found[key] = value.strip().strip("'\"")
-        elif inside and line.strip() and not line.startswith("    "):
-            break
-    return found
-
-
-def read_spec(path: Path) -> tuple[str, bool]:
-    """metadata.name (the key one level under `metadata:`) and whether resources.limits has nvidia.com/gpu > 0."""
-    lines = path.read_text().splitlines()
-    name = None
-    if "metadata:" in lines:
-        for line in lines[lines.index("metadata:") + 1:]:
-            if line and not line.startswith(" "):
-                break
-            match = re.match(r"^ {2}name:\s*(\S+)", line)
-            if match:
-                name = match.group(1).strip("'\"")
-                break
-    if not name:
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict) or not (config.get("metadata") or {}).get("name"):
         sys.exit(f"Error - {path}: no metadata.name")
-    gpu = any(re.match(r"^\s+nvidia\.com/gpu:\s*['\"]?[1-9]", line) for line in lines)
-    return name, gpu
+    return config
+
+
+def annotation_text(value) -> str:
+    """An annotation as Nuclio's string map holds it (sigs.k8s.io/yaml turns YAML scalars into strings there)."""
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def configured_port(config: dict) -> int:
+    """functionconfig/types.go GetHTTPPort: the attributes.port of a trigger of kind http, else 0."""
+    for trigger in ((config.get("spec") or {}).get("triggers") or {}).values():
+        if (trigger or {}).get("kind") == "http" and "port" in (trigger.get("attributes") or {}):
+            return int(trigger["attributes"]["port"])
+    return 0
 
 
 def deploy(args: list[str]) -> int:
     namespace = option(args, "--namespace", "nuclio")
     path = Path(option(args, "--path"))
     spec_file = Path(option(args, "--file") or path / "function.yaml")
-    name, gpu = read_spec(spec_file)
+    config = read_config(spec_file)
+    name = str(config["metadata"]["name"])
+    limits = ((config.get("spec") or {}).get("resources") or {}).get("limits") or {}
+    gpu = int(limits.get("nvidia.com/gpu") or 0) > 0
+    annotations = {key: annotation_text(value) for key, value in (config["metadata"].get("annotations") or {}).items()}
+    memory = limits.get("memory")
     labels = {"nuclio.io/platform": "local", "nuclio.io/namespace": namespace, "nuclio.io/function-name": name,
-              "nuclio.io/function-spec": json.dumps({"file": str(spec_file), "gpu": gpu,
-                                                     "annotations": read_annotations(spec_file)}),
+              "nuclio.io/function-spec": json.dumps({"file": str(spec_file), "gpu": gpu, "annotations": annotations}),
               "nuclio.io/project-name": option(args, "--project-name", "default")}
     for item in option(args, "--labels").split(","):
         if "=" in item:
@@ -131,12 +112,12 @@ def deploy(args: list[str]) -> int:
     previous = docker("port", container, "8080/tcp", check=False).stdout.split()
     previous_port = previous[0].rsplit(":", 1)[1] if previous else ""
     docker("rm", "-f", container, check=False)
-    publish = f"{previous_port}:8080" if previous_port else "8080"  # shell.go: --publish '<port>:8080' / '8080'
+    port = configured_port(config) or previous_port  # getFunctionHTTPPort: configured, else previous, else random
+    publish = f"{port}:8080" if port else "8080"  # shell.go: --publish '<port>:8080' / '8080'
     run = ["run", "-d", "--name", container, "--restart", "always", "--publish", publish,
            "-e", f"LABFORGE_STANDIN_FUNCTION={name}"]
     run += [f"--network={network}"] if network else []
     run += ["--gpus", "all"] if gpu else []
-    memory = yaml_memory(spec_file)
     for item in options(args, "--resource-limit"):
         key, _, value = item.partition("=")
         if key == "memory":

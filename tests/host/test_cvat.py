@@ -122,6 +122,21 @@ def test_enabled_functions_ready(host, pins, functions_here, gpu_role):
         assert is_current(fn, deployed), path
 
 
+def test_each_function_holds_its_own_port_below_dockers_random_ones(host, pins, functions_here, gpu_role):
+    """nuclio_function_ports, published as set and outside the kernel's ephemeral range, where Docker picks the
+    ports it publishes at random: after a reboot nothing else can take a function's port (labforge/function_config.py)."""
+    low, _ = (int(x) for x in host.file("/proc/sys/net/ipv4/ip_local_port_range").content_string.split())
+    awaiting_reboot = gpu_role and host.file(report.REBOOT_MARKER).exists
+    for path in pins["nuclio_functions"]:
+        fn = from_settings(path, pins, gpu_role)
+        if awaiting_reboot and host.file(f"{fn.yaml_dir}/function-gpu.yaml").exists:
+            continue
+        names = host.check_output(f"docker ps -a --filter label={SLUG_LABEL}={fn.slug} --format '{{{{.Names}}}}'").split()
+        assert len(names) == 1, (path, names)
+        bound = json.loads(host.check_output(f"docker inspect {names[0]}"))[0]["HostConfig"]["PortBindings"]["8080/tcp"]
+        assert {b["HostPort"] for b in bound} == {str(pins["nuclio_function_ports"][path])} and fn.port < low, (path, bound)
+
+
 # --- exposure, from outside -------------------------------------------------------------------------------------
 
 
