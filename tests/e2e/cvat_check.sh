@@ -70,7 +70,7 @@ read -r api password < <(python3 -c 'import json, sys; d = json.load(open(sys.ar
 if [[ $mode == tracker-ui || $mode == interactor-ui ]]; then
   node_path=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["node_path"])' "$cache/serve.json")
   if [[ $mode == tracker-ui ]]; then
-    NODE_PATH=$node_path node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU)" "$image" "$work/frames"
+    NODE_PATH=$node_path node tests/e2e/tracker_ui.js "$cache/serve.json" "SAM 2.1 tracker (labforge, CPU, 8 objects at a time)" "$image" "$work/frames"
   else
     NODE_PATH=$node_path node tests/e2e/interactor_ui.js "$cache/serve.json" "Segment Anything 2.1 tiny (labforge, CPU)" "$image"
   fi

@@ -6,7 +6,12 @@
 // advances, and moves the object to the shape each "track" answers. Passes when every lambda call answered 200, the
 // object's rectangle on frames 1 and 2 (saved, read back over the API) is what the function answered, and each
 // "track" call carried the state CVAT signed on the previous call.
-// Usage: NODE_PATH=<playwright-core's node_modules> node tests/e2e/tracker_ui.js SERVE.json FUNCTION_NAME IMAGE
+// RECTANGLES=k (v2.60.0 and later only): k rectangles drawn in one gesture before N, around the object with margins
+// 0, 6, 12, ... px (cvat-ai/cvat#10860 makes one track per rectangle); each must be tracked, every init_tracking call
+// carrying k shapes and every track call k states. EXPECT=refused: k is past the tracker's SAM2_TRACKER_MAX_SHAPES;
+// passes when every call answered 400, no track moved, and the UI's error notification is captured (its text is
+// printed: what an annotator reads).
+// Usage: NODE_PATH=<playwright-core's node_modules> node tests/e2e/tracker_ui.js SERVE.json FUNCTION_NAME IMAGE [FRAMES_DIR]
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
@@ -19,6 +24,9 @@ const auth = 'Basic ' + Buffer.from(`${serve.user}:${serve.password}`).toString(
 const truth = framesDir ? JSON.parse(fs.readFileSync(path.join(framesDir, 'boxes.json'), 'utf8')) : null;
 const FRAMES = truth ? truth.length : 3;
 const TRUTH_PX = 3;
+const RECTANGLES = Number(process.env.RECTANGLES || 1);
+const REFUSED = process.env.EXPECT === 'refused';
+const MARGIN = 6;
 const t0 = Date.now();
 const log = (m) => console.log(`[tracker-ui ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 
@@ -93,53 +101,87 @@ async function makeTask() {
 
     const bg = await page.locator('#cvat_canvas_background').boundingBox();
     const at = (x, y) => [bg.x + (x * bg.width) / width, bg.y + (y * bg.height) / height];
-    const [ax, ay] = truth ? at(truth[0][0], truth[0][1]) : at(width / 4, height / 4);
-    const [bx, by] = truth ? at(truth[0][2], truth[0][3]) : at((3 * width) / 4, (3 * height) / 4);
-    await page.mouse.click(ax, ay);
-    await page.mouse.move(bx, by, { steps: 8 });
-    await page.mouse.click(bx, by);
-    if ((serve.release || 'v2.51.0') !== 'v2.51.0') {
+    const v251 = (serve.release || 'v2.51.0') === 'v2.51.0';
+    if (v251 && RECTANGLES > 1) throw new Error('v2.51.0 makes a track of each rectangle as it is drawn: RECTANGLES=1 there');
+    for (let k = 0; k < RECTANGLES; k++) {
+      const m = k * MARGIN;
+      const [ax, ay] = truth ? at(Math.max(0, truth[0][0] - m), Math.max(0, truth[0][1] - m)) : at(width / 4 - m, height / 4 - m);
+      const [bx, by] = truth ? at(Math.min(width - 1, truth[0][2] + m), Math.min(height - 1, truth[0][3] + m))
+        : at((3 * width) / 4 + m, (3 * height) / 4 + m);
+      await page.mouse.click(ax, ay);
+      await page.mouse.move(bx, by, { steps: 8 });
+      await page.mouse.click(bx, by);
+      await page.waitForTimeout(500);
+    }
+    if (!v251) {
       // v2.60.0 and later (cvat-ai/cvat#10860): rectangles are prompts until N finishes the interaction, which makes
       // one track per rectangle (tools-control.tsx 624-673 at 7972cb4f2); v2.51.0 made the track on the rectangle
       await page.waitForTimeout(1000);
       await page.keyboard.press('n');
     }
-    await page.waitForFunction(() => document.querySelectorAll('.cvat-objects-sidebar-state-item').length === 1, null, { timeout: 30000 });
-    log('rectangle drawn: a track object exists');
+    await page.waitForFunction((k) => document.querySelectorAll('.cvat-objects-sidebar-state-item').length === k, RECTANGLES,
+      { timeout: 30000 });
+    log(`${RECTANGLES} rectangle(s) drawn: as many track objects exist`);
 
-    for (let frame = 1; frame < FRAMES; frame++) {
-      const before = result.calls.length;
+    if (REFUSED) {
       await page.keyboard.press('f');
-      const expected = frame === 1 ? 2 : 1;  // init_tracking + track on the first step, track after
-      await page.waitForFunction(() => !document.querySelector('.cvat-tracking-notice'), null, { timeout: 240000 });
-      for (let i = 0; i < 240 && result.calls.length < before + expected; i++) await page.waitForTimeout(500);
-      await page.waitForTimeout(1500);
-      log(`frame ${frame}: ${result.calls.length - before} lambda calls`);
+      const notice = page.locator('.ant-notification-notice').first();
+      await notice.waitFor({ timeout: 240000 });
+      result.notification = (await notice.innerText()).replace(/\s+/g, ' ').trim();
+      await page.waitForTimeout(3000);
+      await page.keyboard.press('Control+s');
+      await page.waitForTimeout(3000);
+      const annotations = await api('GET', `/api/jobs/${jobId}/annotations`);
+      result.movedTracks = annotations.tracks.filter((tr) => tr.shapes.some((s) => s.frame > 0)).length;
+      result.ok = result.calls.length > 0 && result.calls.every((c) => c.status === 400) && result.movedTracks === 0
+        && result.calls[0].request.shapes && result.calls[0].request.shapes.length === RECTANGLES
+        && /Tracker initialization error/.test(result.notification);
+    } else {
+      for (let frame = 1; frame < FRAMES; frame++) {
+        const before = result.calls.length;
+        await page.keyboard.press('f');
+        const expected = frame === 1 ? 2 : 1;  // init_tracking + track on the first step, track after
+        await page.waitForFunction(() => !document.querySelector('.cvat-tracking-notice'), null, { timeout: 240000 });
+        for (let i = 0; i < 240 && result.calls.length < before + expected; i++) await page.waitForTimeout(500);
+        await page.waitForTimeout(1500);
+        log(`frame ${frame}: ${result.calls.length - before} lambda calls`);
+      }
+      await page.keyboard.press('Control+s');
+      await page.waitForTimeout(3000);
+      const annotations = await api('GET', `/api/jobs/${jobId}/annotations`);
+      const round = (points) => points.map((v) => Math.round(v * 10) / 10);
+      result.tracks = annotations.tracks.map((tr) => tr.shapes.map((s) => ({ frame: s.frame, points: round(s.points) })));
+      result.trackFrames = result.tracks[0] || [];
+      const tracked = result.calls.filter((c) => c.request.states);
+      const answers = tracked.map((c) => JSON.parse(c.answer).shapes.map((s) => round(s.points)));
+      result.statesRoundTrip = tracked.length === FRAMES - 1 && result.calls.every((c, i) => i === 0 || !c.request.states
+        || JSON.stringify(c.request.states) === JSON.stringify(JSON.parse(result.calls[i - 1].answer).states));
+      result.perCall = result.calls.map((c) => (c.request.states || c.request.shapes || []).length);
+      const frames = [...Array(FRAMES - 1).keys()].map((i) => i + 1);
+      // CVAT maps the i-th answered shape to the i-th tracked object; each saved track holds one of the answers
+      const saved = result.tracks.length === RECTANGLES && result.tracks.every((track) => frames.every((f) => {
+        const points = (track.find((s) => s.frame === f) || {}).points;
+        return answers[f - 1].some((answer) => JSON.stringify(answer) === JSON.stringify(points));
+      }));
+      result.offTruth = truth ? result.tracks.map((track) => frames.map((f) => Math.max(
+        ...((track.find((s) => s.frame === f) || {}).points || [Infinity]).map((v, i) => Math.abs(v - truth[f][i]))))) : [];
+      result.ok = result.calls.length === FRAMES && result.calls.every((c) => c.status === 200)
+        && result.calls[0].request.shapes && result.perCall.every((n) => n === RECTANGLES) && result.statesRoundTrip
+        && saved && result.offTruth.flat().every((d) => d <= TRUTH_PX);
     }
-    await page.keyboard.press('Control+s');
-    await page.waitForTimeout(3000);
-    const annotations = await api('GET', `/api/jobs/${jobId}/annotations`);
-    const shapes = (annotations.tracks[0] || { shapes: [] }).shapes;
-    result.trackFrames = shapes.map((s) => ({ frame: s.frame, points: s.points.map((v) => Math.round(v * 10) / 10) }));
-    const tracked = result.calls.filter((c) => c.request.states);
-    const answers = tracked.map((c) => JSON.parse(c.answer).shapes[0].points.map((v) => Math.round(v * 10) / 10));
-    const onFrame = (f) => (result.trackFrames.find((s) => s.frame === f) || {}).points;
-    result.statesRoundTrip = tracked.length === FRAMES - 1 && result.calls.every((c, i) => i === 0
-      || !c.request.states || c.request.states[0] === JSON.parse(result.calls[i - 1].answer).states[0]);
-    const frames = [...Array(FRAMES - 1).keys()].map((i) => i + 1);
-    const saved = frames.every((f) => JSON.stringify(onFrame(f)) === JSON.stringify(answers[f - 1]));
-    result.offTruth = truth ? frames.map((f) => Math.max(...(onFrame(f) || [Infinity]).map((v, i) => Math.abs(v - truth[f][i])))) : [];
-    result.ok = result.calls.length === FRAMES && result.calls.every((c) => c.status === 200)
-      && result.calls[0].request.shapes && result.statesRoundTrip && saved && result.offTruth.every((d) => d <= TRUTH_PX);
   } catch (e) {
     result.error = e.message.split('\n')[0];
     await page.screenshot({ path: '/tmp/tracker-ui-failure.png' }).catch(() => {});
   }
   for (const c of result.calls) { c.request.image = undefined; c.answer = c.answer.slice(0, 300); }
   console.log(`RESULT ${JSON.stringify(result)}`);
-  console.log(`real CVAT ${serve.release || 'v2.51.0'}: tracker ${result.ok ? 'passed' : 'FAILED'}: ${result.calls.length} calls `
-    + `(${result.calls.map((c) => c.status).join(',')}), saved boxes ${JSON.stringify((result.trackFrames || []).map((s) => s.points))}`
-    + (truth ? `, off the moving square by ${JSON.stringify(result.offTruth)} px` : ''));
+  const what = REFUSED ? `${RECTANGLES} rectangles refused: ${result.calls.length} calls `
+    + `(${result.calls.map((c) => c.status).join(',')}), tracks moved ${result.movedTracks}, the UI said "${result.notification}"`
+    : `${RECTANGLES} rectangle(s): ${result.calls.length} calls (${result.calls.map((c) => c.status).join(',')}), `
+    + `objects per call ${JSON.stringify(result.perCall)}, saved boxes of the first track `
+    + `${JSON.stringify((result.trackFrames || []).map((s) => s.points))}`
+    + (truth ? `, each track off the moving square by ${JSON.stringify(result.offTruth)} px` : '');
+  console.log(`real CVAT ${serve.release || 'v2.51.0'}: tracker ${result.ok ? 'passed' : 'FAILED'}: ${what}`);
   await browser.close();
   process.exit(result.ok ? 0 : 1);
 })();

@@ -335,3 +335,15 @@ def test_cvat_lists_it_as_a_rectangle_tracker(name):
     assert spec["metadata"]["name"] == expected
     gpu_functions = __import__("runpy").run_path(str(REPO / "group_data" / "gpu_servers.py"))["nuclio_functions"]
     assert "files/nuclio/sam2-tracker" in gpu_functions
+
+
+@pytest.mark.parametrize("name", ["function.yaml", "function-gpu.yaml"])
+def test_the_name_an_annotator_picks_says_how_many_objects_it_follows_at_once(name):
+    """Past SAM2_TRACKER_MAX_SHAPES a call is refused with one line that CVAT never shows (its lambda view answers
+    str(HTTPError): "400 Client Error: Bad Request for url: ..."), and its UI shows no help for trackers (the tip is an
+    interactor's only: tools-control.tsx at 7972cb4f2), so the tracker's name, listed under AI Tools > Trackers, says it."""
+    spec = yaml.safe_load((TRACKER_DIR / name).read_text())
+    env = {item["name"]: item["value"] for item in spec["spec"]["env"]}
+    cap = int(env["SAM2_TRACKER_MAX_SHAPES"])
+    assert spec["metadata"]["annotations"]["name"].endswith(f" {cap} objects at a time)")
+    assert cap <= int(env["SAM2_TRACKER_MAX_SESSIONS"])
