@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from labforge import groupdata
 from labforge.paths import REPO
 from testlab.standins import cvat as cvat_standins
 from testlab.standins import mirror as mirror_standins
@@ -36,7 +37,8 @@ from testlab.standins import mirror as mirror_standins
 LAB_DIR = Path(os.environ.get("LABFORGE_LAB_DIR", "/var/tmp/labforge-lab"))
 CACHE_DIR = Path(os.environ.get("LABFORGE_CACHE_DIR", "/var/cache/labforge"))
 DEBIAN_MIRROR = os.environ.get("LABFORGE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-INCLUDE = "openssh-server,python3,sudo,ca-certificates,gnupg,curl,git,systemd-sysv,dbus,iproute2"
+ROOTFS_PACKAGES = Path(__file__).with_name("rootfs-packages")  # CI's cache key hashes this file: what the cache holds
+INCLUDE = next(line.strip() for line in ROOTFS_PACKAGES.read_text().splitlines() if line.strip() and not line.startswith("#"))
 SSH_PORT = 2222
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"]
@@ -183,9 +185,7 @@ class LabHost:
         self.bridges = [_bridge(["socat", f"TCP-LISTEN:{SSH_PORT},bind={self.address},reuseaddr,fork",
                                  f"EXEC:{' '.join(into)} socat STDIO TCP\\:{self.address}\\:{SSH_PORT}"])]
         for port in self.ports:
-            self.bridges.append(_bridge([*into, "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-                                         # systemd-nspawn itself stays in the machine's namespace while the host runs
-                                         f"EXEC:nsenter --net=/proc/{proc.pid}/ns/net socat STDIO TCP\\:127.0.0.1\\:{port}"]))
+            self.forward(port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -194,6 +194,13 @@ class LabHost:
                 return
             time.sleep(1)
         raise LabError(f"{self.name}: no SSH on {self.address}:{SSH_PORT} after {timeout:.0f}s; see {self.log}")
+
+    def forward(self, port: int) -> None:
+        """The host's 127.0.0.1:port reaches the machine's 127.0.0.1:port (a server a test started, e.g. testlab/s3.py)."""
+        into = ["nsenter", "-t", str(_leader(self.pid)), "-n"]
+        self.bridges.append(_bridge([*into, "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                                     # systemd-nspawn itself stays in the machine's namespace while the host runs
+                                     f"EXEC:nsenter --net=/proc/{self.pid}/ns/net socat STDIO TCP\\:127.0.0.1\\:{port}"]))
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", *SSH_OPTS, "-i", str(ssh_key()), "-p", str(SSH_PORT), f"root@{self.address}",
@@ -370,6 +377,12 @@ class Mirror:
 
 
 LAB_RELEASE = "v2.51.0"
+
+
+def lab_pins() -> dict:
+    """The production pins as every lab host has them (hosts_file gives each cvat_version LAB_RELEASE): what the lab's
+    tests compute source hashes and nuctl releases from."""
+    return {**groupdata.load(), "cvat_version": LAB_RELEASE}
 
 
 def hosts_file(hosts: list[LabHost], mirror: Mirror, path: Path, group: str = "gpu_servers", ssh_user: str = "root",

@@ -238,7 +238,7 @@ def test_a_new_cvat_host_moves_traefiks_rule(host, mirror, stack):
 
 
 def test_a_current_function_is_skipped_and_a_stale_one_redeployed(host, mirror, stack):
-    dextr = from_settings("serverless/openvino/dextr", standins.pins(), True)
+    dextr = from_settings("serverless/openvino/dextr", labhosts.lab_pins(), True)
     yolo_id = containers(host)["nuclio-nuclio-openvino-omz-public-yolo-v3-tf"]["Id"]
     # as if an older source had been deployed: the same function with another source-hash label
     host.ssh(f"nuctl deploy --project-name cvat --path {dextr.yaml_dir} --file {dextr.yaml_dir}/function.yaml --platform local "
@@ -270,7 +270,7 @@ def test_gpu_functions_wait_for_the_reboot_and_would_fail_before_it(host, stack)
     for path in ("serverless/pytorch/facebookresearch/sam", "files/nuclio/sam2", "files/nuclio/sam2-tracker"):
         assert f"function {path}: waits for the reboot (NVIDIA driver not loaded yet)" in line
     assert "nuclio-nuclio-pth-facebookresearch-sam-vit-h" not in containers(host)
-    sam = from_settings("serverless/pytorch/facebookresearch/sam", standins.pins(), True)
+    sam = from_settings("serverless/pytorch/facebookresearch/sam", labhosts.lab_pins(), True)
     forced = host.ssh(f"nuctl deploy --project-name cvat --path {sam.yaml_dir} --file {sam.yaml_dir}/function-gpu.yaml "
                       "--platform local", check=False)
     assert forced.returncode != 0 and "could not select device driver" in forced.stderr

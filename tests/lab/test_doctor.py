@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labforge import groupdata, releases
 from testlab import labhosts, runner
 from tests.lab.conftest import TEST_LAB_DIR
 
@@ -32,11 +33,14 @@ def focal_host(boot_host):
     return boot_host("doctor-focal", "127.0.0.42", os_release=FOCAL_OS_RELEASE)
 
 
+NEWEST = releases.newest(groupdata.load()["cvat_stack_compat"])  # where a host without CVAT starts
 GONE = labhosts.LabHost("doctor-gone", "127.0.0.59")  # never booted: nothing listens on 127.0.0.59:2222
 
 
 def hosts_yml(name: str, hosts, mirror, group: str = "gpu_servers", entry: dict | None = None, **extra_vars) -> Path:
-    """The lab's hosts file (URLs on the stand-in mirror), optionally with changed host entries."""
+    """The lab's hosts file (URLs on the stand-in mirror), optionally with changed host entries. cvat_version unset,
+    as a new lab's: these hosts have no CVAT checkout, so the doctor settles on the newest release (no lag to warn of)."""
+    extra_vars.setdefault("cvat_version", None)
     path = labhosts.hosts_file(hosts, mirror, TEST_LAB_DIR / f"{name}.yml", group, **extra_vars)
     if entry:
         doc = yaml.safe_load(path.read_text())
@@ -78,7 +82,7 @@ def test_healthy_unsupported_and_unreachable_one_line_each(ok_host, focal_host, 
     status, where, detail = lines["doctor-ok"]
     assert (status, where) == ("OK", "127.0.0.41:2222"), detail
     assert re.fullmatch(r"ssh ok, root, Debian 12 amd64, no NVIDIA GPU \(not required: gpu_require_pci_device is false\), "
-                        r"\d+ GiB free on /var/lib, upstreams \d+\.\d\ds max", detail), detail
+                        rf"\d+ GiB free on /var/lib, CVAT {re.escape(NEWEST)}, upstreams \d+\.\d\ds max", detail), detail
 
     status, where, detail = lines["doctor-focal"]
     assert (status, where) == ("FAIL", "127.0.0.42:2222")

@@ -45,7 +45,7 @@ def hosts_yml(hosts, mirror, name: str, group: str = "gpu_servers", **extra) -> 
 
 
 def nuctl_path(mirror) -> Path:
-    v = compat.nuctl_version(standins.pins())
+    v = compat.nuctl_version(labhosts.lab_pins())
     return mirror_file(mirror, f"nuclio/releases/download/{v}/nuctl-{v}-linux-amd64")
 
 

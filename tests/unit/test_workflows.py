@@ -160,3 +160,17 @@ def test_hosts_file_becomes_an_ssh_config_for_testinfra(tmp_path):
     run = subprocess.run([sys.executable, "-m", "labforge.hostsfile", "ssh-config", str(hosts), str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "unknown key 'ssh_usr'" in run.stderr
+
+
+def test_the_lab_cache_key_hashes_what_the_cache_holds():
+    """CI caches the lab's debootstrapped Debian root; its key must change exactly when that root would. It hashed
+    tests/lab/labhosts.py, which had moved to testlab/: hashFiles of a missing file is empty, so the key never changed.
+    The root is made from testlab/rootfs-packages (its tarball's name hashes the same list)."""
+    from testlab import labhosts
+
+    ci = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
+    step = next(s for s in ci["jobs"]["ci"]["steps"] if "actions/cache" in s.get("uses", ""))
+    hashed = re.findall(r"hashFiles\('([^']+)'\)", step["with"]["key"])
+    assert hashed and all((REPO / path).is_file() for path in hashed), hashed
+    assert [REPO / path for path in hashed] == [labhosts.ROOTFS_PACKAGES]
+    assert labhosts.INCLUDE.split(",")[:2] == ["openssh-server", "python3"] and " " not in labhosts.INCLUDE
