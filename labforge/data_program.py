@@ -61,8 +61,11 @@ class Result:
     err: str
 
     def last(self) -> str:
+        """The line that says why: a full disk wherever it is said (restic names it in the middle, e.g. under "unable
+        to create lock in backend"), else the last line."""
         lines = [line for line in (self.err or self.out).strip().splitlines() if line.strip()]
-        return lines[-1][:300] if lines else f"exit {self.code}"
+        full = [line for line in lines if NO_SPACE in line.lower()]
+        return (full or lines)[-1][:300] if lines else f"exit {self.code}"
 
 
 class Runner:
@@ -225,15 +228,21 @@ class Lock:
 
 
 def write_json(path: str, value: dict, mode: int = 0o600) -> None:
-    """Whole or not at all: written beside, flushed, renamed."""
+    """Whole or not at all: written beside, flushed, renamed. A full disk (or any write error) leaves nothing
+    half-written behind and is one line (Failed)."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as stream:
-        json.dump(value, stream, indent=1, sort_keys=True)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as stream:
+            json.dump(value, stream, indent=1, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise Failed(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_json(path: str) -> dict | None:
@@ -335,7 +344,11 @@ class Keeper:
             self.restic("unlock", what="clearing restic's stale locks")
 
     def _restic_env(self) -> dict:
-        return {"RESTIC_REPOSITORY": self.config["repository"], "RESTIC_PASSWORD_FILE": self.config["password_file"],
+        """restic's environment: the repository, its password file and cache, and a remote repository's credentials
+        (`repository_env`: NAME=VALUE lines the converge checked and wrote, root only), never on a command line."""
+        credentials = read_env(self.config["repository_env"]) if self.config.get("repository_env") else {}
+        return {**credentials, "RESTIC_REPOSITORY": self.config["repository"],
+                "RESTIC_PASSWORD_FILE": self.config["password_file"],
                 "RESTIC_CACHE_DIR": self.config.get("cache_dir", "/var/cache/labforge/restic")}
 
     def repository_files(self) -> set[str]:
@@ -361,26 +374,39 @@ class Keeper:
         if entry is None:
             return
         op = entry.get("op")
-        if op == "backup":
+        if op == "backup" and entry.get("phase") == "online":
+            self.say(f"a backup ({entry.get('name')}) was killed during its online pass: removing what it wrote")
+            self.drop_added(set(entry.get("before_online") or []))
+            self.clear_journal()
+        elif op == "backup":
             self.say(f"a backup ({entry.get('name')}) was killed while CVAT was stopped: starting CVAT again")
+            self.drop_partial(entry)  # first: a full disk is freed before PostgreSQL starts again
             self.compose("start")
-            self.drop_partial(set(entry.get("repository_files") or []))
             self.clear_journal()
         elif op == "restore":
             self.recover_restore(entry)
         else:
             raise Failed(f"{self.journal_path} names an unknown operation {op!r}; read it, then remove it")
 
-    def drop_partial(self, before: set[str]) -> None:
-        """Remove what a failed or killed backup added to a repository on this host (packs and indexes no snapshot
-        refers to), so that a full disk is freed before CVAT starts again."""
+    def drop_partial(self, entry: dict) -> None:
+        """Remove what a failed or killed backup added to a repository on this host, its online pass included, so
+        that a full disk is freed before CVAT starts again; `entry`: its journal (`repository_files`: the files when
+        the stopped pass began, `before_online`: before the online pass; a journal of an earlier labforge-data has
+        only the first). Nothing is removed once the stopped pass's snapshot exists: the backup was complete."""
+        before_stop = set(entry.get("repository_files") or [])
+        if any("/snapshots/" in path for path in self.repository_files() - before_stop):
+            return
+        self.drop_added(set(entry["before_online"]) if "before_online" in entry else before_stop)
+
+    def drop_added(self, before: set[str]) -> None:
+        """Remove every pack, index and snapshot file added since `before` (a repository on this host). Safe under
+        the data lock: only this backup wrote to the repository since, and a pack it added holds only blobs no older
+        snapshot refers to (restic stores a blob once), so the repository is as it was before it."""
         if not self.config["repository"].startswith("/"):
             return
-        added = self.repository_files() - before
-        if any("/snapshots/" in path for path in added):
-            return  # the backup was complete: its snapshot refers to what it added
-        for path in sorted(added):
-            os.unlink(path)
+        for path in sorted(self.repository_files() - before):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # -- backup --
     def backup(self, kind: str, protect: set[str] | None = None, retention: bool = True) -> dict:
@@ -396,7 +422,10 @@ class Keeper:
         try:
             result = self._backup(name, kind, tag, protect or set(), retention)
         except Failed as exc:
-            self.record({"result": "failed", "name": name, "kind": kind, "why": str(exc)})
+            try:
+                self.record({"result": "failed", "name": name, "kind": kind, "why": str(exc)})
+            except Failed as unrecorded:  # e.g. a full disk: the failure itself stays the message
+                raise Failed(f"{exc} (and {unrecorded})") from None
             raise
         result["seconds"] = round(self.runner.monotonic() - started, 1)
         self.record(result)
@@ -424,20 +453,30 @@ class Keeper:
                 raise Failed(problem)
         parent: list[str] = []
         online_added = 0
+        before_online = sorted(self.repository_files())
         if online:  # read while CVAT serves; the stopped pass then reads only what changed since
+            # journalled first: a kill during this pass leaves packs that the next run removes (recover)
+            self.write_journal({"op": "backup", "phase": "online", "name": name, "before_online": before_online})
             # A file CVAT deletes or replaces while this pass reads is expected here: restic then still makes its
             # snapshot and exits 3 (restic-backup(1), EXIT STATUS: "some source data could not be read (incomplete
             # snapshot created)", restic 0.13 and later). This pass only warms the repository up; the stopped pass
             # reads the volumes again and is the backup, so there exit 3 stays a failure.
-            first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
-                                *last, *online, what="the online pass (CVAT running)", accept=(0, RESTIC_INCOMPLETE))
+            try:
+                first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
+                                    *last, *online, what="the online pass (CVAT running)", accept=(0, RESTIC_INCOMPLETE))
+            except Failed as exc:  # e.g. the disk filled: what it wrote goes, CVAT was never stopped
+                self.drop_added(set(before_online))
+                self.clear_journal()
+                raise Failed(f"{exc}; CVAT kept running and older backups are untouched") from None
             online_added = summary_of(first.out).get("data_added", 0)
             first_id = summary_of(first.out).get("snapshot_id")
             if first_id:
                 parent = ["--parent", first_id]
                 online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
         before = self.repository_files()
-        self.write_journal({"op": "backup", "phase": "stopping", "name": name, "repository_files": sorted(before)})
+        stopping = {"op": "backup", "phase": "stopping", "name": name, "repository_files": sorted(before),
+                    "before_online": before_online}
+        self.write_journal(stopping)
         down_from = self.runner.monotonic()
         try:
             self.compose("stop")
@@ -450,7 +489,7 @@ class Keeper:
                     self.restic("forget", incomplete, what=f"forgetting the incomplete snapshot {incomplete}")
                 raise Failed(f"{what} failed: {taken.last()}")
         except Failed as exc:
-            self.drop_partial(before)
+            self.drop_partial(stopping)
             self.compose("start", what="starting CVAT again")
             self.clear_journal()
             raise Failed(f"{exc}; CVAT was started again and older backups are untouched") from None
@@ -678,6 +717,7 @@ def tree_size(path: str) -> int:
     return total
 
 
+NO_SPACE = "no space left on device"  # strerror(ENOSPC), as restic and Python say it
 RESTIC_INCOMPLETE = 3  # restic backup: a snapshot was made, but some source data could not be read
 
 
@@ -697,6 +737,16 @@ def write_json_text(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as stream:
         stream.write(text)
+
+
+def read_env(path: str) -> dict[str, str]:
+    """NAME=VALUE lines (labforge/backup_credentials.py checked each name on the control machine)."""
+    try:
+        with open(path) as stream:
+            lines = stream.read().splitlines()
+    except FileNotFoundError:
+        raise Failed(f"{path} is missing: converge first") from None
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
 def read_json_quietly(path: str) -> dict | None:
@@ -1076,6 +1126,9 @@ def main(argv: list[str] | None = None, keeper: Keeper | None = None) -> int:
             keeper.lock.release()
     except Failed as exc:
         print(f"labforge-data: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # e.g. a full disk where the lock, the journal or the password is written
+        print(f"labforge-data: {args.command} failed: {exc}", file=sys.stderr, flush=True)
         return 1
 
 

@@ -31,6 +31,7 @@ class World:
         self.tag = "v2.51.0"
         self.api_ok = True
         self.fail: set[str] = set()  # labels of commands that fail
+        self.free_at_start: list[int] = []  # free bytes on the volumes' disk each time the stack was started
         self.incomplete: set[str] = set()  # "online" / "stopped": that restic backup pass meets a file that went away
         for key in VOLUMES:
             (self.mount(key)).mkdir(parents=True)
@@ -57,12 +58,12 @@ class WorldRunner(dp.Runner):
         self.kill_at = kill_at
         self.points: list[str] = []  # the phases (journal writes and the program's own points): where kills happen
         self.commands: list[str] = []
+        self.world_hooks: dict = {}  # point label (or "online": the online pass starts) -> what the world does then
         self.clock = clock if clock is not None else [datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.timezone.utc)]
 
     def point(self, label: str) -> None:
         self.points.append(label)
-        if label == "backup:stopping":  # the repository's packs when the stopped pass begins
-            self.packs_at_stop = sorted(p.name for p in (self.world.root / "repo" / "data").rglob("*") if p.is_file())
+        self.world_hooks.pop(label, lambda: None)()
         if self.kill_at is not None and len(self.points) == self.kill_at:
             raise dp.Killed(label)
 
@@ -86,14 +87,20 @@ class WorldRunner(dp.Runner):
             self.world.running = False
             return dp.Result(0, "", "")
         if label == "compose start":
+            stat = os.statvfs(self.world.root)
+            self.world.free_at_start.append(stat.f_bavail * stat.f_frsize)
             self.world.running = True
             return dp.Result(0, "", "")
         if argv[0] == "wait-api":
             ok = self.world.running and self.world.api_ok
             return dp.Result(0 if ok else 1, "", "" if ok else "CVAT API did not answer")
+        if argv[:2] == ["restic", "backup"] and "kind=online" in " ".join(argv):
+            self.world_hooks.pop("online", lambda: None)()
         result = super().run(argv, env=env, cwd=cwd, timeout=timeout)
         backup_pass = None if argv[:2] != ["restic", "backup"] or "--dry-run" in argv else \
             "online" if "kind=online" in " ".join(argv) else "stopped"
+        if backup_pass == "stopped":
+            self.world_hooks.pop("stopped pass done", lambda: None)()
         if backup_pass in self.world.incomplete and result.code == 0:
             # what restic does when a file it listed is gone when it reads it (a task CVAT deletes meanwhile): the
             # snapshot is made all the same, and it says so with exit 3 (restic-backup(1), EXIT STATUS)
@@ -323,11 +330,13 @@ def test_a_backup_killed_at_every_point_leaves_cvat_running_after_the_next_run(l
         env = {**os.environ, "RESTIC_REPOSITORY": str(repo), "RESTIC_PASSWORD_FILE": str(tmp / "password")}
         whole = subprocess.run(["restic", "check"], env=env, capture_output=True, text=True)
         assert whole.returncode == 0, (point, whole.stderr)
-        if killed.runner.points[-1] == "restic:half-written":  # what it wrote, no snapshot refers to: dropped
-            assert sorted(p.name for p in (repo / "data").rglob("*") if p.is_file()) == killed.runner.packs_at_stop
+        if killed.runner.points[-1] in ("backup:online", "restic:half-written"):
+            # what it wrote (its online pass included), no backup refers to: dropped, the repository as before it
+            assert sorted(p.name for p in (repo / "data").rglob("*") if p.is_file()) == before, point
 
+    before = sorted(p.name for p in (saved / "data").rglob("*") if p.is_file())
     points = kill_at_each_point(lab, reset, lambda k: k.backup("manual"), check)
-    assert points == 4, points  # stopping, stopped, restic half-written, taken
+    assert points == 5, points  # online, stopping, stopped, restic half-written, taken
     print(f"a backup killed at each of its {points} points: CVAT running and the repository whole after each")
 
 
@@ -451,3 +460,132 @@ def test_a_file_gone_during_the_online_pass_is_no_failure_but_one_gone_while_sto
         k.backup("manual")
     assert world.running and names(k) == [result["name"]]
     assert json.loads((tmp / "last.json").read_text())["result"] == "failed"
+
+
+# --- a disk shared with Docker that fills up --------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root (CI runs as root)")
+MiB = 2**20
+
+
+@pytest.fixture
+def shared_disk(tmp_path, template):
+    """One small, real file system (a 256 MiB tmpfs) holding what a host's one disk holds: Docker's volumes, the
+    repository, the journal and the last result. restic's cache and temporary packs stay elsewhere, as
+    /var/cache and /tmp may."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs", str(disk)], check=True)
+    try:
+        shutil.copytree(template / "repo", disk / "repo")
+        shutil.copy(template / "password", tmp_path / "password")
+        world = World(disk)
+        world.write("a")
+        for i in range(6):  # 48 MiB of media nothing compresses: more than one of restic's 16 MiB packs
+            (world.mount("cvat_data") / f"video-{i}").write_bytes(os.urandom(8 * MiB))
+        config = {"project": "cvat", "compose": ["-f", "docker-compose.yml"], "cvat_dir": str(tmp_path),
+                  "volumes": VOLUMES, "online_volumes": VOLUMES, "repository": str(disk / "repo"),
+                  "password_file": str(tmp_path / "password"), "cache_dir": str(tmp_path / "cache"), "keep": 2,
+                  "reserve_bytes": 0, "wait_api": "wait-api", "upgrade": {"state": str(disk / "upgrade.state")}}
+        yield disk, world, config
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def disk_keeper(shared_disk, **config) -> dp.Keeper:
+    disk, world, base = shared_disk
+    return dp.Keeper({**base, **config}, WorldRunner(world), journal_path=str(disk / "journal.json"),
+                     last_path=str(disk / "last.json"), lock=dp.Lock(str(disk.parent / "lock")))
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def fill(disk: Path, leave: int) -> None:
+    """What CVAT (or anything else on the disk) writes meanwhile: the disk keeps only `leave` bytes free."""
+    with open(disk / "filler", "ab") as out:
+        out.write(b"\0" * max(0, free_bytes(disk) - leave))
+
+
+def repository_bytes(disk: Path) -> int:
+    return sum(p.stat().st_size for p in (disk / "repo").rglob("*") if p.is_file() and "locks" not in p.parts)
+
+
+@needs_root
+@pytest.mark.parametrize("when", ["online", "stopped"])
+def test_a_disk_that_fills_during_a_backup_is_given_back_and_cvat_runs(shared_disk, when):
+    """The estimate said the backup fits, then the shared disk filled while restic wrote: during the online pass
+    (CVAT writing), or during the stopped pass (new media CVAT wrote meanwhile, and anything else on the disk). restic
+    fails with ENOSPC after some of its packs are written: the program must remove everything that backup wrote
+    before going on (never leave the disk full under a running PostgreSQL), start CVAT again where it stopped it, and
+    say so in one line. Seen failing before the fix: the online pass's 16 MiB pack stayed ("online"), and the online
+    pass's whole snapshot stayed after the stopped pass failed ("stopped")."""
+    disk, world, _ = shared_disk
+    k = disk_keeper(shared_disk)
+    stored = repository_bytes(disk)
+
+    def written_meanwhile() -> None:  # CVAT wrote 40 MiB of new media during the online pass, then the disk filled
+        for i in range(5):
+            (world.mount("cvat_data") / f"new-{i}").write_bytes(os.urandom(8 * MiB))
+        fill(disk, 20 * MiB)
+
+    k.runner.world_hooks = {"online": lambda: fill(disk, 20 * MiB)} if when == "online" else \
+        {"backup:stopping": written_meanwhile}
+    with pytest.raises(dp.Failed) as failed:
+        k.backup("scheduled")
+    assert "no space left on device" in str(failed.value).lower() and "\n" not in str(failed.value), failed.value
+    assert world.running
+    assert ("compose stop" in k.runner.commands) == (when == "stopped"), k.runner.commands
+    assert repository_bytes(disk) == stored, "what the failed backup wrote stays in the repository"
+    assert free_bytes(disk) >= 19 * MiB
+    assert not (disk / "journal.json").exists()
+    last = json.loads((disk / "last.json").read_text())
+    assert last["result"] == "failed" and "no space left" in last["why"].lower()
+    (disk / "filler").unlink()
+    for new in world.mount("cvat_data").glob("new-*"):
+        new.unlink()
+    assert disk_keeper(shared_disk).backup("manual")["result"] == "ok"
+
+
+@needs_root
+def test_a_disk_already_full_is_refused_with_one_line_and_nothing_stops(shared_disk, capsys):
+    """A disk at 100% before the backup starts: refused before anything stops, with one line, although the program
+    can write nothing there (not even its last result). Seen failing before the fix: a traceback (OSError from
+    writing backup-last.json), not one line."""
+    disk, world, _ = shared_disk
+    fill(disk, 0)
+    k = disk_keeper(shared_disk)
+    assert dp.main(["--wait", "0", "backup"], keeper=k) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labforge-data: ") and "no space left" in err[0].lower(), err
+    assert "compose stop" not in k.runner.commands and world.running
+    assert not list(disk.glob("*.tmp")), "a half-written file was left on the full disk"
+
+
+@needs_root
+def test_killed_after_the_disk_filled_while_cvat_was_stopped_the_next_run_frees_it_before_starting_cvat(shared_disk):
+    """kill -9 right after the stopped pass failed on a full disk: the next run (the timer, backup.py, a converge)
+    must remove what the killed backup wrote before it starts CVAT, or PostgreSQL comes back on a full disk. Seen
+    failing before the fix: recover started the stack first (4.0 MiB free then), and freed the disk after."""
+    disk, world, _ = shared_disk
+    k = disk_keeper(shared_disk)
+
+    def written_meanwhile() -> None:
+        for i in range(5):
+            (world.mount("cvat_data") / f"new-{i}").write_bytes(os.urandom(8 * MiB))
+        fill(disk, 20 * MiB)
+
+    def killed() -> None:
+        raise dp.Killed("after the stopped pass")
+
+    k.runner.world_hooks = {"backup:stopping": written_meanwhile, "stopped pass done": killed}
+    k.lock.acquire("test", 0, k.runner)
+    with pytest.raises(dp.Killed):
+        k.backup("scheduled")
+    os.close(k.lock.fd)
+    assert not world.running and (disk / "journal.json").exists()
+    assert dp.main(["--wait", "0", "recover"], keeper=disk_keeper(shared_disk)) == 0
+    assert world.running and world.free_at_start[-1] >= 19 * MiB, f"{world.free_at_start[-1] / MiB:.1f} MiB free"
+    assert not (disk / "journal.json").exists()
