@@ -258,6 +258,10 @@ backup_dir = "/var/backups/labforge"
 # A restic repository string for the backups instead of <backup_dir>/repository: a path on the host, or anything
 # restic reaches without more settings (e.g. "sftp:backup@nas:/srv/labforge"; restic's own SSH config applies).
 backup_repository = None
+# A file on the control machine (outside the repository, mode 0600) of NAME=VALUE lines: the credentials restic reads
+# for backup_repository's backend (e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3:...). Checked while
+# planning, put on the host root-only (/etc/labforge/backup/repository.env) and given to restic in its environment only.
+backup_repository_env_file = None
 # restic from the distro's archive (apt verifies it), at this upstream version per release, held. Ubuntu 22.04's
 # restic 0.12.1 cannot compress and has no --dry-run (the space estimate then counts the volumes' whole size).
 restic_versions = {"bookworm": "0.14.0", "jammy": "0.12.1", "noble": "0.16.4"}

@@ -21,7 +21,7 @@ import re
 import shlex
 from pathlib import Path
 
-from labforge import compose
+from labforge import backup_credentials, compose
 from labforge.data_program import CONFIG as DATA_CONFIG  # noqa: F401  (re-exported: the tasks write it)
 from labforge.data_program import JOURNAL, LAST, LOCK, human  # noqa: F401  (human: the run summary's sizes)
 from labforge.paths import committable, in_repo
@@ -77,6 +77,9 @@ def program_config(data, *, codename: str, serverless: bool, period: float | Non
         "init_args": ["--repository-version", "2"] if restic >= (0, 14) else [],
         "dry_run": restic >= (0, 13),
         "schedule_period_seconds": period, "upgrade": upgrade,
+        # where the converge put a remote repository's credentials (never their content: this file is only root's too,
+        # but restic gets them in its environment alone)
+        **({"repository_env": backup_credentials.HOST_FILE} if data.get("backup_repository_env_file") else {}),
     }
 
 
@@ -97,6 +100,9 @@ def settings_problem(data) -> str | None:
     parts = data.get("backup_check_read_parts")
     if not isinstance(parts, int) or parts < 0:
         return f"backup_check_read_parts must be 0 or a whole number of parts, not {parts!r}"
+    if data.get("backup_repository_env_file") and repository(data).startswith("/"):
+        return (f"backup_repository_env_file is for a repository elsewhere (S3, B2, Azure, Swift, a REST server); "
+                f"{repository(data)} is on the host: set backup_repository, or remove backup_repository_env_file")
     fetch = data.get("backup_fetch_dir")
     if fetch and committable(in_repo(str(fetch))):
         return (f"backup_fetch_dir {fetch} is inside the repository and git does not ignore it: the lab's data would be "

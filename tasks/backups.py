@@ -20,7 +20,7 @@ from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import apt, backups, platform, report, secrets, split, upgrades
+from labforge import apt, backup_credentials, backups, platform, report, secrets, split, upgrades
 from labforge.backups import DATA_CONFIG, DATA_PROGRAM, SERVICE, TIMER
 from labforge.facts import AptHeldPackages
 from labforge.paths import REPO, in_repo
@@ -33,6 +33,20 @@ def settings() -> tuple[str, int]:
     if problem:
         raise Refused(problem)
     return host.data.get("backup_dir"), int(host.data.get("backup_keep"))
+
+
+def repository_credentials() -> dict[str, str] | None:
+    """backup_repository_env_file, checked (labforge/backup_credentials.py) against the host's restic; None when unset.
+    Preflight calls it too, so a bad file is refused before any layer changes anything."""
+    setting = host.data.get("backup_repository_env_file")
+    if not setting:
+        return None
+    settings()
+    try:
+        restic = backups.version_tuple(backups.restic_version(host.data, platform.current().codename))
+        return backup_credentials.load(str(setting), restic)
+    except (backups.BackupProblem, backup_credentials.CredentialsProblem) as exc:
+        raise Refused(str(exc)) from exc
 
 
 def schedule_period() -> float | None:
@@ -73,6 +87,14 @@ def install_program() -> None:
     files.directory(name=f"{directory} (root only)", path=directory, user="root", group="root", mode="0700")
     files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
                     user="root", group="root", mode="0700")
+    credentials = repository_credentials()
+    if credentials:
+        secrets.private_upload_dir()
+        secrets.put_secret(f"{backup_credentials.HOST_FILE} (the repository's credentials: root only)",
+                           backup_credentials.host_text(credentials), backup_credentials.HOST_FILE)
+    else:
+        files.file(name=f"No {backup_credentials.HOST_FILE} (backup_repository_env_file unset)",
+                   path=backup_credentials.HOST_FILE, present=False)
     files.put(name="labforge-data (labforge/data_program.py)", src=str(REPO / "labforge" / "data_program.py"), dest=DATA_PROGRAM,
               user="root", group="root", mode="0700", create_remote_dir=True)
     files.put(name=f"{DATA_CONFIG} (what labforge-data reads)", src=StringIO(json.dumps(config, indent=1, sort_keys=True) + "\n"),

@@ -11,6 +11,7 @@ from pyinfra.api import deploy
 from labforge import apt, compat, gpu, platform, releases, report, settings, split
 from labforge.facts import GitTagsAtHead, Identity, InitProcess
 from labforge.report import Refused
+from tasks.backups import repository_credentials
 
 
 @deploy("Preflight")
@@ -39,6 +40,8 @@ def preflight() -> None:
         compat.check(host.data, pinned_engine)
     except compat.Incompatible as exc:
         raise Refused(str(exc)) from exc
+    if host.data.get("cvat_start") and split.role(host.data) != "inference":
+        repository_credentials()  # a bad backup_repository_env_file is refused now, not after the first layers
     timeout = apt.lock_timeout()
     holders = host.get_fact(apt.AptLockHolders, timeout=timeout)
     if holders:

@@ -341,3 +341,47 @@ def test_retention_keeps_backup_keep_regular_backups(host, mirror, first_backup)
     regular = [item for item in json.loads(host.ssh(f"{DATA_PROGRAM} list").stdout) if item["kind"] in ("manual", "scheduled")]
     assert len(regular) <= 3 + 1, regular  # 3, and the newest of the release when it is older (it is not here)
     assert len(regular) == 3, regular
+
+
+def test_a_repository_off_the_host_gets_its_credentials_root_only_and_never_on_a_command_line(host, mirror, first_backup,
+                                                                                              tmp_path_factory):
+    """backup_repository on a real S3 implementation that checks every signature (testlab/s3.py, reached from the host
+    through a bridge to the machine's 127.0.0.1), its keys in backup_repository_env_file: the converge puts them on the
+    host root-only, labforge-data backs up through them, and no process, file or setting shows them to anyone else.
+    A converge without the setting removes them. (Before: labforge had no way to give restic credentials at all.)"""
+    from labforge import backup_credentials
+    from testlab.s3 import s3_server
+
+    secrets_dir = tmp_path_factory.mktemp("secrets")  # outside the repository, as the setting demands
+    with s3_server(secrets_dir / "moto.log") as s3:
+        host.forward(s3.port)
+        env_file = secrets_dir / "s3.env"
+        env_file.write_text(f"AWS_ACCESS_KEY_ID={s3.key_id}\nAWS_SECRET_ACCESS_KEY={s3.secret}\n")
+        env_file.chmod(0o644)
+        remote = {"backup_repository": f"s3:{s3.endpoint}/{s3.bucket}/lab", "backup_repository_env_file": str(env_file)}
+        refused = run(host, mirror, "backup.py", ok=False, **remote)
+        assert refused.returncode != 0 and f"can be read by others (mode 0644): chmod 600 {env_file}" in refused.stderr
+        env_file.chmod(0o600)
+        # watch the host's processes while the backup runs: restic's arguments must never carry a key
+        watcher = host.ssh("nohup sh -c 'for i in $(seq 1 600); do cat /proc/[0-9]*/cmdline 2>/dev/null | tr \"\\0\" \" \" "
+                           ">> /root/cmdlines.txt; echo >> /root/cmdlines.txt; sleep 0.1; done' >/dev/null 2>&1 & echo $!").stdout.strip()
+        taken = run(host, mirror, "backup.py", **remote)
+        host.ssh(f"kill {watcher}", check=False)
+        print("\n" + "; ".join(taken.summary_lines()))
+        assert any(f"in s3:{s3.endpoint}/{s3.bucket}/lab" in line for line in taken.summary_lines()), taken.summary_lines()
+        seen = host.ssh("cat /root/cmdlines.txt; rm -f /root/cmdlines.txt").stdout
+        assert "restic" in seen and s3.secret not in seen and s3.key_id not in seen
+        mode = host.ssh(f"stat -c '%a %U %G' {backup_credentials.HOST_FILE} /etc/labforge/backup").stdout.split("\n")
+        assert mode[:2] == ["600 root root", "700 root root"], mode
+        assert host.ssh(f"cat {backup_credentials.HOST_FILE}").stdout == env_file.read_text()
+        assert s3.secret not in host.ssh("cat /etc/labforge/data.json; systemctl cat labforge-backup.service").stdout
+        host.ssh("id labguest >/dev/null 2>&1 || useradd -M labguest")
+        assert host.ssh(f"su labguest -s /bin/sh -c 'cat {backup_credentials.HOST_FILE}'", check=False).returncode != 0
+        listed = host.ssh(f"set -a; . {backup_credentials.HOST_FILE}; RESTIC_REPOSITORY=s3:{s3.endpoint}/{s3.bucket}/lab "
+                          f"RESTIC_PASSWORD_FILE={PASSWORD_FILE} restic snapshots --json --tag labforge").stdout
+        (name,) = [m.group(1) for line in taken.summary_lines() if (m := re.search(r"backup (cvat-\S+) in s3:", line))]
+        assert [f"name={name}" in snap["tags"] for snap in json.loads(listed)] == [True]  # restic's own view, same keys
+    back = run(host, mirror, "deploy.py")
+    assert host.ssh(f"test -e {backup_credentials.HOST_FILE}", check=False).returncode != 0
+    assert json.loads(host.ssh("cat /etc/labforge/data.json").stdout)["repository"] == REPOSITORY
+    print(f"back to the repository on the host: changed={back.totals.changed}")
