@@ -24,13 +24,17 @@ _KEYSTONE = ("OS_AUTH_URL", "OS_REGION_NAME", "OS_USERNAME", "OS_USER_ID", "OS_P
              "OS_TENANT_NAME", "OS_USER_DOMAIN_NAME", "OS_USER_DOMAIN_ID", "OS_PROJECT_NAME", "OS_PROJECT_DOMAIN_NAME",
              "OS_PROJECT_DOMAIN_ID", "OS_TRUST_ID", "OS_APPLICATION_CREDENTIAL_ID", "OS_APPLICATION_CREDENTIAL_NAME",
              "OS_APPLICATION_CREDENTIAL_SECRET", "OS_STORAGE_URL", "OS_AUTH_TOKEN")
-# The backends' variables and the first pinned restic whose manual lists each (doc/040_backup.rst at v0.12.1, v0.14.0,
-# v0.16.4): a name the host's restic does not read would be ignored, and the repository refuse us for no clear reason
+# The backends' variables and the first pinned restic that reads each (its manual, doc/040_backup.rst at v0.12.1,
+# v0.14.0, v0.16.4; AZURE_ACCOUNT_SAS is read from cmd/restic/global.go at v0.14.0 on, absent at v0.12.1): a name the
+# host's restic does not read would be ignored, and the repository refuse us for no clear reason. AWS_SESSION_TOKEN is
+# listed from 0.14.0 but read before: the s3 backend asks minio-go's EnvAWS first (internal/backend/s3/s3.go 53-54 at
+# v0.12.1), which reads it.
 BACKEND_VARIABLES: dict[str, tuple[int, ...]] = {
-    **{name: (0, 12, 1) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "ST_AUTH",
-                                     "ST_USER", "ST_KEY", *_KEYSTONE, "B2_ACCOUNT_ID", "B2_ACCOUNT_KEY",
-                                     "AZURE_ACCOUNT_NAME", "AZURE_ACCOUNT_KEY", "GOOGLE_PROJECT_ID", "RCLONE_BWLIMIT")},
-    "AWS_SESSION_TOKEN": (0, 14, 0), "AZURE_ACCOUNT_SAS": (0, 14, 0),
+    **{name: (0, 12, 1) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                     "AWS_DEFAULT_REGION", "ST_AUTH", "ST_USER", "ST_KEY", *_KEYSTONE, "B2_ACCOUNT_ID",
+                                     "B2_ACCOUNT_KEY", "AZURE_ACCOUNT_NAME", "AZURE_ACCOUNT_KEY", "GOOGLE_PROJECT_ID",
+                                     "RCLONE_BWLIMIT")},
+    "AZURE_ACCOUNT_SAS": (0, 14, 0),
     "AZURE_ENDPOINT_SUFFIX": (0, 16, 4), "RESTIC_REST_USERNAME": (0, 16, 4), "RESTIC_REST_PASSWORD": (0, 16, 4),
 }
 NAMES_A_FILE = ("AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "RESTIC_CACERT",
@@ -44,9 +48,10 @@ class CredentialsProblem(ValueError):
 
 def parse(text: str, source: str, restic: tuple[int, ...]) -> dict[str, str]:
     """NAME=VALUE lines (blank lines and # comments skipped; no quotes, no `export`: the value is everything after
-    the first =) into restic's environment for a backend, or CredentialsProblem naming the line."""
+    the first =) into restic's environment for a backend, or CredentialsProblem naming the line. Lines end at \n
+    (a \r before it and a leading byte-order mark are dropped), so line numbers are an editor's."""
     found: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.removeprefix("\ufeff").replace("\r\n", "\n").split("\n"), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -70,6 +75,9 @@ def parse(text: str, source: str, restic: tuple[int, ...]) -> dict[str, str]:
             raise CredentialsProblem(f"{source} line {number}: {name} is set twice")
         if not value or "\0" in value:
             raise CredentialsProblem(f"{source} line {number}: {name} has no value")
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+            raise CredentialsProblem(f"{source} line {number}: {name}'s value is quoted; values are taken as they are: "
+                                     "remove the quotes")
         found[name] = value
     if not found:
         raise CredentialsProblem(f"{source} sets nothing: remove backup_repository_env_file, or put NAME=VALUE lines in it")

@@ -376,11 +376,11 @@ class Keeper:
         op = entry.get("op")
         if op == "backup" and entry.get("phase") == "online":
             self.say(f"a backup ({entry.get('name')}) was killed during its online pass: removing what it wrote")
-            self.drop_added(set(entry.get("before_online") or []))
+            self.drop_added(entry, set(entry.get("before_online") or []))
             self.clear_journal()
         elif op == "backup":
             self.say(f"a backup ({entry.get('name')}) was killed while CVAT was stopped: starting CVAT again")
-            self.drop_partial(entry)  # first: a full disk is freed before PostgreSQL starts again
+            self.drop_partial(entry)  # first: a full disk is freed before PostgreSQL starts again (never raises)
             self.compose("start")
             self.clear_journal()
         elif op == "restore":
@@ -394,19 +394,48 @@ class Keeper:
         the stopped pass began, `before_online`: before the online pass; a journal of an earlier labforge-data has
         only the first). Nothing is removed once the stopped pass's snapshot exists: the backup was complete."""
         before_stop = set(entry.get("repository_files") or [])
-        if any("/snapshots/" in path for path in self.repository_files() - before_stop):
+        if not self.config["repository"].startswith("/") or self.changed_since(entry, before_stop):
             return
-        self.drop_added(set(entry["before_online"]) if "before_online" in entry else before_stop)
+        if any(self.is_snapshot(path) for path in self.repository_files() - before_stop):
+            return
+        self.drop_added(entry, set(entry["before_online"]) if "before_online" in entry else before_stop)
 
-    def drop_added(self, before: set[str]) -> None:
-        """Remove every pack, index and snapshot file added since `before` (a repository on this host). Safe under
-        the data lock: only this backup wrote to the repository since, and a pack it added holds only blobs no older
-        snapshot refers to (restic stores a blob once), so the repository is as it was before it."""
-        if not self.config["repository"].startswith("/"):
+    def changed_since(self, entry: dict, before: set[str]) -> bool:
+        """Whether the repository is no longer the one the journal describes: another path (`backup_dir` moved
+        since), or a file it listed gone (a `restic prune` or `repair` by hand since). Then what the unfinished
+        backup wrote cannot be told apart and stays until the next prune; said once."""
+        if entry.get("repository", self.config["repository"]) == self.config["repository"] and before <= self.repository_files():
+            return False
+        self.say(f"left what the unfinished backup {entry.get('name')} wrote in {self.config['repository']}: the "
+                 "repository changed since it began (restic prune removes it)")
+        return True
+
+    def is_snapshot(self, path: str) -> bool:
+        """A finished snapshot file: <repository>/snapshots/<64 hex> (restic's local backend writes `<id>-tmp-...`
+        first and renames it; a name is the sha256 of its content)."""
+        directory, name = os.path.split(path)
+        return directory == os.path.join(self.config["repository"], "snapshots") and bool(SNAPSHOT_NAME.fullmatch(name))
+
+    def drop_added(self, entry: dict, before: set[str]) -> None:
+        """Remove every pack, index and snapshot file added since `before` (a repository on this host). Safe only
+        when nothing but this backup wrote to the repository since: under the data lock only it did, and a pack it
+        added holds only blobs no older snapshot refers to (restic stores a blob once). So nothing is removed when
+        the journal is of another repository (`backup_dir` moved since) or when a file it listed is gone (a `restic
+        prune` or `repair` by hand since): then what the backup wrote stays until the next prune, and it is said.
+        Never raises: a file that cannot be removed is said, and CVAT is started all the same."""
+        if not self.config["repository"].startswith("/") or self.changed_since(entry, before):
             return
+        failed = []
         for path in sorted(self.repository_files() - before):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failed.append(f"{path}: {exc.strerror}")
+        if failed:
+            self.say(f"could not remove {len(failed)} files the unfinished backup wrote ({failed[0]}); restic prune "
+                     "removes them")
 
     # -- backup --
     def backup(self, kind: str, protect: set[str] | None = None, retention: bool = True) -> dict:
@@ -456,7 +485,9 @@ class Keeper:
         before_online = sorted(self.repository_files())
         if online:  # read while CVAT serves; the stopped pass then reads only what changed since
             # journalled first: a kill during this pass leaves packs that the next run removes (recover)
-            self.write_journal({"op": "backup", "phase": "online", "name": name, "before_online": before_online})
+            online_entry = {"op": "backup", "phase": "online", "name": name, "repository": self.config["repository"],
+                            "before_online": before_online}
+            self.write_journal(online_entry)
             # A file CVAT deletes or replaces while this pass reads is expected here: restic then still makes its
             # snapshot and exits 3 (restic-backup(1), EXIT STATUS: "some source data could not be read (incomplete
             # snapshot created)", restic 0.13 and later). This pass only warms the repository up; the stopped pass
@@ -465,7 +496,7 @@ class Keeper:
                 first = self.restic("backup", "--json", "--tag", f"labforge,name={name}-online,kind=online,cvat={tag}",
                                     *last, *online, what="the online pass (CVAT running)", accept=(0, RESTIC_INCOMPLETE))
             except Failed as exc:  # e.g. the disk filled: what it wrote goes, CVAT was never stopped
-                self.drop_added(set(before_online))
+                self.drop_added(online_entry, set(before_online))
                 self.clear_journal()
                 raise Failed(f"{exc}; CVAT kept running and older backups are untouched") from None
             online_added = summary_of(first.out).get("data_added", 0)
@@ -474,9 +505,14 @@ class Keeper:
                 parent = ["--parent", first_id]
                 online_leftovers.append(Snapshot(first_id, f"{name}-online", "online", tag, ""))
         before = self.repository_files()
-        stopping = {"op": "backup", "phase": "stopping", "name": name, "repository_files": sorted(before),
-                    "before_online": before_online}
-        self.write_journal(stopping)
+        stopping = {"op": "backup", "phase": "stopping", "name": name, "repository": self.config["repository"],
+                    "repository_files": sorted(before), "before_online": before_online}
+        try:
+            self.write_journal(stopping)
+        except Failed as exc:  # e.g. the online pass filled the disk: what it wrote goes, nothing was stopped
+            self.drop_added(stopping, set(before_online))
+            self.clear_journal()
+            raise Failed(f"{exc}; CVAT kept running and older backups are untouched") from None
         down_from = self.runner.monotonic()
         try:
             self.compose("stop")
@@ -717,6 +753,7 @@ def tree_size(path: str) -> int:
     return total
 
 
+SNAPSHOT_NAME = re.compile(r"[0-9a-f]{64}")
 NO_SPACE = "no space left on device"  # strerror(ENOSPC), as restic and Python say it
 RESTIC_INCOMPLETE = 3  # restic backup: a snapshot was made, but some source data could not be read
 
@@ -734,9 +771,21 @@ def summary_of(out: str) -> dict:
 
 
 def write_json_text(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(text)
+    """A new file (the repository's password), whole or not at all: a full disk must not leave an empty password
+    that restic then refuses forever ("an empty password is not a password")."""
+    tmp = f"{path}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.link(tmp, path)  # fails when path exists: never replaces a password
+    except OSError as exc:
+        raise Failed(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def read_env(path: str) -> dict[str, str]:

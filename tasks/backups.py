@@ -88,17 +88,17 @@ def install_program() -> None:
     files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
                     user="root", group="root", mode="0700")
     credentials = repository_credentials()
-    if credentials:
+    if credentials:  # before the settings that name it
         secrets.private_upload_dir()
         secrets.put_secret(f"{backup_credentials.HOST_FILE} (the repository's credentials: root only)",
                            backup_credentials.host_text(credentials), backup_credentials.HOST_FILE)
-    else:
-        files.file(name=f"No {backup_credentials.HOST_FILE} (backup_repository_env_file unset)",
-                   path=backup_credentials.HOST_FILE, present=False)
     files.put(name="labforge-data (labforge/data_program.py)", src=str(REPO / "labforge" / "data_program.py"), dest=DATA_PROGRAM,
               user="root", group="root", mode="0700", create_remote_dir=True)
     files.put(name=f"{DATA_CONFIG} (what labforge-data reads)", src=StringIO(json.dumps(config, indent=1, sort_keys=True) + "\n"),
               dest=DATA_CONFIG, user="root", group="root", mode="0600")
+    if not credentials:  # after the settings stop naming it
+        files.file(name=f"No {backup_credentials.HOST_FILE} (backup_repository_env_file unset)",
+                   path=backup_credentials.HOST_FILE, present=False)
 
 
 def recover() -> None:

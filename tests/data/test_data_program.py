@@ -589,3 +589,123 @@ def test_killed_after_the_disk_filled_while_cvat_was_stopped_the_next_run_frees_
     assert dp.main(["--wait", "0", "recover"], keeper=disk_keeper(shared_disk)) == 0
     assert world.running and world.free_at_start[-1] >= 19 * MiB, f"{world.free_at_start[-1] / MiB:.1f} MiB free"
     assert not (disk / "journal.json").exists()
+
+
+# --- what a cleanup must never remove, and must always finish --------------------------------------------------------
+
+def killed_online_pass(lab, at: str = "backup:stopping") -> set[str]:
+    """A backup killed at `at`: "backup:stopping" (right after its online pass wrote its packs) or "backup:online"
+    (as its online pass begins); returns the repository's files before it."""
+    tmp, world, _ = lab
+    keeper(lab).backup("manual")
+    world.write("b")
+    before = {str(p) for sub in ("data", "index", "snapshots") for p in (tmp / "repo" / sub).rglob("*") if p.is_file()}
+    k = keeper(lab)
+    k.runner.world_hooks = {at: lambda: (_ for _ in ()).throw(dp.Killed(at))}
+    k.lock.acquire("test", 0, k.runner)
+    with pytest.raises(dp.Killed):
+        k.backup("manual")
+    os.close(k.lock.fd)
+    return before
+
+
+def repo_files(tmp: Path) -> set[str]:
+    return {str(p) for sub in ("data", "index", "snapshots") for p in (tmp / "repo" / sub).rglob("*") if p.is_file()}
+
+
+def test_a_journal_of_another_repository_or_a_pruned_one_removes_nothing(lab):
+    """The journal lists the files from before the killed backup; anything else is what it wrote, unless the
+    repository changed since: moved (backup_dir changed, then a converge) or pruned by hand. Then removing "what is
+    not listed" would remove good backups. Seen failing before the fix: a journal of another path removed every pack,
+    index and snapshot of the repository (a journal of the online pass); one of the stopped pass kept them only
+    because its check took the moved repository's snapshots for the backup's own, and said nothing."""
+    tmp, world, _ = lab
+    for at in ("backup:online", "backup:stopping"):
+        killed_online_pass(lab, at)
+        journal = json.loads((tmp / "journal.json").read_text())
+        assert journal["phase"] == at.split(":")[1]
+        elsewhere = {key: [p.replace(str(tmp), "/var/backups/elsewhere") for p in journal[key]]
+                     for key in ("before_online", "repository_files") if key in journal}
+        moved = {**journal, **elsewhere, "repository": "/var/backups/elsewhere/repo"}
+        (tmp / "journal.json").write_text(json.dumps(moved))
+        everything = repo_files(tmp)
+        after = keeper(lab)
+        assert dp.main(["--wait", "0", "recover"], keeper=after) == 0
+        assert repo_files(tmp) == everything and world.running, at
+        assert any("the repository changed since it began" in line for line in after.said), after.said
+    # pruned by hand since: one file the journal lists is gone
+    before = killed_online_pass(lab)
+    gone = sorted(before)[0]
+    os.unlink(gone)
+    everything = repo_files(tmp)
+    assert dp.main(["--wait", "0", "recover"], keeper=keeper(lab)) == 0
+    assert repo_files(tmp) == everything and world.running
+
+
+def test_a_half_written_snapshot_does_not_pass_for_a_finished_backup(lab):
+    """A kill while restic writes its snapshot leaves snapshots/<id>-tmp-... (its local backend renames it when done):
+    what the backup wrote must still go. Seen failing before the fix: any path with /snapshots/ counted as done."""
+    tmp, world, _ = lab
+    before = killed_online_pass(lab)
+    (tmp / "repo" / "snapshots" / ("ab" * 32 + "-tmp-4242")).write_bytes(b"half")
+    assert dp.main(["--wait", "0", "recover"], keeper=keeper(lab)) == 0
+    assert repo_files(tmp) == before and world.running
+
+
+def test_a_file_that_cannot_be_removed_never_keeps_cvat_stopped(lab, monkeypatch):
+    tmp, world, _ = lab
+    killed_online_pass(lab)
+    world.running = False  # as if killed while stopped: the journal says stopping
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if "/repo/data/" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(dp.os, "unlink", unlink)
+    after = keeper(lab)
+    assert dp.main(["--wait", "0", "recover"], keeper=after) == 0
+    assert world.running and not (tmp / "journal.json").exists()
+    assert any("could not remove" in line and "Permission denied" in line for line in after.said), after.said
+
+
+def test_a_journal_that_cannot_be_written_after_the_online_pass_leaves_nothing_behind(lab, monkeypatch):
+    """The online pass filled the disk, so the journal's next phase cannot be written: nothing was stopped, and what
+    the online pass wrote must go now, not at the next run a day later. Seen failing before the fix: its packs and
+    snapshot stayed, and the journal still said "online"."""
+    tmp, world, _ = lab
+    keeper(lab).backup("manual")
+    world.write("b")
+    before = repo_files(tmp)
+    real = dp.write_json
+
+    def write_json(path, value, mode=0o600):
+        if value.get("phase") == "stopping":
+            raise dp.Failed(f"cannot write {path}: No space left on device")
+        return real(path, value, mode)
+
+    monkeypatch.setattr(dp, "write_json", write_json)
+    k = keeper(lab)
+    with pytest.raises(dp.Failed, match="No space left on device; CVAT kept running"):
+        k.backup("manual")
+    assert repo_files(tmp) == before and world.running and "compose stop" not in k.runner.commands
+    assert not (tmp / "journal.json").exists()
+
+
+@needs_root
+def test_the_first_backup_on_a_full_disk_leaves_no_empty_password(shared_disk, capsys):
+    """The repository's password is made on first use; on a full disk it must not be left empty (restic would then
+    refuse every later run: "an empty password is not a password"). Seen failing before the fix: a 0-byte password
+    file and a traceback."""
+    disk, _, _ = shared_disk
+    password = disk / "backup" / "restic-password"
+    fill(disk, 0)
+    k = disk_keeper(shared_disk, password_file=str(password), repository=str(disk / "new-repo"))
+    assert dp.main(["--wait", "0", "backup"], keeper=k) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left" in err[0].lower(), err
+    assert not password.exists() and not list(password.parent.glob("*"))
+    (disk / "filler").unlink()
+    assert disk_keeper(shared_disk, password_file=str(password), repository=str(disk / "new-repo")).backup("manual")["result"] == "ok"
+    assert len(password.read_text().strip()) == 64

@@ -62,6 +62,8 @@ def test_a_missing_file_is_one_line(tmp_path):
     ("AWS_ACCESS_KEY_ID=x\nAWS_ACCESS_KEY_ID=y\n", "line 2: AWS_ACCESS_KEY_ID is set twice"),
     ("AWS_ACCESS_KEY_ID=\n", "has no value"),
     ("# nothing\n\n", "sets nothing"),
+    ('AWS_ACCESS_KEY_ID="AKIA123"\n', "value is quoted; values are taken as they are: remove the quotes"),
+    ("\ufeffAWS_ACCESS_KEY_ID=x\r\nAWS_ACCESS_KEY_ID=y\r\n", "line 2: AWS_ACCESS_KEY_ID is set twice"),
 ])
 def test_what_restic_must_not_take_from_it_is_refused_naming_the_line(tmp_path, text, why):
     with pytest.raises(bc.CredentialsProblem, match=why):
@@ -69,16 +71,18 @@ def test_what_restic_must_not_take_from_it_is_refused_naming_the_line(tmp_path, 
 
 
 def test_a_variable_the_hosts_restic_does_not_read_is_refused_for_that_release_only(tmp_path):
-    """RESTIC_REST_USERNAME is in restic's manual at v0.16.4 (noble), not at v0.14.0 (bookworm); AWS_SESSION_TOKEN
-    from v0.14.0, not at v0.12.1 (jammy). Ignored silently, the server would refuse us for no clear reason."""
+    """RESTIC_REST_USERNAME is in restic's manual at v0.16.4 (noble), not at v0.14.0 (bookworm); AZURE_ACCOUNT_SAS
+    is read from v0.14.0, not at v0.12.1 (jammy). Ignored silently, the server would refuse us for no clear reason."""
     rest = secret_file(tmp_path, "RESTIC_REST_USERNAME=lab\nRESTIC_REST_PASSWORD=pw\n")
     assert bc.load(str(rest), NOBLE)["RESTIC_REST_USERNAME"] == "lab"
     with pytest.raises(bc.CredentialsProblem, match=r"read from restic 0\.16\.4 on; this host's restic is 0\.14\.0"):
         bc.load(str(rest), BOOKWORM)
-    token = secret_file(tmp_path, "AWS_SESSION_TOKEN=t\n")
-    assert bc.load(str(token), BOOKWORM) == {"AWS_SESSION_TOKEN": "t"}
+    sas = secret_file(tmp_path, "AZURE_ACCOUNT_SAS=sv=2026\n")
+    assert bc.load(str(sas), BOOKWORM) == {"AZURE_ACCOUNT_SAS": "sv=2026"}
     with pytest.raises(bc.CredentialsProblem, match=r"0\.14\.0 on; this host's restic is 0\.12\.1"):
-        bc.load(str(token), JAMMY)
+        bc.load(str(sas), JAMMY)
+    token = secret_file(tmp_path, "AWS_SESSION_TOKEN=t\n")  # read through minio-go's EnvAWS at 0.12.1 already
+    assert bc.load(str(token), JAMMY) == {"AWS_SESSION_TOKEN": "t"}
 
 
 def settings(**extra) -> dict:
