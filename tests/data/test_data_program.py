@@ -509,6 +509,13 @@ def fill(disk: Path, leave: int) -> None:
         out.write(b"\0" * max(0, free_bytes(disk) - leave))
 
 
+def written_then_full(disk: Path, world: World) -> None:
+    """CVAT wrote 40 MiB of new media during the online pass (the stopped pass must read it), then the disk filled."""
+    for i in range(5):
+        (world.mount("cvat_data") / f"new-{i}").write_bytes(os.urandom(8 * MiB))
+    fill(disk, 20 * MiB)
+
+
 def repository_bytes(disk: Path) -> int:
     return sum(p.stat().st_size for p in (disk / "repo").rglob("*") if p.is_file() and "locks" not in p.parts)
 
@@ -525,14 +532,8 @@ def test_a_disk_that_fills_during_a_backup_is_given_back_and_cvat_runs(shared_di
     disk, world, _ = shared_disk
     k = disk_keeper(shared_disk)
     stored = repository_bytes(disk)
-
-    def written_meanwhile() -> None:  # CVAT wrote 40 MiB of new media during the online pass, then the disk filled
-        for i in range(5):
-            (world.mount("cvat_data") / f"new-{i}").write_bytes(os.urandom(8 * MiB))
-        fill(disk, 20 * MiB)
-
     k.runner.world_hooks = {"online": lambda: fill(disk, 20 * MiB)} if when == "online" else \
-        {"backup:stopping": written_meanwhile}
+        {"backup:stopping": lambda: written_then_full(disk, world)}
     with pytest.raises(dp.Failed) as failed:
         k.backup("scheduled")
     assert "no space left on device" in str(failed.value).lower() and "\n" not in str(failed.value), failed.value
@@ -572,15 +573,10 @@ def test_killed_after_the_disk_filled_while_cvat_was_stopped_the_next_run_frees_
     disk, world, _ = shared_disk
     k = disk_keeper(shared_disk)
 
-    def written_meanwhile() -> None:
-        for i in range(5):
-            (world.mount("cvat_data") / f"new-{i}").write_bytes(os.urandom(8 * MiB))
-        fill(disk, 20 * MiB)
-
     def killed() -> None:
         raise dp.Killed("after the stopped pass")
 
-    k.runner.world_hooks = {"backup:stopping": written_meanwhile, "stopped pass done": killed}
+    k.runner.world_hooks = {"backup:stopping": lambda: written_then_full(disk, world), "stopped pass done": killed}
     k.lock.acquire("test", 0, k.runner)
     with pytest.raises(dp.Killed):
         k.backup("scheduled")
