@@ -16,7 +16,7 @@ import re
 import stat
 from pathlib import Path
 
-from labforge.paths import REPO
+from labforge.paths import inside
 
 HOST_FILE = "/etc/labforge/backup/repository.env"  # 0600 root, in the 0700 directory beside the password
 
@@ -88,7 +88,7 @@ def load(setting: str, restic: tuple[int, ...]) -> dict[str, str]:
     """The control machine's credentials file, refused unless it is outside the repository and only its owner can
     read it (as ssh refuses a private key others can read)."""
     path = Path(setting).expanduser().resolve()
-    if path == REPO or REPO in path.parents:
+    if inside(path):
         raise CredentialsProblem(f"backup_repository_env_file {path} is inside the repository; keep secrets outside git")
     try:
         info = path.stat()

@@ -15,13 +15,19 @@ def in_repo(setting: str) -> Path:
     return path if path.is_absolute() else REPO / path
 
 
+def inside(path: Path, repo: Path = REPO) -> bool:
+    """Whether the resolved `path` is `repo` or lies under it: where no secret may be read from."""
+    path = path.resolve()
+    return path == repo or repo in path.parents
+
+
 def committable(path: Path, repo: Path = REPO) -> bool:
     """Whether `path` lies in the git repository `repo` and git does not ignore it: a secret or a backup written
     there would be committed by the next `git add -A`."""
     import subprocess
 
     path = path.resolve()
-    if (path != repo and repo not in path.parents) or not (repo / ".git").exists():
+    if not inside(path, repo) or not (repo / ".git").exists():
         return False
     return subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "--no-index", str(path)],
                           capture_output=True).returncode != 0

@@ -6,7 +6,7 @@ import os
 from io import StringIO
 from pathlib import Path
 
-from labforge.paths import REPO
+from labforge.paths import inside
 
 ENV_VAR = "LABFORGE_CVAT_ADMIN_PASSWORD"
 MIN_LENGTH = 12
@@ -44,7 +44,7 @@ def admin_password(username: str, password_file: str | None, environ: dict[str, 
     password = environ.get(ENV_VAR, "")
     if not password and password_file:
         path = Path(password_file).expanduser().resolve()
-        if path == REPO or REPO in path.parents:
+        if inside(path):
             raise WeakSecret(f"cvat_admin_password_file {path} is inside the repository; keep secrets outside git")
         try:
             password = path.read_text().strip()

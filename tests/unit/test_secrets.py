@@ -5,6 +5,7 @@ import re
 import pytest
 
 from labforge import secrets
+from labforge.paths import REPO
 from labforge.secrets import WeakSecret, admin_password
 
 
@@ -26,7 +27,7 @@ def test_environment_wins_over_file(tmp_path):
 
 def test_file_inside_repo_refused():
     with pytest.raises(WeakSecret, match="inside the repository"):
-        admin_password("admin", str(secrets.REPO / "README.md"), {})
+        admin_password("admin", str(REPO / "README.md"), {})
 
 
 def test_unreadable_file(tmp_path):
