@@ -393,18 +393,20 @@ class Keeper:
         that a full disk is freed before CVAT starts again; `entry`: its journal (`repository_files`: the files when
         the stopped pass began, `before_online`: before the online pass; a journal of an earlier labforge-data has
         only the first). Nothing is removed once the stopped pass's snapshot exists: the backup was complete."""
+        if not self.config["repository"].startswith("/"):
+            return
         before_stop = set(entry.get("repository_files") or [])
-        if not self.config["repository"].startswith("/") or self.changed_since(entry, before_stop):
+        before = set(entry["before_online"]) if "before_online" in entry else before_stop
+        now = self.repository_files()
+        if self.changed_since(entry, before_stop | before, now) or any(self.is_snapshot(p) for p in now - before_stop):
             return
-        if any(self.is_snapshot(path) for path in self.repository_files() - before_stop):
-            return
-        self.drop_added(entry, set(entry["before_online"]) if "before_online" in entry else before_stop)
+        self.remove(now - before)
 
-    def changed_since(self, entry: dict, before: set[str]) -> bool:
+    def changed_since(self, entry: dict, before: set[str], now: set[str]) -> bool:
         """Whether the repository is no longer the one the journal describes: another path (`backup_dir` moved
         since), or a file it listed gone (a `restic prune` or `repair` by hand since). Then what the unfinished
         backup wrote cannot be told apart and stays until the next prune; said once."""
-        if entry.get("repository", self.config["repository"]) == self.config["repository"] and before <= self.repository_files():
+        if entry.get("repository", self.config["repository"]) == self.config["repository"] and before <= now:
             return False
         self.say(f"left what the unfinished backup {entry.get('name')} wrote in {self.config['repository']}: the "
                  "repository changed since it began (restic prune removes it)")
@@ -423,10 +425,16 @@ class Keeper:
         the journal is of another repository (`backup_dir` moved since) or when a file it listed is gone (a `restic
         prune` or `repair` by hand since): then what the backup wrote stays until the next prune, and it is said.
         Never raises: a file that cannot be removed is said, and CVAT is started all the same."""
-        if not self.config["repository"].startswith("/") or self.changed_since(entry, before):
+        if not self.config["repository"].startswith("/"):
             return
+        now = self.repository_files()
+        if not self.changed_since(entry, before, now):
+            self.remove(now - before)
+
+    def remove(self, added: set[str]) -> None:
+        """Unlink what the unfinished backup added; never raises (see drop_added)."""
         failed = []
-        for path in sorted(self.repository_files() - before):
+        for path in sorted(added):
             try:
                 os.unlink(path)
             except FileNotFoundError:
