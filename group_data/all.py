@@ -23,7 +23,7 @@ apt_cache_time = None
 # fresh server's first boot) before the run fails with one line naming the process that holds them.
 apt_lock_timeout = 600
 # What the base layer installs: tools the later layers (and an admin) use (python3-yaml: the functions layer's
-# labforge/function_config.py reads CVAT's function YAMLs on the host).
+# labforge/function_config.py and the upgrade's labforge/function_inputs.py read function YAMLs on the host).
 base_packages = ["git", "curl", "ca-certificates", "gnupg", "gcc", "python3-yaml"]
 
 # --- Docker Engine (https://docs.docker.com/engine/install/ubuntu/) --------------------------
@@ -161,6 +161,10 @@ cvat_api_timeout = 600
 # Seconds an upgrade waits for the new release's API, i.e. for its migrations (CVAT's upgrade guide: "It can take
 # time especially if you have a lot of data. Please do not terminate the migration"), before it rolls back.
 cvat_upgrade_timeout = 3600
+# Before an upgrade stops CVAT, check that every URL and package index the functions' rebuild fetches (read from their
+# YAMLs and Dockerfiles at the new release: labforge/function_inputs.py) answers from the host. False: check only
+# their images, for a lab whose builds reach those URLs another way (a proxy Docker's builds use but the host does not).
+cvat_upgrade_check_build_downloads = True
 # CVAT superuser created non-interactively; the password comes from $LABFORGE_CVAT_ADMIN_PASSWORD or
 # from cvat_admin_password_file (a path on the control machine, outside this repository), never from here.
 cvat_admin_user = "admin"

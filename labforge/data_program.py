@@ -33,6 +33,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 CONFIG = "/etc/labforge/data.json"
@@ -72,10 +74,10 @@ class Runner:
     """Runs the host's commands; the unit tests replace it (and use `point` to kill between steps)."""
 
     def run(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-            timeout: float | None = None) -> Result:
+            timeout: float | None = None, stdin: str | None = None) -> Result:
         full = {**os.environ, **(env or {})}
         try:
-            proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=stdin)
         except subprocess.TimeoutExpired:
             return Result(124, "", f"{argv[0]} did not finish within {timeout:.0f}s")
         except FileNotFoundError:
@@ -84,6 +86,22 @@ class Runner:
 
     def point(self, label: str) -> None:
         """A place a kill can happen at (the tests kill here)."""
+
+    def unreachable(self, url: str, timeout: float = 20) -> str | None:
+        """None when ``url`` answers from this host (a status below 400, after redirects), else why not, in a few
+        words. HEAD first; a server that refuses HEAD alone is asked for its first byte."""
+        for method in ("HEAD", "GET"):
+            headers = {"User-Agent": "labforge-upgrade-check", **({"Range": "bytes=0-0"} if method == "GET" else {})}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=timeout):
+                    return None
+            except urllib.error.HTTPError as exc:
+                if method == "HEAD" and exc.code in (403, 405, 501):
+                    continue
+                return f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                return str(getattr(exc, "reason", exc))[:120]
+        return None
 
     def now(self) -> datetime.datetime:
         return datetime.datetime.now(datetime.timezone.utc)
@@ -1026,6 +1044,67 @@ class Mover:
         if not os.access(kept, os.X_OK):
             raise Failed(f"{to} needs nuctl {nuctl}, which is not at {kept} (the Nuclio layer installs it: converge with "
                          "the network to its mirror)")
+        self.function_inputs(to, nuctl)
+
+    def function_inputs(self, to: str, nuctl: str) -> None:
+        """What rebuilding this host's functions at `to` fetches (the converge after the move redeploys every one:
+        the nuctl is in each one's source hash): Nuclio's onbuild images for `nuctl` and each function's base images
+        present or pulled now, and every URL and package index its build reads answering from here (unless
+        upgrade_check_build_downloads is off). A miss is refused like a missing image: CVAT untouched."""
+        images: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        for entry in (self.settings.get("functions") or {}).get(to) or []:
+            texts = self.function_texts(entry)
+            if texts is None:  # ours, never uploaded here: its first deploy is no upgrade's
+                continue
+            config, dockerfiles = texts
+            request = json.dumps({"config": config, "dockerfiles": dockerfiles, "built": entry.get("built") or []})
+            found = self.runner.run(list(self.settings["inputs_program"]), stdin=request)
+            if found.code != 0:
+                raise Failed(f"reading what {entry['path']} builds from at {to}: {found.last()}")
+            answer = json.loads(found.out)
+            needs = list(answer["images"])
+            if answer.get("python"):
+                needs = [template.format(nuctl=nuctl, arch=self.settings["arch"]) for template in self.settings["onbuild"]] + needs
+            for image in needs:
+                images.setdefault(image, entry["path"])
+            for url in answer["urls"]:
+                urls.setdefault(url, entry["path"])
+        for image, path in images.items():
+            if self.runner.run(["docker", "image", "inspect", image]).code == 0:
+                continue
+            pulled = self.runner.run(["docker", "pull", "-q", image])
+            if pulled.code != 0:
+                raise Failed(f"{path} is rebuilt at {to} from the image {image}, which is not here and cannot be pulled "
+                             f"({pulled.last()[:200]})")
+        if not self.settings.get("check_build_downloads", True):
+            return
+        for url, path in urls.items():
+            why = self.runner.unreachable(url)
+            if why:
+                raise Failed(f"{path} is rebuilt at {to}, and its build fetches {url}, which does not answer from this "
+                             f"host ({why}); make it reachable, or set cvat_upgrade_check_build_downloads: False if "
+                             "the build reaches it another way")
+
+    def function_texts(self, entry: dict) -> tuple[str, list[str]] | None:
+        """A function's configuration (its GPU variant on a GPU host, where it has one) and the Dockerfiles its deploy
+        builds first: CVAT's from the git objects of the tag it is built from, ours from where the converge put it."""
+        names = ["function-gpu.yaml", "function.yaml"] if entry.get("gpu") else ["function.yaml"]
+        if "dir" in entry:
+            for name in names:
+                path = os.path.join(entry["dir"], name)
+                if os.path.isfile(path):
+                    with open(path, encoding="utf-8") as handle:
+                        return handle.read(), []
+            return None
+        git = ["git", "-C", self.keeper.config["cvat_dir"], "show"]
+        tag, path = entry["tag"], entry["path"]
+        shown = [self.runner.run([*git, f"{tag}:{path}/nuclio/{name}"]) for name in names]
+        config = next((result for result in shown if result.code == 0), None)
+        if config is None:
+            raise Failed(f"reading {path}/nuclio/function.yaml at {tag}: {shown[-1].last()}")
+        dockerfiles = [self.runner.run([*git, f"{tag}:{directory}/Dockerfile"]) for directory in entry.get("dockerfiles") or []]
+        return config.out, [result.out for result in dockerfiles if result.code == 0]
 
     # -- the steps --
     def function_containers(self) -> list[str]:

@@ -41,6 +41,17 @@ CONFIG_DIR = "/var/lib/labforge/functions"
 # Docker's and the kernel's ephemeral ports when /proc/sys/net/ipv4/ip_local_port_range cannot be read (Linux's
 # default; moby's portallocator reads the same file).
 DEFAULT_EPHEMERAL = (32768, 60999)
+# The images Nuclio's builder copies the processor and the python handler's wheels from (nuclio at 59fa1656:
+# pkg/processor/build/runtime/python/runtime.go GetProcessorDockerfileInfo, "<registry>/nuclio/handler-builder-python-
+# onbuild:<nuctl's version label>-<arch>", the registry quay.io by default: containerimagebuilderpusher/types.go), and
+# the health-check client the local platform adds (build/builder.go uhttpcImage). Without --no-pull, nuctl runs
+# `docker pull` on each of them on every build, present or not (containerimagebuilderpusher/docker.go
+# ensureImagesExist), so a registry outage failed every deploy and a lab could not build from images it loaded: the
+# deploy pulls them only when they are not here, then builds with --no-pull (which skips only that pull: the base
+# image is still pulled by `docker build` when missing).
+ONBUILD_IMAGES = ("quay.io/nuclio/handler-builder-python-onbuild:{nuctl}-{arch}", "quay.io/nuclio/uhttpc:0.0.1-{arch}")
+# A function program that reads what a function's build fetches (labforge/function_inputs.py): the upgrade checks it.
+INPUTS_PROGRAM = "/usr/local/lib/labforge/function-inputs"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class FunctionSource:
     source_tag: str = ""  # the CVAT tag of that tree
     answer: str = ""  # ours only: the interactor answer form the lab's CVAT reads (interactor_answer), passed as ANSWER_ENV
     port: int = 0  # the host port labforge gives it (nuclio_function_ports); 0: Nuclio's choice (previous, else random)
+    nuctl: str = ""  # the nuctl version that deploys it ("": unknown, and nuctl pulls its onbuild images itself)
 
     @property
     def slug(self) -> str:
@@ -164,7 +176,7 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
         answer = interactor_answer(cvat_version) if is_interactor(REPO / path) else ""
         return FunctionSource(path, f"{LOCAL_FUNCTIONS_DIR}/{Path(path).name}",
                               local_digest(REPO / path, f"{salt}:answer={answer}", REPO / RUNTIME), on_gpu, memory, answer=answer,
-                              port=port)
+                              port=port, nuctl=nuctl)
     tag, root = cvat_version, cvat_dir
     pinned = (source_tags or {}).get(path)
     if pinned and compat.release(cvat_version) > compat.release(pinned):
@@ -172,7 +184,7 @@ def source(path: str, cvat_dir: str, cvat_version: str, on_gpu: bool,
     elif not cvat_dir:  # an inference host: no checkout, the tag's tree is extracted like an older tag's
         root = f"{LOCAL_FUNCTIONS_DIR}/cvat-{tag}"
     digest = hashlib.sha256(f"{tag}:{path}:{salt}".encode()).hexdigest()[:16]
-    return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag, port=port)
+    return FunctionSource(path, f"{root}/{path}/nuclio", digest, on_gpu, memory, root, tag, port=port, nuctl=nuctl)
 
 
 def from_settings(path: str, data, on_gpu: bool, port: int | None = None) -> FunctionSource:
@@ -198,6 +210,23 @@ def extract_command(fn: FunctionSource, cvat_dir: str) -> str:
             f"git -C {cvat_dir} fetch --quiet --depth 1 origin tag {fn.source_tag}; "
             f"rm -rf {tmp} && mkdir -p {tmp} && {{ [ ! -d {fn.root} ] || cp -a {fn.root}/. {tmp}/; }} && "
             f"git -C {cvat_dir} archive {fn.source_tag} {parts} | tar -x -C {tmp} && rm -rf {fn.root} && mv {tmp} {fn.root}")
+
+
+def onbuild_images(nuctl: str, arch: str) -> list[str]:
+    """The onbuild images a python function's build with nuctl ``nuctl`` copies from, on Debian arch ``arch`` (Go's
+    GOARCH names, which Nuclio's version label uses, are Debian's for amd64 and arm64)."""
+    return [template.format(nuctl=nuctl, arch=arch) for template in ONBUILD_IMAGES]
+
+
+def built_images(path: str) -> dict[str, str]:
+    """The images the deploy of CVAT's function ``path`` builds itself before nuctl, as deploy_cpu.sh does: image ->
+    its Dockerfile's directory relative to the CVAT tree. The function's own one is built only when its nuclio
+    directory has a Dockerfile."""
+    if path.startswith("files/"):
+        return {}
+    built = {"cvat.openvino.base": "serverless/openvino/base"} if path.startswith("serverless/openvino/") else {}
+    built["cvat." + path.removeprefix("serverless/").replace("/", ".") + ".base"] = f"{path}/nuclio"
+    return built
 
 
 def is_current(fn: FunctionSource, deployed: list[dict] | None) -> dict | None:
@@ -228,24 +257,27 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
     env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items())
     memory_arg = f" --resource-limit {shlex.quote(f'memory={fn.memory_limit}')}" if fn.memory_limit else ""
     platform_config = shlex.quote(json.dumps({"attributes": {"network": network}}))
+    onbuild = " ".join(onbuild_images(fn.nuctl, "$arch")) if fn.nuctl else ""
     commands = [ready,
                 "nuctl get project cvat --platform local >/dev/null 2>&1 || nuctl create project cvat --platform local"]
-    if fn.path.startswith("serverless/openvino/"):
-        commands.append(f"DOCKER_BUILDKIT=1 docker build -t cvat.openvino.base {fn.root or cvat_dir}/serverless/openvino/base")
-    if not fn.is_local:  # deploy_cpu.sh builds a function's own base image when its nuclio dir has a Dockerfile
-        base = "cvat." + fn.path.removeprefix("serverless/").replace("/", ".") + ".base"
-        commands.append(f"if [ -f {fn.yaml_dir}/Dockerfile ]; then DOCKER_BUILDKIT=1 docker build -t {base} {fn.yaml_dir}; fi")
+    if onbuild:  # present, or pulled now (ONBUILD_IMAGES): nuctl then builds with --no-pull
+        commands.append(f"arch=$(dpkg --print-architecture) && for image in {onbuild}; do docker image inspect "
+                        f"\"$image\" >/dev/null 2>&1 || docker pull -q \"$image\" >/dev/null || exit 1; done")
+    for image, directory in built_images(fn.path).items():  # deploy_cpu.sh builds these first
+        context = f"{fn.root or cvat_dir}/{directory}"
+        build = f"DOCKER_BUILDKIT=1 docker build -t {image} {context}"
+        commands.append(build if directory == "serverless/openvino/base" else f"if [ -f {context}/Dockerfile ]; then {build}; fi")
     check = ("import json,sys; d=json.load(sys.stdin); d=d if isinstance(d,list) else [d]; "
              f"ok=[f for f in d if f['metadata'].get('labels',{{}}).get('{SLUG_LABEL}')=='{fn.slug}' "
              "and f['status'].get('state')=='ready']; "
              f"sys.exit(0 if ok else 'labforge: function {fn.path} is not ready after deploy (nuctl get functions)')")
-    config = '"$f"'
+    config, no_pull = '"$f"', " --no-pull" if onbuild else ""
     if fn.port:  # the configuration with its host port (labforge/function_config.py), then deployed from it
         config = shlex.quote(f"{CONFIG_DIR}/{fn.slug}.yaml")
         yaml_choice += f" && mkdir -p {CONFIG_DIR} && python3 {CONFIG_PROGRAM} \"$f\" {fn.port} {config}"
     commands += [
         f"{yaml_choice} && nuctl deploy --project-name cvat --path {fn.yaml_dir} --file {config} --platform local "
-        f"{env_args} --platform-config {platform_config}{memory_arg} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
+        f"{env_args} --platform-config {platform_config}{memory_arg}{no_pull} --labels {SLUG_LABEL}={fn.slug},{HASH_LABEL}={fn.digest}",
         f"nuctl get functions --platform local -o json | python3 -c {shlex.quote(check)}",
     ]
     if reboot_guard:

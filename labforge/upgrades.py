@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labforge import compat, compose, nuctl
+from labforge import compat, compose, nuclio_functions, nuctl, split
 from labforge.data_program import UPGRADE_STEPS
 
 OLD_SCRIPT = "/usr/local/lib/labforge/cvat-upgrade"  # labforge's earlier shell upgrade script: removed by the converge
@@ -93,12 +93,36 @@ def row_steps(data, tag: str) -> list[str]:
     return steps
 
 
-def program_settings(data) -> dict:
+def rebuilt_functions(data, tag: str, on_gpu: bool) -> list[dict]:
+    """The functions the converge redeploys on this host once CVAT is at ``tag``, as labforge-data's upgrade reads
+    them to check their build inputs first: CVAT's by the tag of the tree they are built from (cvat_function_sources)
+    with the Dockerfiles the deploy builds before nuctl, ours from where the functions layer puts them. A split lab's
+    CVAT host deploys none (its inference host does)."""
+    if not data.get("cvat_start") or split.role(data) != "all":
+        return []
+    found = []
+    for path in data.get("nuclio_functions") or []:
+        fn = nuclio_functions.source(path, data.get("cvat_dir"), tag, on_gpu, source_tags=data.get("cvat_function_sources") or {})
+        if fn.is_local:
+            found.append({"path": path, "dir": fn.yaml_dir, "gpu": on_gpu})
+        else:
+            built = nuclio_functions.built_images(path)
+            found.append({"path": path, "tag": fn.source_tag, "gpu": on_gpu, "built": list(built),
+                          "dockerfiles": list(built.values())})
+    return found
+
+
+def program_settings(data, on_gpu: bool = False, arch: str = "amd64") -> dict:
     """What labforge-data's upgrade reads (the config's "upgrade"): the same for every move, since every row's
-    manage.py, nuctl and steps are in it, so that it changes only when labforge or the table does."""
+    manage.py, nuctl, steps and functions are in it, so that it changes only when labforge, the table or the
+    functions do. ``on_gpu``: the functions run on the GPU here; ``arch``: the host's Debian architecture."""
     table = data.get("cvat_stack_compat") or {}
     rows = sorted(table, key=compat.release)
-    return {"state": STATE, "preview_dir": PREVIEW_DIR, "override": compose.OVERRIDE, "network": compose.NETWORK,
+    return {"functions": {tag: rebuilt_functions(data, tag, on_gpu) for tag in rows},
+            "onbuild": list(nuclio_functions.ONBUILD_IMAGES), "arch": arch,
+            "inputs_program": ["/usr/bin/python3", nuclio_functions.INPUTS_PROGRAM],
+            "check_build_downloads": bool(data.get("cvat_upgrade_check_build_downloads", True)),
+            "state": STATE, "preview_dir": PREVIEW_DIR, "override": compose.OVERRIDE, "network": compose.NETWORK,
             "timeout": int(data.get("cvat_upgrade_timeout")), "rows": rows,
             "manage_py": {tag: compat.manage_py(data, tag) for tag in rows},
             "nuctl": {tag: table[tag].get("nuctl", "") for tag in rows}, "nuctl_path": nuctl.NUCTL,

@@ -20,9 +20,10 @@ from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import apt, backup_credentials, backups, platform, report, secrets, split, upgrades
+from labforge import apt, backup_credentials, backups, gpu, platform, report, secrets, split, upgrades
 from labforge.backups import DATA_CONFIG, DATA_PROGRAM, SERVICE, TIMER
 from labforge.facts import AptHeldPackages
+from labforge.nuclio_functions import INPUTS_PROGRAM
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
@@ -82,7 +83,8 @@ def install_program() -> None:
     data = host.data
     restic()
     config = backups.program_config(data, codename=platform.current().codename, serverless=split.local_nuclio(data),
-                                    period=schedule_period(), upgrade=upgrades.program_settings(data))
+                                    period=schedule_period(),
+                                    upgrade=upgrades.program_settings(data, on_gpu=gpu.enabled(), arch=platform.current().deb_arch))
     files.directory(name="/var/lib/labforge", path="/var/lib/labforge", user="root", group="root", mode="0755")
     files.directory(name=f"{directory} (root only)", path=directory, user="root", group="root", mode="0700")
     files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
@@ -94,6 +96,8 @@ def install_program() -> None:
                            backup_credentials.host_text(credentials), backup_credentials.HOST_FILE)
     files.put(name="labforge-data (labforge/data_program.py)", src=str(REPO / "labforge" / "data_program.py"), dest=DATA_PROGRAM,
               user="root", group="root", mode="0700", create_remote_dir=True)
+    files.put(name="function-inputs (labforge/function_inputs.py: what an upgrade checks each function's build fetches)",
+              src=str(REPO / "labforge" / "function_inputs.py"), dest=INPUTS_PROGRAM, user="root", group="root", mode="0755")
     files.put(name=f"{DATA_CONFIG} (what labforge-data reads)", src=StringIO(json.dumps(config, indent=1, sort_keys=True) + "\n"),
               dest=DATA_CONFIG, user="root", group="root", mode="0600")
     if not credentials:  # after the settings stop naming it

@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from labforge import groupdata
+from labforge.nuclio_functions import onbuild_images
 from testlab.standins import STANDIN_MARK, packages
 
 # CVAT's compose files as the stand-in repo reproduces them, at v2.51.0 (commit dfd505e7) and v2.73.0 (commit
@@ -57,6 +59,12 @@ IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefi
                "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",
                "timberio/vector:0.26.0-alpine": "sleeper", "grafana/grafana-oss:10.1.2": "sleeper",
                "quay.io/nuclio/dashboard:1.13.0-amd64": "dashboard", "labforge-standin/function:latest": "function"}
+# Nuclio's onbuild images of each row's nuctl: labforge's deploy pulls them when they are not here
+# (labforge.nuclio_functions.ONBUILD_IMAGES), and an upgrade's preflight checks the new nuctl's. The stand-in nuctl builds
+# nothing from them, so they are sleepers, present as on a lab whose admin loaded them.
+ONBUILD_ROLES = {image: "sleeper" for row in groupdata.load()["cvat_stack_compat"].values()
+                 for image in onbuild_images(row["nuctl"], "amd64")}
+IMAGE_ROLES.update(ONBUILD_ROLES)
 # v2.73.0's images, built only on the lab hosts that upgrade (load_images(..., releases=...)).
 RELEASE_IMAGE_ROLES = {"v2.73.0": {"cvat/server:v2.73.0": "server", "cvat/ui:v2.73.0": "ui",
                                    "apache/kvrocks:2.15.0": "sleeper", "openpolicyagent/opa:1.12.2": "sleeper",
@@ -181,7 +189,8 @@ def build_cvat_repo(bare: Path) -> Path:
     return bare
 
 
-INFERENCE_IMAGES = ("quay.io/nuclio/dashboard:1.13.0-amd64", "labforge-standin/function:latest")  # a split lab's inference host
+# a split lab's inference host
+INFERENCE_IMAGES = ("quay.io/nuclio/dashboard:1.13.0-amd64", "labforge-standin/function:latest", *ONBUILD_ROLES)
 
 
 def load_images(lab_host, base_tarball: Path, releases: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:

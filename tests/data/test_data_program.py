@@ -74,7 +74,7 @@ class WorldRunner(dp.Runner):
     def sleep(self, seconds: float) -> None:
         pass
 
-    def run(self, argv, env=None, cwd=None, timeout=None):
+    def run(self, argv, env=None, cwd=None, timeout=None, stdin=None):
         label = " ".join(argv[:2]) if argv[0] != "docker" or argv[1] != "compose" else f"compose {argv[-1]}"
         self.commands.append(label)
         if label in self.world.fail:
@@ -96,7 +96,7 @@ class WorldRunner(dp.Runner):
             return dp.Result(0 if ok else 1, "", "" if ok else "CVAT API did not answer")
         if argv[:2] == ["restic", "backup"] and "kind=online" in " ".join(argv):
             self.world_hooks.pop("online", lambda: None)()
-        result = super().run(argv, env=env, cwd=cwd, timeout=timeout)
+        result = super().run(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
         backup_pass = None if argv[:2] != ["restic", "backup"] or "--dry-run" in argv else \
             "online" if "kind=online" in " ".join(argv) else "stopped"
         if backup_pass == "stopped":

@@ -35,9 +35,9 @@ class Recording(WorldRunner):
         super().__init__(world)
         self.argvs: list[list[str]] = []
 
-    def run(self, argv, env=None, cwd=None, timeout=None):
+    def run(self, argv, env=None, cwd=None, timeout=None, stdin=None):
         self.argvs.append(list(argv))
-        return super().run(argv, env=env, cwd=cwd, timeout=timeout)
+        return super().run(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
 
 
 def keeper(tmp_path: Path, world: World, endpoint: str, credentials: dict[str, str] | None) -> dp.Keeper:

@@ -9,13 +9,19 @@ Each test here failed on the shell upgrade script it replaces, or guards what th
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import socket
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from labforge import data_program as dp
+from labforge.nuclio_functions import ONBUILD_IMAGES
+from labforge.paths import REPO
 from tests.data.test_data_program import VOLUMES, World, WorldRunner, template  # noqa: F401  (template: a fixture)
 
 OLD, NEW = "v2.51.0", "v2.73.0"
@@ -39,6 +45,10 @@ class Releases(World):
         self.functions = {"nuclio-sam2": True, "nuclio-yolov3": True, "admins-tool": True}
         self.mounts = ["/home/django/data", "/home/django/keys"]
         self.set_schema(OLD)
+        self.tree: dict[str, str] = {}  # "TAG:PATH" -> the file in the checkout's git objects
+        self.unpullable: set[str] = set()  # images the registry does not have (or cannot be reached for)
+        self.offline: dict[str, str] = {}  # URL -> why it does not answer from the host
+        self.asked: list[str] = []  # the URLs the program asked for
 
     def write(self, label: str) -> None:
         """New data of the same schema (the world's write empties every volume first)."""
@@ -61,7 +71,7 @@ class Releases(World):
 class ReleasesRunner(WorldRunner):
     world: Releases
 
-    def run(self, argv, env=None, cwd=None, timeout=None):
+    def run(self, argv, env=None, cwd=None, timeout=None, stdin=None):
         w = self.world
         compose = argv[:2] == ["docker", "compose"]
         words = argv[argv.index("-f") + 2:] if compose else []  # what follows the compose files
@@ -113,7 +123,7 @@ class ReleasesRunner(WorldRunner):
         if argv[:3] == ["docker", "image", "inspect"]:
             return dp.Result(0 if argv[3] in w.images else 1, "", "" if argv[3] in w.images else "No such image")
         if argv[:2] == ["docker", "pull"]:
-            if not w.registry:
+            if not w.registry or argv[-1] in w.unpullable:
                 return dp.Result(1, "", 'Get "https://quay.io/v2/": dial tcp: lookup quay.io: no such host')
             w.images.add(argv[-1])
             return dp.Result(0, "", "")
@@ -127,11 +137,19 @@ class ReleasesRunner(WorldRunner):
             return dp.Result(0, "", "")
         if argv[0] == "wait-api":
             return dp.Result(0 if w.running and w.up_ok() and w.api_ok else 1, "", "")
-        return super().run(argv, env=env, cwd=cwd, timeout=timeout)
+        return super().run(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
+
+    def unreachable(self, url, timeout=20):
+        self.world.asked.append(url)
+        return self.world.offline.get(url)
 
     def git(self, argv):
         w = self.world
         self.commands.append(" ".join(argv[3:5]))
+        if argv[3] == "show":
+            found = w.tree.get(argv[4])
+            return dp.Result(0, found, "") if found is not None else \
+                dp.Result(128, "", f"fatal: path '{argv[4]}' does not exist in '{argv[4].split(':')[0]}'")
         if "describe" in argv:
             return dp.Result(0, f"{w.tag}\n", "")
         if "rev-parse" in argv:
@@ -165,7 +183,9 @@ def lab(tmp_path, template):  # noqa: F811  (template: the fixture imported abov
     upgrade = {"state": str(tmp_path / "upgrade.json"), "preview_dir": str(tmp_path / "preview"),
                "override": "docker-compose.labforge.yml", "network": NETWORK, "timeout": 30, "rows": [OLD, NEW],
                "manage_py": MANAGE, "nuctl": NUCTL, "nuctl_path": str(tmp_path / "nuctl"), "kept_nuctl_dir": str(kept),
-               "steps": {OLD: [], NEW: [dp.SOURCE_IN_OPT]}, "guard_image_variable": "LABFORGE_NUCLIO_GUARD_IMAGE"}
+               "steps": {OLD: [], NEW: [dp.SOURCE_IN_OPT]}, "guard_image_variable": "LABFORGE_NUCLIO_GUARD_IMAGE",
+               "functions": {}, "onbuild": list(ONBUILD_IMAGES), "arch": "amd64", "check_build_downloads": True,
+               "inputs_program": [sys.executable, str(REPO / "labforge/function_inputs.py")]}
     config = {"project": "cvat", "compose": ["-f", "docker-compose.yml"], "cvat_dir": str(tmp_path), "volumes": VOLUMES,
               "online_volumes": VOLUMES, "repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "password"),
               "cache_dir": str(tmp_path / "cache"), "keep": 2, "reserve_bytes": 0, "wait_api": "wait-api", "upgrade": upgrade,
@@ -376,3 +396,138 @@ def test_the_timer_waits_for_an_upgrade_that_holds_the_lock(lab):
         assert "compose stop" not in timer.runner.commands and world.running
     finally:
         mover.lock.release()
+
+
+# --- what the functions' rebuild at the new release fetches, checked before anything stops ---------------------------
+
+DEXTR = "serverless/openvino/dextr"
+DEXTR_YAML = "metadata: {name: openvino-dextr}\nspec: {runtime: 'python:3.8', build: {baseImage: cvat.openvino.dextr.base}}\n"
+OPENVINO_BASE = "FROM openvino/ubuntu20_runtime:2022.3.0\nRUN pip install --no-cache-dir pillow\n"
+DEXTR_DOCKERFILE = ("FROM openvino/ubuntu20_dev:2022.3.0 AS build\n"
+                    "ADD https://data.vision.ee.ethz.ch/csergi/share/DEXTR/dextr_pascal-sbd.pth ./\nFROM cvat.openvino.base\n")
+CHECKPOINT = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+ONBUILD_NEW = f"quay.io/nuclio/handler-builder-python-onbuild:{NUCTL[NEW]}-amd64"
+
+
+@pytest.fixture
+def functions(lab):
+    """DEXTR built from v2.51.0's tree at both rows (cvat_function_sources), with the Dockerfiles its deploy builds
+    first, and our SAM 2 interactor where the functions layer put it; every image here, every URL answering."""
+    tmp, world, config = lab
+    world.images |= {f"cvat/server:{NEW}", f"cvat/ui:{NEW}", ONBUILD_NEW, "quay.io/nuclio/uhttpc:0.0.1-amd64",
+                     "openvino/ubuntu20_runtime:2022.3.0", "openvino/ubuntu20_dev:2022.3.0", "python:3.11-slim"}
+    world.tree = {f"{OLD}:{DEXTR}/nuclio/function.yaml": DEXTR_YAML, f"{OLD}:serverless/openvino/base/Dockerfile": OPENVINO_BASE,
+                  f"{OLD}:{DEXTR}/nuclio/Dockerfile": DEXTR_DOCKERFILE}
+    shutil.copytree(REPO / "files/nuclio/sam2", tmp / "sam2")
+    entries = [{"path": DEXTR, "tag": OLD, "gpu": False, "built": ["cvat.openvino.base", "cvat.openvino.dextr.base"],
+                "dockerfiles": ["serverless/openvino/base", f"{DEXTR}/nuclio"]},
+               {"path": "files/nuclio/sam2", "dir": str(tmp / "sam2"), "gpu": False}]
+    config["upgrade"]["functions"] = {OLD: entries, NEW: entries}
+    return world
+
+
+def refused(lab, k: dp.Keeper, *parts: str) -> None:
+    """The upgrade was refused in one line holding `parts`, with CVAT untouched and nothing backed up."""
+    tmp, world, _ = lab
+    assert upgrade(k) == 1
+    assert k.said[-1].startswith(f"upgrade {OLD} -> {NEW} not started: ") and \
+        k.said[-1].endswith("; nothing was stopped or changed"), k.said
+    for part in parts:
+        assert part in k.said[-1], k.said
+    whole(world, OLD)
+    assert "compose stop" not in k.runner.commands and "compose down" not in k.runner.commands
+    assert not kinds(k) and not (tmp / "upgrade.json").exists()
+
+
+def test_with_every_build_input_here_the_upgrade_checks_each_once_and_goes_on(lab, functions):
+    k = keeper(lab)
+    assert upgrade(k) == 0, k.said
+    whole(functions, NEW)
+    assert functions.asked == ["https://pypi.org/simple/pillow/",
+                               "https://data.vision.ee.ethz.ch/csergi/share/DEXTR/dextr_pascal-sbd.pth",
+                               "https://download.pytorch.org/whl/cpu/torch/", "https://download.pytorch.org/whl/cpu/torchvision/",
+                               "https://pypi.org/simple/setuptools/", "https://pypi.org/simple/wheel/",
+                               "https://pypi.org/simple/sam2/", CHECKPOINT]
+
+
+def test_nuclios_onbuild_image_for_the_new_nuctl_missing_and_unpullable_is_refused_before_anything_stops(lab, functions):
+    """The registry outage of the issue, met by the functions instead of CVAT's images: before, the upgrade went on,
+    and every function's rebuild then failed with CVAT at the new release (nuctl pulls this image at every build)."""
+    functions.images.discard(ONBUILD_NEW)
+    functions.unpullable.add(ONBUILD_NEW)
+    refused(lab, keeper(lab), f"{DEXTR} is rebuilt at {NEW} from the image {ONBUILD_NEW}, which is not here and cannot "
+                              "be pulled (Get \"https://quay.io/v2/\"")
+
+
+def test_a_base_image_of_a_dockerfile_the_deploy_builds_first_that_cannot_be_pulled_is_refused(lab, functions):
+    functions.images.discard("openvino/ubuntu20_dev:2022.3.0")
+    functions.unpullable.add("openvino/ubuntu20_dev:2022.3.0")
+    refused(lab, keeper(lab), f"{DEXTR} is rebuilt at {NEW} from the image openvino/ubuntu20_dev:2022.3.0")
+
+
+def test_a_missing_image_that_can_be_pulled_is_pulled_before_anything_stops(lab, functions):
+    functions.images.discard("python:3.11-slim")
+    k = keeper(lab)
+    assert upgrade(k) == 0, k.said
+    assert "python:3.11-slim" in functions.images
+
+
+@pytest.mark.parametrize("url, owner", [(CHECKPOINT, "files/nuclio/sam2"), ("https://pypi.org/simple/pillow/", DEXTR)])
+def test_a_download_of_the_build_that_does_not_answer_is_refused_with_the_setting_that_skips_it(lab, functions, url, owner):
+    functions.offline[url] = "[Errno -3] Temporary failure in name resolution"
+    refused(lab, keeper(lab), f"{owner} is rebuilt at {NEW}, and its build fetches {url}, which does not answer from this "
+                              "host ([Errno -3] Temporary failure in name resolution)",
+            "set cvat_upgrade_check_build_downloads: False")
+
+
+def test_with_the_download_check_off_only_images_are_checked(lab, functions):
+    _, _, config = lab
+    config["upgrade"]["check_build_downloads"] = False
+    functions.offline[CHECKPOINT] = "HTTP 404"
+    k = keeper(lab)
+    assert upgrade(k) == 0, k.said
+    assert functions.asked == []
+
+
+def test_a_function_yaml_the_tag_lacks_is_refused_and_ours_never_uploaded_is_skipped(lab, functions):
+    tmp, _, _ = lab
+    shutil.rmtree(tmp / "sam2")  # never deployed on this host: its first deploy is nobody's upgrade
+    del functions.tree[f"{OLD}:{DEXTR}/nuclio/function.yaml"]
+    refused(lab, keeper(lab), f"reading {DEXTR}/nuclio/function.yaml at {OLD}: fatal: path")
+    functions.tree[f"{OLD}:{DEXTR}/nuclio/function.yaml"] = "metadata: [not, a, mapping]\n"
+    refused(lab, keeper(lab), f"reading what {DEXTR} builds from at {NEW}: labforge: not a Nuclio function configuration")
+
+
+class Answers(http.server.BaseHTTPRequestHandler):
+    """A web server on 127.0.0.1 with the answers the check meets: a file, one that refuses HEAD, a redirect, a 404."""
+
+    def do_HEAD(self):
+        codes = {"/file": 200, "/no-head": 405, "/moved": 302, "/gone": 404}
+        self.send_response(codes.get(self.path, 404))
+        if self.path == "/moved":
+            self.send_header("Location", "/file")
+        self.end_headers()
+
+    def do_GET(self):
+        ranged = self.headers.get("Range") == "bytes=0-0"
+        self.send_response(200 if self.path == "/file" else 206 if self.path == "/no-head" and ranged else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_hosts_url_check_answers_what_a_build_would_meet():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused_port = closed.getsockname()[1]
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    runner = dp.Runner()
+    try:
+        assert [runner.unreachable(f"{base}{path}", timeout=5) for path in ("/file", "/no-head", "/moved", "/gone")] == \
+            [None, None, None, "HTTP 404"]
+        assert "Connection refused" in runner.unreachable(f"http://127.0.0.1:{refused_port}/x", timeout=5)
+    finally:
+        server.shutdown()

@@ -92,23 +92,33 @@ def data(host):
     return state(host)
 
 
-def test_an_image_the_new_release_lacks_is_a_refusal_before_anything_stops(host, mirror, data):
-    """An air-gapped lab, or a registry outage: v2.73.0's server image is not here and cannot be pulled (the lab host
-    has no route out). Seen failing before: the backup ran, the stack went down, `docker compose up -d` failed on the
-    pull and the upgrade rolled back (a full stop and a restore for a missing image)."""
-    image = "cvat/server:v2.73.0"
-    host.ssh(f"docker tag {image} labforge-saved/server:v2.73.0 && docker rmi {image}")
+ONBUILD = "quay.io/nuclio/handler-builder-python-onbuild:1.16.3-amd64"
+
+
+@pytest.mark.parametrize("image, needs", [
+    ("cvat/server:v2.73.0", f"{NEW} needs the image cvat/server:v2.73.0"),
+    # DEXTR is rebuilt at v2.73.0 with nuctl 1.16.3, from v2.51.0's tree: read by the host's function-inputs from the
+    # checkout's git objects; before, the upgrade went on and the functions layer's rebuild failed after it
+    (ONBUILD, f"serverless/openvino/omz/public/yolo-v3-tf is rebuilt at {NEW} from the image {ONBUILD}"),
+])
+def test_an_image_the_new_release_lacks_is_a_refusal_before_anything_stops(host, mirror, data, image, needs):
+    """An air-gapped lab, or a registry outage: an image v2.73.0 or its functions' rebuild needs is not here and cannot
+    be pulled (the lab host has no route out). Seen failing before for cvat/server: the backup ran, the stack went
+    down, `docker compose up -d` failed on the pull and the upgrade rolled back (a full stop and a restore for a
+    missing image)."""
+    saved = "labforge-saved/" + image.replace("/", "-").replace(":", "-") + ":saved"
+    host.ssh(f"docker tag {image} {saved} && docker rmi {image}")
     try:
         before, backups_before = started_at(host), complete_backups(host)
         refused = converge(host, mirror, NEW, ok=False)
         line = next((x for x in refused.stderr.splitlines() if "labforge-upgrade: " in x), "")
         print(f"\nrefused: {line.strip()}")
-        assert f"upgrade {OLD} -> {NEW} not started: {NEW} needs the image {image}, which is not here and cannot be pulled" \
-            in line and "nothing was stopped or changed" in line, refused.stderr[-3000:]
+        assert f"upgrade {OLD} -> {NEW} not started: {needs}, which is not here and cannot be pulled" in line \
+            and "nothing was stopped or changed" in line, refused.stderr[-3000:]
         assert started_at(host) == before and complete_backups(host) == backups_before
         assert state(host) == data
     finally:
-        host.ssh(f"docker tag labforge-saved/server:v2.73.0 {image} && docker rmi labforge-saved/server:v2.73.0")
+        host.ssh(f"docker tag {saved} {image} && docker rmi {saved}")
 
 
 def test_a_failing_migration_rolls_back_to_the_old_release_with_its_data_byte_for_byte(host, mirror, data):

@@ -88,6 +88,30 @@ def test_cpu_openvino_function_builds_base_images_first():
     assert "function-gpu.yaml" not in next(c for c in commands if "nuctl deploy" in c)
 
 
+def test_nuclios_onbuild_images_are_pulled_only_when_missing_and_nuctl_then_pulls_none(tmp_path):
+    """nuctl without --no-pull runs `docker pull` on its onbuild images at every build (nuclio 59fa1656,
+    containerimagebuilderpusher/docker.go ensureImagesExist): a registry outage failed every deploy, and a lab that
+    loaded them could not build. The deploy now pulls each one only when `docker image inspect` misses it."""
+    fn = source("serverless/openvino/dextr", CVAT, "v2.51.0", False, nuctl="1.13.23")
+    commands = deploy_commands(fn, CVAT, {})
+    pulls = next(c for c in commands if "onbuild" in c)
+    assert commands.index(pulls) < next(i for i, c in enumerate(commands) if "nuctl deploy" in c)
+    assert "quay.io/nuclio/handler-builder-python-onbuild:1.13.23-$arch quay.io/nuclio/uhttpc:0.0.1-$arch" in pulls
+    script = pulls.replace("dpkg --print-architecture", "echo amd64")
+    here = "quay.io/nuclio/handler-builder-python-onbuild:1.13.23-amd64"
+    for registry, code in ((True, 0), (False, 1)):  # a stand-in docker: inspect knows one image, pull works or not
+        log = tmp_path / f"docker-{registry}"
+        docker = (f'docker() {{ echo "$@" >> {log}; if [ "$1" = image ]; then [ "$3" = {here} ]; else {str(registry).lower()}; '
+                  'fi; }; export -f docker; ')
+        assert subprocess.run(["bash", "-c", docker + script]).returncode == code
+        assert log.read_text().splitlines() == [f"image inspect {here}", "image inspect quay.io/nuclio/uhttpc:0.0.1-amd64",
+                                                "pull -q quay.io/nuclio/uhttpc:0.0.1-amd64"]
+    assert "--no-pull" in nuctl_deploy_args(commands)
+    unknown = dataclasses.replace(fn, nuctl="")  # no nuctl version known: nuctl pulls them itself, as before
+    assert not any("onbuild" in c for c in deploy_commands(unknown, CVAT, {}))
+    assert "--no-pull" not in nuctl_deploy_args(deploy_commands(unknown, CVAT, {}))
+
+
 def group_data_setting(name, group=None):
     from labforge import groupdata
 

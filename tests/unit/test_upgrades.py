@@ -97,6 +97,26 @@ def test_the_programs_settings_name_every_row_in_release_order():
     assert settings["state"] == upgrades.STATE
 
 
+def test_the_upgrade_checks_the_build_inputs_of_each_function_the_converge_redeploys_at_each_row():
+    """At v2.73.0 YOLOv3 and DEXTR are built from v2.51.0's tree (cvat_function_sources), with the Dockerfiles their
+    deploy builds first; ours are read where the functions layer puts them; a GPU host reads GPU variants."""
+    data = with_(cvat_start=True, nuclio_functions=["serverless/openvino/dextr", "files/nuclio/sam2"])
+    settings = upgrades.program_settings(data, on_gpu=True, arch="arm64")
+    dextr = {"path": "serverless/openvino/dextr", "tag": OLD, "gpu": True,
+             "built": ["cvat.openvino.base", "cvat.openvino.dextr.base"],
+             "dockerfiles": ["serverless/openvino/base", "serverless/openvino/dextr/nuclio"]}
+    ours = {"path": "files/nuclio/sam2", "dir": "/opt/labforge/functions/sam2", "gpu": True}
+    assert settings["functions"] == {OLD: [dextr, ours], NEW: [dextr, ours]}
+    sam = upgrades.rebuilt_functions(with_(cvat_start=True, nuclio_functions=["serverless/pytorch/facebookresearch/sam"]),
+                                     NEW, False)
+    assert sam[0]["tag"] == NEW and sam[0]["dockerfiles"] == ["serverless/pytorch/facebookresearch/sam/nuclio"]
+    assert settings["arch"] == "arm64" and settings["check_build_downloads"] is True
+    assert upgrades.program_settings(with_(cvat_upgrade_check_build_downloads=False))["check_build_downloads"] is False
+    # a split lab's CVAT host deploys no function (its inference host does), nor does a host that starts nothing
+    assert upgrades.rebuilt_functions({**data, "inference_host": "gpu1"}, NEW, False) == []
+    assert upgrades.rebuilt_functions({**data, "cvat_start": False}, NEW, False) == []
+
+
 def test_the_program_never_removes_volumes():
     """CVAT's data lives in named volumes: `down -v`, `--volumes` or `volume rm` anywhere in the host's data program
     would be one typo from losing it."""
