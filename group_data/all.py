@@ -266,6 +266,10 @@ backup_repository = None
 # for backup_repository's backend (e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3:...). Checked while
 # planning, put on the host root-only (/etc/labforge/backup/repository.env) and given to restic in its environment only.
 backup_repository_env_file = None
+# A file on the control machine (outside the repository, mode 0600) that keeps the repository's password, without which
+# no backup can be read: fetched from the host when missing, made there and put on the host when neither has one, put
+# on a host that has none, and refused when it differs from the host's. `{host}` is the host's inventory name.
+backup_password_file = None
 # restic from the distro's archive (apt verifies it), at this upstream version per release, held. Ubuntu 22.04's
 # restic 0.12.1 cannot compress and has no --dry-run (the space estimate then counts the volumes' whole size).
 restic_versions = {"bookworm": "0.14.0", "jammy": "0.12.1", "noble": "0.16.4"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 from pyinfra.api import FactBase
 
@@ -257,3 +258,19 @@ class BackupList(FactBase[dict[str, dict]]):
     @staticmethod
     def default() -> dict[str, dict]:
         return {}
+
+
+class TrimmedSha256(FactBase[str | None]):
+    """sha256 of a file's content with surrounding whitespace trimmed (as restic reads a password file), None when
+    there is no file: compares a secret without reading it off the host."""
+
+    def command(self, path: str) -> str:
+        program = "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read().strip()).hexdigest())"
+        return f"if [ -f {shlex.quote(path)} ]; then python3 -c {shlex.quote(program)} {shlex.quote(path)}; fi"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+    @staticmethod
+    def default() -> None:
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from io import StringIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 from pyinfra import host
@@ -20,9 +20,9 @@ from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
-from labforge import apt, backup_credentials, backups, gpu, platform, report, secrets, split, upgrades
+from labforge import apt, backup_credentials, backup_password, backups, gpu, platform, report, secrets, split, upgrades
 from labforge.backups import DATA_CONFIG, DATA_PROGRAM, SERVICE, TIMER
-from labforge.facts import AptHeldPackages
+from labforge.facts import AptHeldPackages, TrimmedSha256
 from labforge.nuclio_functions import INPUTS_PROGRAM
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
@@ -47,6 +47,53 @@ def repository_credentials() -> dict[str, str] | None:
         restic = backups.version_tuple(backups.restic_version(host.data, platform.current().codename))
         return backup_credentials.load(str(setting), restic)
     except (backups.BackupProblem, backup_credentials.CredentialsProblem) as exc:
+        raise Refused(str(exc)) from exc
+
+
+def repository_password_plan() -> tuple[Path, backup_password.Plan] | None:
+    """backup_password_file, decided (labforge/backup_password.py) against the host's password; None when unset.
+    Preflight calls it too, so a wrong or unsafe file is refused before any layer changes anything."""
+    setting = host.data.get(backup_password.SETTING)
+    if not setting:
+        return None
+    path = backup_password.path_of(str(setting), host.name)
+    try:
+        local = backup_password.read(path)
+        return path, backup_password.plan(local, host.get_fact(TrimmedSha256, path=backups.PASSWORD_FILE), path, host.name)
+    except backup_password.PasswordProblem as exc:
+        raise Refused(str(exc)) from exc
+
+
+def repository_password() -> None:
+    """The password where backup_password_file says, in the 0700 directory install_program makes."""
+    decided = repository_password_plan()
+    if decided is None:
+        return
+    path, plan = decided
+    if plan.action == "make":  # the control machine's copy first: a host password nobody else holds is what we avoid
+        python.call(name=f"A new repository password into {path} (0600)", function=backup_password.write_private,
+                    path=path, text=plan.text)
+    if plan.action in ("make", "push"):
+        secrets.private_upload_dir()
+        secrets.put_secret(f"{backups.PASSWORD_FILE} (the repository's password, from {path}: root only)", plan.text,
+                           backups.PASSWORD_FILE)
+    if plan.action == "fetch":
+        secrets.private_upload_dir()
+        python.call(name=f"The repository's password into {path} (0600)", function=_fetch_password, path=path)
+
+
+def _fetch_password(path: Path) -> None:
+    """The host's password into the control machine's file, staged on the host where only the SSH user can enter."""
+    sudo = bool(getattr(host.state.config, "SUDO", False))
+    stream = BytesIO()
+    if not host.get_file(backups.PASSWORD_FILE, stream, remote_temp_filename=f"{secrets.UPLOAD_DIR}/password.tmp", _sudo=sudo):
+        raise Refused(f"copying the repository's password {backups.PASSWORD_FILE} from {host.name} failed")
+    password = stream.getvalue().decode().strip()
+    if not password:
+        raise Refused(f"{backups.PASSWORD_FILE} on {host.name} is empty: no backup of this repository can be read")
+    try:
+        backup_password.write_private(path, password + "\n")
+    except backup_password.PasswordProblem as exc:
         raise Refused(str(exc)) from exc
 
 
@@ -89,6 +136,7 @@ def install_program() -> None:
     files.directory(name=f"{directory} (root only)", path=directory, user="root", group="root", mode="0700")
     files.directory(name="/etc/labforge/backup (the repository's password: root only)", path="/etc/labforge/backup",
                     user="root", group="root", mode="0700")
+    repository_password()
     credentials = repository_credentials()
     if credentials:  # before the settings that name it
         secrets.private_upload_dir()

@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 from labforge import apt, compat, gpu, platform, releases, report, settings, split
 from labforge.facts import GitTagsAtHead, Identity, InitProcess
 from labforge.report import Refused
-from tasks.backups import repository_credentials
+from tasks.backups import repository_credentials, repository_password_plan
 
 
 @deploy("Preflight")
@@ -42,6 +42,7 @@ def preflight() -> None:
         raise Refused(str(exc)) from exc
     if host.data.get("cvat_start") and split.role(host.data) != "inference":
         repository_credentials()  # a bad backup_repository_env_file is refused now, not after the first layers
+        repository_password_plan()  # and so is a wrong or unsafe backup_password_file
     timeout = apt.lock_timeout()
     holders = host.get_fact(apt.AptLockHolders, timeout=timeout)
     if holders:

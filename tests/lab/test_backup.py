@@ -385,3 +385,56 @@ def test_a_repository_off_the_host_gets_its_credentials_root_only_and_never_on_a
     assert host.ssh(f"test -e {backup_credentials.HOST_FILE}", check=False).returncode != 0
     assert json.loads(host.ssh("cat /etc/labforge/data.json").stdout)["repository"] == REPOSITORY
     print(f"back to the repository on the host: changed={back.totals.changed}")
+
+
+def test_the_repositorys_password_is_kept_on_the_control_machine_and_a_wrong_one_is_refused(host, mirror, first_backup,
+                                                                                         tmp_path_factory):
+    """backup_password_file: the host made its password on its first backup; a converge fetches it into the control
+    machine's file (one per host with `{host}`), 0600 in a 0700 directory, and restic opens the repository with that
+    file; a file holding another password, or one others can read, is refused before anything changes. (Before: the
+    password left the host only by hand, so a lost host meant lost backups, its repository being encrypted.)"""
+    secrets_dir = tmp_path_factory.mktemp("secrets")  # outside the repository, as the setting demands
+    setting = f"{secrets_dir}/keys/{{host}}.restic"
+    kept = secrets_dir / "keys" / f"{host.name}.restic"
+    on_host = host.ssh(f"cat {PASSWORD_FILE}").stdout
+    first = run(host, mirror, "deploy.py", backup_password_file=setting)
+    print(f"\nfetched: changed={first.totals.changed}")
+    assert kept.read_text() == on_host.strip() + "\n"
+    assert (oct(kept.stat().st_mode & 0o777), oct(kept.parent.stat().st_mode & 0o777)) == ("0o600", "0o700")
+    opened = subprocess.run(["restic", "-r", str(host.root) + REPOSITORY, "--password-file", str(kept), "--no-lock",
+                             "cat", "config"], capture_output=True, text=True)
+    assert opened.returncode == 0, opened.stderr
+    run(host, mirror, "deploy.py", backup_password_file=setting)
+    assert kept.read_text() == on_host.strip() + "\n" and host.ssh(f"cat {PASSWORD_FILE}").stdout == on_host
+    kept.write_text("not-the-password\n")
+    refused = run(host, mirror, "deploy.py", ok=False, backup_password_file=setting)
+    assert f"backup_password_file {kept} is not the password of {host.name}'s backup repository" in refused.stderr, \
+        refused.stderr[-2000:]
+    kept.write_text(on_host)
+    kept.chmod(0o644)
+    refused = run(host, mirror, "deploy.py", ok=False, backup_password_file=setting)
+    assert f"can be read by others (mode 0644): chmod 600 {kept}" in refused.stderr, refused.stderr[-2000:]
+    assert host.ssh(f"cat {PASSWORD_FILE}").stdout == on_host
+
+
+def test_a_host_without_a_password_gets_one_made_on_the_control_machine_or_the_files(host, mirror, first_backup,
+                                                                                     tmp_path_factory):
+    """A new lab (no password on the host, no file): the password is made on the control machine, written to the file,
+    then put on the host root-only; a new host for an existing repository (no password, a file): the file's goes to
+    the host. The host's own password is set aside meanwhile and put back (this module's repository needs it)."""
+    secrets_dir = tmp_path_factory.mktemp("secrets")
+    host.ssh(f"mv {PASSWORD_FILE} {PASSWORD_FILE}.saved")
+    try:
+        made = secrets_dir / "made" / "restic"
+        run(host, mirror, "deploy.py", backup_password_file=str(made))
+        assert len(made.read_text().strip()) == 64 and oct(made.stat().st_mode & 0o777) == "0o600"
+        assert host.ssh(f"cat {PASSWORD_FILE}").stdout == made.read_text()
+        assert host.ssh(f"stat -c '%a %U' {PASSWORD_FILE}").stdout.strip() == "600 root"
+        host.ssh(f"rm {PASSWORD_FILE}")
+        given = secrets_dir / "given"
+        given.write_text("  the-labs-own-password \n")
+        given.chmod(0o600)
+        run(host, mirror, "deploy.py", backup_password_file=str(given))
+        assert host.ssh(f"cat {PASSWORD_FILE}").stdout == "the-labs-own-password\n"
+    finally:
+        host.ssh(f"mv {PASSWORD_FILE}.saved {PASSWORD_FILE}")
