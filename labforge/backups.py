@@ -177,6 +177,28 @@ def listing(lines: list[str]) -> dict[str, dict]:
     return {item["name"]: {"cvat_tag": item.get("cvat"), "kind": item.get("kind")} for item in items}
 
 
+def journal_state_command(journal: str = JOURNAL, lock: str = LOCK) -> str:
+    """Whether labforge-data's journal is on the host and, if so, whether a run holds the data lock now: nothing when
+    there is no journal; `left` when no run holds the lock (a killed or powered-off run left it); `running <holder>`
+    while one does (a journal is on the host for the whole of every backup and restore, not only after a kill)."""
+    j, lk = shlex.quote(journal), shlex.quote(lock)
+    return (f"if [ -e {j} ]; then if [ -e {lk} ] && ! flock -n {lk} true 2>/dev/null; then "
+            f"echo \"running $(cat {lk} 2>/dev/null)\"; else echo left; fi; fi; true")
+
+
+def journal_notice(state: str | None) -> str | None:
+    """The run summary's line for journal_state_command's answer (None: no journal, nothing to say)."""
+    state = (state or "").strip()
+    if not state:
+        return None
+    if state.startswith("running"):
+        holder = state.removeprefix("running").strip() or "another labforge-data run"
+        return (f"a backup or restore is running now ({holder}): labforge-data waits up to {CONVERGE_LOCK_WAIT} s for "
+                "it before it goes on")
+    return ("a backup or restore did not finish (the host lost power, or it was killed): labforge-data finishes or "
+            "undoes it first")
+
+
 def under_lock(command: str, wait: int = CONVERGE_LOCK_WAIT) -> str:
     """Shell that runs `command` holding labforge-data's lock (flock(1) takes the same flock(2) lock as the program),
     waiting at most `wait` seconds, else failing with one line that names the holder."""

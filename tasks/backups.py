@@ -155,10 +155,9 @@ def install_program() -> None:
 
 def recover() -> None:
     """What a killed backup or restore left (labforge-data's journal) is finished or undone before anything else."""
-    left = host.get_fact(Command, command=f"test -e {backups.DATA_JOURNAL} && echo yes || true")
-    if left == "yes":
-        report.notice("a backup or restore did not finish (the host lost power, or it was killed): labforge-data "
-                      "finishes or undoes it first")
+    said = backups.journal_notice(host.get_fact(Command, command=backups.journal_state_command()))
+    if said:
+        report.notice(said)
         server.shell(name="labforge-data recover (finish or undo what a killed run left)",
                      commands=[backups.in_unit(backups.UNIT_RESTORE, f"{DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} recover",
                                                "/var/lib/labforge/recover.log")])

@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,35 @@ def test_a_unit_runs_the_program_and_prints_its_result_line():
     shell = backups.in_unit("labforge-restore", "/usr/local/lib/labforge/labforge-data restore", "/var/lib/labforge/restore.log")
     assert "systemd-run --unit=labforge-restore --wait" in shell and "exit $code" in shell
     assert Path("/bin/sh").exists()
+
+
+def test_a_journal_of_a_running_backup_is_said_to_be_running_not_left_by_a_kill(tmp_path):
+    """labforge-data keeps its journal for the whole of every backup and restore, so a converge that meets one while
+    the timer's backup runs said "did not finish (the host lost power, or it was killed)". The state now comes from
+    the data lock too (flock -n, as the program's own flock): held is running, free is left behind."""
+    journal, lock = tmp_path / "journal.json", tmp_path / "run" / "data.lock"
+
+    def state() -> str:
+        return subprocess.run(["sh", "-c", backups.journal_state_command(str(journal), str(lock))],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert state() == "" and backups.journal_notice(state()) is None
+    journal.write_text("{}")
+    assert state() == "left"  # no lock file (after a reboot /run is empty)
+    lock.parent.mkdir()
+    lock.write_text("labforge-data backup (pid 1, since 2026-12-07 02:00:00 UTC)\n")
+    assert state() == "left"  # a killed holder's words stay, its flock does not
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        running = state()
+        assert running == "running labforge-data backup (pid 1, since 2026-12-07 02:00:00 UTC)"
+        assert backups.journal_notice(running) == (
+            "a backup or restore is running now (labforge-data backup (pid 1, since 2026-12-07 02:00:00 UTC)): "
+            f"labforge-data waits up to {backups.CONVERGE_LOCK_WAIT} s for it before it goes on")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert backups.journal_notice(state()).startswith("a backup or restore did not finish (the host lost power")
