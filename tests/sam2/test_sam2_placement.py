@@ -1,4 +1,4 @@
-"""Where the mask lands in each CVAT release of cvat_stack_compat (issue 27): our answers through faithful ports of
+"""Where the mask lands in each CVAT release of cvat_stack_compat: our answers through faithful ports of
 what the server, cvat-core and the UI do with them (testlab/sam2/cvat_reader.py), with a checkpoint whose masks are
 blobs at the prompt (testlab/sam2/placed_checkpoint.py), so that a mask drawn at the frame's corner, or pasted into
 a region of interest unshifted, differs from the model's.
@@ -123,7 +123,7 @@ def test_an_empty_mask_is_shown_quietly_in_every_form(function_main, release, fo
 
 
 def test_the_compact_mask_answer_lands_at_the_corner_on_v273_and_fails_with_a_region(clients, frame):
-    """The negative control: today's compact answer, read by v2.73.0 (what issue 27 saw in the real UI)."""
+    """The negative control: today's compact answer, read by v2.73.0 (what v2.73.0's real UI showed: the mask at the frame's corner)."""
     client = clients["bounds"]
     expected = model_mask(client, frame, PROMPTS["click"])
     saved = client.saved("v2.73.0", request_body(frame, **PROMPTS["click"]))

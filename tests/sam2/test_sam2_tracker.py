@@ -67,7 +67,7 @@ def main(checkpoint: Path):
     assert tracker.predictor.image_size == 1024 and str(tracker.predictor.device) == "cpu"  # the production loading path
     # The same weights read at 512 px instead of 1024: the image encoder, nearly all of the CPU time, runs 4x fewer
     # pixels, so these tests take ~1 min instead of ~5. Equivalence does not depend on the input size (both paths use
-    # this predictor); at 1024 px the 20-frame comparison also gave identical logits (the closing note of issue 12).
+    # this predictor); at 1024 px the 20-frame comparison also gave identical logits.
     from sam2.build_sam import build_sam2_video_predictor
 
     tracker.predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(checkpoint), device="cpu",

@@ -1,4 +1,4 @@
-"""The documentation held to the repository, so it cannot drift (issue 21):
+"""The documentation held to the repository, so it cannot drift:
 
 - docs/settings.md lists every variable of group_data/*.py, names no other, and shows each default as group_data/
   has it (scalars exactly; lists and dicts by their items; a long string may be shortened to `head…tail`);
