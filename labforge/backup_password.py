@@ -4,9 +4,11 @@ passwords open (restic's doc/design.rst, "Keys, Encryption and MAC"), so a repos
 backup_fetch_dir copy, is unreadable without it. Made on the host on first use, it used to leave only by hand.
 
 One decision (plan), from the control machine's file and the sha256 of the host's password: restic reads a password
-file with surrounding whitespace trimmed (cmd/restic/global.go ReadPassword, strings.TrimSpace, at v0.12.1 and
-v0.16.4), so both sides are compared trimmed. The file is refused, like the credentials file, inside the git
-repository, readable by others, empty or of more than one line.
+file through internal/textfile (which drops a byte order mark) with surrounding whitespace trimmed
+(cmd/restic/global.go resolvePassword, strings.TrimSpace: lines 295-317 at v0.12.1, 294-316 at v0.16.4), so both
+sides are compared that way. The file is refused, like the credentials file, inside the git repository, readable by
+others, empty or of more than one line, and when two hosts of the inventory would share it (each repository has its
+own password: `{host}` in the setting gives each host its file).
 """
 
 from __future__ import annotations
@@ -60,24 +62,43 @@ def read(path: Path) -> str | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PasswordProblem(f"cannot read {SETTING} {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    password = text.strip()
+    password = text.removeprefix("\ufeff").strip()
     if not password or "\n" in password:
         raise PasswordProblem(f"{SETTING} {path} must hold the password on one line, and holds "
                               f"{'nothing' if not password else f'{len(password.splitlines())} lines'}")
     return password
 
 
+UNREADABLE = "unreadable"  # the fact's answer for a password file that is there but cannot be read
+
+
 def plan(local: str | None, host_digest: str | None, path: Path, host_name: str) -> Plan:
     """What the converge does with the password, from the control machine's (None: no file yet) and the sha256 of the
-    host's (trimmed; None: the host has none yet)."""
+    host's (trimmed; None: the host has none yet; UNREADABLE)."""
+    if host_digest == UNREADABLE:
+        raise PasswordProblem(f"the backup repository's password on {host_name} cannot be read (not a file, or not "
+                              f"readable by root): fix it on the host before setting {SETTING}")
     if local is None:
         return Plan("fetch") if host_digest else Plan("make", secrets.token_hex(32) + "\n")
     if host_digest is None:
         return Plan("push", local + "\n")
     if digest(local) == host_digest:
         return Plan("keep")
-    raise PasswordProblem(f"{SETTING} {path} is not the password of {host_name}'s backup repository: its backups open "
-                          f"only with the host's own; move {path} away and converge to fetch that one into it")
+    raise PasswordProblem(f"{SETTING} {path} is not the password {host_name} has for its backup repository: if the "
+                          f"host's opens the repository, move {path} away and converge to fetch it; if the file's does "
+                          "(a host rebuilt since made a new one), remove /etc/labforge/backup/restic-password on the "
+                          "host and converge to put the file's there")
+
+
+def shared(paths: dict[str, Path]) -> str | None:
+    """One line when two hosts' settings name the same file (``paths``: host name -> its file), else None."""
+    seen: dict[Path, str] = {}
+    for name, path in sorted(paths.items()):
+        if path in seen:
+            return (f"{SETTING} {path} is the file of both {seen[path]} and {name}, but each repository has its own "
+                    "password: put {host} in the setting (e.g. ~/lab-secrets/{host}.restic)")
+        seen[path] = name
+    return None
 
 
 def write_private(path: Path, text: str) -> None:

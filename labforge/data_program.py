@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import fcntl
 import filecmp
+import http.client
 import json
 import os
 import re
@@ -99,6 +100,8 @@ class Runner:
                 if method == "HEAD" and exc.code in (403, 405, 501):
                     continue
                 return f"HTTP {exc.code}"
+            except http.client.HTTPException as exc:  # something answered, but not HTTP
+                return f"not HTTP: {type(exc).__name__} {str(exc).strip()[:60]!r}"
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 return str(getattr(exc, "reason", exc))[:120]
         return None
@@ -1062,13 +1065,17 @@ class Mover:
             found = self.runner.run(list(self.settings["inputs_program"]), stdin=request)
             if found.code != 0:
                 raise Failed(f"reading what {entry['path']} builds from at {to}: {found.last()}")
-            answer = json.loads(found.out)
-            needs = list(answer["images"])
-            if answer.get("python"):
-                needs = [template.format(nuctl=nuctl, arch=self.settings["arch"]) for template in self.settings["onbuild"]] + needs
-            for image in needs:
+            try:
+                answer = json.loads(found.out)
+                needs, fetched = list(answer["images"]), list(answer["urls"])
+            except (ValueError, KeyError, TypeError):
+                raise Failed(f"reading what {entry['path']} builds from at {to}: not the answer of function-inputs "
+                             f"({found.out[:80]!r})") from None
+            # the deploy pulls Nuclio's onbuild images before every build (labforge.nuclio_functions.ONBUILD_IMAGES)
+            onbuild = [template.format(nuctl=nuctl, arch=self.settings["arch"]) for template in self.settings["onbuild"]]
+            for image in onbuild + needs:
                 images.setdefault(image, entry["path"])
-            for url in answer["urls"]:
+            for url in fetched:
                 urls.setdefault(url, entry["path"])
         for image, path in images.items():
             if self.runner.run(["docker", "image", "inspect", image]).code == 0:

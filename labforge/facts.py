@@ -262,11 +262,15 @@ class BackupList(FactBase[dict[str, dict]]):
 
 class TrimmedSha256(FactBase[str | None]):
     """sha256 of a file's content with surrounding whitespace trimmed (as restic reads a password file), None when
-    there is no file: compares a secret without reading it off the host."""
+    there is no file, `unreadable` when there is one that cannot be read: compares a secret without reading it off
+    the host."""
 
     def command(self, path: str) -> str:
-        program = "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read().strip()).hexdigest())"
-        return f"if [ -f {shlex.quote(path)} ]; then python3 -c {shlex.quote(program)} {shlex.quote(path)}; fi"
+        program = ("import hashlib,sys; b=open(sys.argv[1],'rb').read(); b=b[3:] if b.startswith(b'\\xef\\xbb\\xbf') else b; "
+                   "print(hashlib.sha256(b.strip()).hexdigest())")
+        quoted = shlex.quote(path)
+        return (f"if [ -e {quoted} ]; then python3 -c {shlex.quote(program)} {quoted} 2>/dev/null || echo unreadable; "
+                "fi; true")
 
     def process(self, output: list[str]) -> str | None:
         return output[0].strip() if output and output[0].strip() else None

@@ -10,15 +10,20 @@ What a build fetches, read from nuclio at 59fa1656 (the 1.13.x branch; 1.14.1 re
   GetProcessorDockerfileInfo); `docker build` pulls it when it is not here;
 - the onbuild images (the handler builder and uhttpc): labforge.nuclio_functions.onbuild_images;
 - whatever the directives' RUN commands download (spec.build.directives preCopy/postCopy, with the ENV directives
-  before them expanded, as Docker expands them in the generated Dockerfile): URLs, and `pip install` requirements,
-  looked up on the index the command names (PEP 503: <index>/<normalized name>/);
+  before them expanded, as Docker expands them in the generated Dockerfile; spec.build.commands instead of them when
+  it is set, lines ending in a backslash joined: builder.go getRuntimeProcessorDockerfileInfo, commandsToDirectives):
+  URLs (a VCS requirement's repository without its @ref), and `pip install` requirements, looked up on the index the
+  command or PIP_INDEX_URL names (PEP 503: <index>/<normalized name>/), none under --no-index or PIP_NO_INDEX;
 - for CVAT's functions with a Dockerfile (serverless/deploy_cpu.sh builds it first): its FROM images and the URLs its
   ADD and RUN lines fetch, with ARG defaults and ENV values expanded. Images the deploy builds itself are not fetched.
 
-A URL that still holds a `$` after expansion is left out: its value is known only inside the build.
+A URL that still holds a `$` after expansion is left out: its value is known only inside the build. So is what the
+files do not name (a tool that downloads by itself, a requirements file's contents, a heredoc or JSON-form RUN, an
+image named only by `COPY --from`): the check never refuses on a guess, and a command it cannot split is read word by
+word.
 
     function-inputs < {"config": YAML, "dockerfiles": [TEXT...], "built": [IMAGE...]}
-    -> {"images": [...], "urls": [...], "python": true|false}
+    -> {"images": [...], "urls": [...]}
 """
 
 from __future__ import annotations
@@ -30,16 +35,22 @@ import sys
 from typing import Any
 
 PYPI = "https://pypi.org/simple"
-URL = re.compile(r"""https?://[^\s"'<>|;`\\)]+""")
-VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-SEPARATORS = {"&&", "||", ";", "|", "&"}
-# pip options that take a value (pip install --help): their value is no requirement
+URL = re.compile(r"""https?://[^\s"'<>|;`\\()\[\]{}&]+""")
+VCS = re.compile(r"(^|[\s=@])(git|hg|svn|bzr)\+$")  # what precedes a VCS requirement's URL
+VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}|\$(\w+)")
+SEPARATORS = {"&&", "||", ";", "|", "&", ";;", "|&"}
+# pip install's options that take a value (pip install --help, pip 24/25): their value is no requirement
 PIP_VALUE_OPTIONS = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-t", "--target", "--platform",
                      "--python-version", "--implementation", "--abi", "--root", "--prefix", "--src", "--upgrade-strategy",
-                     "-C", "--config-settings", "--global-option", "--no-binary", "--only-binary", "--progress-bar",
-                     "--log", "--proxy", "--retries", "--timeout", "--exists-action", "--trusted-host", "--cert",
-                     "--client-cert", "--cache-dir", "--report", "--root-user-action", "--python", "--keyring-provider"}
+                     "-C", "--config-settings", "--global-option", "--build-option", "--install-option", "--no-binary",
+                     "--only-binary", "--progress-bar", "--log", "--log-file", "--local-log", "--proxy", "--retries",
+                     "--resume-retries", "--timeout", "--exists-action", "--trusted-host", "--cert", "--client-cert",
+                     "--cache-dir", "--report", "--root-user-action", "--python", "--keyring-provider", "--use-feature",
+                     "--use-deprecated", "--group", "--extra-index-url", "-f", "--find-links"}
+SHORT_WITH_VALUE = set("rcetfCi")  # the last letter of a cluster such as -qr takes the next word
+FILES = (".whl", ".tar.gz", ".tgz", ".tar.bz2", ".zip", ".txt", ".cfg", ".toml", ".in")
 REQUIREMENT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(\[[^\]]*\])?\s*([<>=!~;@].*)?$")
+FALSE = {"", "0", "false", "no", "off"}
 
 
 class InputsProblem(ValueError):
@@ -47,16 +58,47 @@ class InputsProblem(ValueError):
 
 
 def expand(text: str, values: dict[str, str]) -> str:
-    """$NAME and ${NAME} replaced where NAME is known; unknown ones stay, so that a URL holding one is left out."""
-    return VARIABLE.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+    """$NAME, ${NAME} and ${NAME:-default} replaced where NAME is known (or has a default); unknown ones stay, so that
+    a URL holding one is left out."""
+    def one(match: re.Match) -> str:
+        name = match.group(1) or match.group(3)
+        if name in values:
+            return values[name]
+        return match.group(2) if match.group(2) is not None else match.group(0)
+    return VARIABLE.sub(one, text)
+
+
+def words(command: str) -> list[str]:
+    """A command's words as the shell reads them (quotes removed, `#` comments dropped, ; & | as words of their own);
+    word by word when it cannot be split (an unbalanced quote)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    try:
+        return list(lexer)
+    except ValueError:
+        return re.findall(r"&&|\|\||[;&|]|[^\s;&|]+", command)
 
 
 def assignments(text: str) -> dict[str, str]:
     """An ENV or ARG instruction's values: `A=1 B="x y"`, or the old `NAME value` form."""
-    words = shlex.split(text, posix=True)
-    if len(words) >= 2 and "=" not in words[0]:
-        return {words[0]: " ".join(words[1:])}
-    return dict(word.split("=", 1) for word in words if "=" in word)
+    found = words(text)
+    if len(found) >= 2 and "=" not in found[0]:
+        return {found[0]: " ".join(found[1:])}
+    return dict(word.split("=", 1) for word in found if "=" in word)
+
+
+def segments(command: str) -> list[list[str]]:
+    """A shell command's simple commands, as word lists, each with its leading NAME=value assignments first."""
+    found, current = [], []
+    for word in words(command):
+        if word in SEPARATORS:
+            found.append(current)
+            current = []
+        else:
+            current.append(word)
+    found.append(current)
+    return [segment for segment in found if segment]
 
 
 def normalized(name: str) -> str:
@@ -64,87 +106,110 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def segments(command: str) -> list[list[str]]:
-    """A shell command's simple commands, as word lists, with their leading NAME=value assignments dropped."""
-    try:
-        words = shlex.split(command, posix=True)
-    except ValueError as exc:
-        raise InputsProblem(f"cannot split the command {command[:80]!r}: {exc}") from None
-    found, current = [], []
-    for word in words:
-        if word in SEPARATORS:
-            found.append(current)
-            current = []
-        elif word.endswith(";"):
-            current.append(word[:-1])
-            found.append(current)
-            current = []
-        else:
-            current.append(word)
-    found.append(current)
-    return [words[next((i for i, w in enumerate(words) if not re.fullmatch(r"\w+=.*", w)), len(words)):] for words in found]
-
-
-def pip_arguments(words: list[str]) -> list[str] | None:
+def pip_arguments(words_: list[str]) -> list[str] | None:
     """What follows `install` in a `pip install` (pip, pip3, /path/pip3.10, python -m pip), else None."""
-    if len(words) >= 2 and re.fullmatch(r"(.*/)?pip[0-9.]*", words[0]) and words[1] == "install":
-        return words[2:]
-    if len(words) >= 4 and re.fullmatch(r"(.*/)?python[0-9.]*", words[0]) and words[1:4] == ["-m", "pip", "install"]:
-        return words[4:]
+    if len(words_) >= 2 and re.fullmatch(r"(.*/)?pip[0-9.]*", words_[0]) and words_[1] == "install":
+        return words_[2:]
+    if len(words_) >= 4 and re.fullmatch(r"(.*/)?python[0-9.]*", words_[0]) and words_[1:4] == ["-m", "pip", "install"]:
+        return words_[4:]
     return None
 
 
-def pip_lookups(command: str) -> list[str]:
-    """The index pages each `pip install` in ``command`` reads: <index>/<project>/ for each named requirement, and a
-    VCS or direct URL as itself. `--no-index` installs read no index."""
-    found: list[str] = []
-    for words in segments(command):
-        arguments = pip_arguments(words)
-        if arguments is None:
-            continue
-        index, names, offline = PYPI, [], False
-        tokens = iter(arguments)
-        for token in tokens:
-            if token in ("-i", "--index-url"):
-                index = next(tokens, PYPI)
-            elif token.startswith("--index-url="):
-                index = token.split("=", 1)[1]
-            elif token == "--no-index":
-                offline = True
-            elif token in PIP_VALUE_OPTIONS or token in ("--extra-index-url", "-f", "--find-links"):
+def url_of(word: str) -> str | None:
+    """The URL a word fetches, if it names one whose value is known: a VCS requirement's repository without its
+    @ref and #fragment, a percent sign only as an escape."""
+    match = URL.search(word)
+    if not match:
+        return None
+    url = match.group(0).rstrip(".,:")
+    if VCS.search(word[: match.start()]):
+        url = re.sub(r"@[^/@]*$", "", url.split("#", 1)[0])
+    if "$" in url or re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        return None
+    return url
+
+
+def pip_lookups(segment: list[str], env: dict[str, str]) -> list[str]:
+    """The index pages one `pip install` reads: <index>/<project>/ for each named requirement (on -i, else
+    PIP_INDEX_URL, else PyPI), and a VCS or direct URL as itself. --no-index or PIP_NO_INDEX installs read no index."""
+    env = dict(env)
+    while segment and re.fullmatch(r"\w+=.*", segment[0]):
+        name, value = segment[0].split("=", 1)
+        env[name] = value
+        segment = segment[1:]
+    arguments = pip_arguments(segment)
+    if arguments is None:
+        return []
+    index = env.get("PIP_INDEX_URL") or PYPI
+    offline = env.get("PIP_NO_INDEX", "").lower() not in FALSE
+    names: list[str] = []
+    tokens = iter(arguments)
+    for token in tokens:
+        if token in ("-i", "--index-url"):
+            index = next(tokens, index)
+        elif token.startswith("--index-url="):
+            index = token.split("=", 1)[1]
+        elif token.startswith("-i") and len(token) > 2 and not token.startswith("--"):
+            index = token[2:]
+        elif token == "--no-index":
+            offline = True
+        elif token in PIP_VALUE_OPTIONS:
+            next(tokens, None)
+        elif re.fullmatch(r"-[A-Za-z]{2,}", token):
+            if token[-1] in SHORT_WITH_VALUE:
                 next(tokens, None)
-            elif not (token.startswith("-") or token in (".", "..") or token.startswith(("/", "./", "../"))):
-                names.append(token)
-        for name in names:
-            direct = URL.search(name)
-            if direct:
-                found.append(direct.group(0))
-                continue
-            match = REQUIREMENT.match(name)
-            if match and not offline:
-                found.append(f"{index.rstrip('/')}/{normalized(match.group(1))}/")
+        elif not (token.startswith("-") or ("/" in token and not URL.search(token)) or token in (".", "..")
+                  or (token.lower().endswith(FILES) and not URL.search(token))):
+            names.append(token)
+    found = []
+    for name in names:
+        direct = url_of(name)
+        if direct:
+            found.append(direct)
+            continue
+        match = REQUIREMENT.match(name)
+        if match and not offline:
+            found.append(f"{index.rstrip('/')}/{normalized(match.group(1))}/")
     return found
 
 
-def command_urls(command: str) -> list[str]:
-    """What one shell command downloads: its URLs (pip's handled by pip_lookups) and its pip lookups."""
-    lookups = pip_lookups(command)
-    urls = [url for url in URL.findall(command) if not any(url in lookup or lookup in url for lookup in lookups)]
-    return urls + [url for url in lookups if url not in urls]
+def command_urls(command: str, env: dict[str, str] | None = None) -> list[str]:
+    """What one shell command downloads: its pip lookups, and the URLs of its other words."""
+    found: list[str] = []
+    for segment in segments(command):
+        lookups = pip_lookups(segment, env or {})
+        found += lookups
+        if pip_arguments([w for w in segment if not re.fullmatch(r"\w+=.*", w)]) is not None:
+            continue  # pip's words are its lookups (an --extra-index-url is only a place to look)
+        found += [url for url in map(url_of, segment) if url]
+    return found
 
 
 def keep(urls: list[str]) -> list[str]:
-    """Known URLs, each once: a `$` left after expansion is a value only the build knows."""
-    seen: list[str] = []
-    for url in urls:
-        url = url.rstrip(".,")
-        if "$" not in url and url not in seen:
-            seen.append(url)
-    return seen
+    """Each URL once, in the order the build meets them."""
+    return list(dict.fromkeys(urls))
+
+
+def build_commands(commands: list) -> list[str]:
+    """spec.build.commands as Nuclio runs them: a line ending in a backslash continues on the next,
+    `@nuclio.postCopy` only switches phase (builder.go commandsToDirectives)."""
+    joined, current = [], ""
+    for line in map(str, commands):
+        if line.strip() == "@nuclio.postCopy":
+            continue
+        if line.endswith("\\"):
+            current += line[:-1]
+            continue
+        joined.append(current + line)
+        current = ""
+    return joined + ([current] if current else [])
 
 
 def directive_urls(config: dict) -> list[str]:
     build = (config.get("spec") or {}).get("build") or {}
+    commands = build.get("commands") or []
+    if commands:  # they replace the directives (builder.go getRuntimeProcessorDockerfileInfo)
+        return [url for command in build_commands(list(commands)) for url in command_urls(command)]
     directives = build.get("directives") or {}
     if not isinstance(directives, dict):
         raise InputsProblem("spec.build.directives is not a mapping")
@@ -158,9 +223,7 @@ def directive_urls(config: dict) -> list[str]:
             if kind in ("ENV", "ARG"):
                 values.update({name: expand(text, values) for name, text in assignments(value).items()})
             elif kind in ("RUN", "ADD"):
-                urls += command_urls(expand(value, values))
-    for command in build.get("commands") or []:  # spec.build.commands: RUN lines before the directives' postCopy
-        urls += command_urls(str(command))
+                urls += command_urls(expand(value, values), values)
     return urls
 
 
@@ -175,47 +238,46 @@ def base_image(config: dict) -> str | None:
     return f"python:{version}" if name == "python" and version else None
 
 
-def is_python(config: dict) -> bool:
-    """Built with Nuclio's python onbuild image: a python runtime, or none given (Nuclio's default runtime)."""
-    runtime = str((config.get("spec") or {}).get("runtime") or "python")
-    return runtime.partition(":")[0] == "python"
-
-
-def dockerfile_inputs(text: str) -> tuple[list[str], list[str]]:
-    """A Dockerfile's FROM images (not its own stages) and the URLs its ADD and RUN lines fetch."""
-    lines, current = [], ""
+def instructions(text: str) -> list[str]:
+    """A Dockerfile's instructions, continuation lines joined; comment and empty lines are dropped, inside a
+    continuation too, as BuildKit's parser does."""
+    found, current = [], ""
     for raw in text.splitlines():
         stripped = raw.strip()
-        if not current and (not stripped or stripped.startswith("#")):
+        if not stripped or stripped.startswith("#"):
             continue
         if stripped.endswith("\\"):
             current += stripped[:-1] + " "
             continue
-        lines.append(current + stripped)
+        found.append(current + stripped)
         current = ""
-    if current:
-        lines.append(current)
+    return found + ([current] if current.strip() else [])
+
+
+def dockerfile_inputs(text: str) -> tuple[list[str], list[str]]:
+    """A Dockerfile's FROM images (not its own stages, compared case-insensitively) and the URLs its ADD and RUN
+    lines fetch."""
     values: dict[str, str] = {}
     stages: set[str] = set()
     images: list[str] = []
     urls: list[str] = []
-    for line in lines:
+    for line in instructions(text):
         instruction, _, rest = line.partition(" ")
         instruction, rest = instruction.upper(), rest.strip()
         if instruction in ("ARG", "ENV"):
             values.update({name: expand(text, values) for name, text in assignments(rest).items()})
         elif instruction == "FROM":
-            words = [word for word in expand(rest, values).split() if not word.startswith("--")]
-            if words and words[0] not in stages and words[0] != "scratch":
-                images.append(words[0])
-            if len(words) >= 3 and words[1].lower() == "as":
-                stages.add(words[2])
+            found = [word for word in expand(rest, values).split() if not word.startswith("--")]
+            if found and found[0].lower() not in stages and found[0] != "scratch" and "$" not in found[0]:
+                images.append(found[0])
+            if len(found) >= 3 and found[1].lower() == "as":
+                stages.add(found[2].lower())
         elif instruction in ("ADD", "RUN"):
-            urls += command_urls(expand(rest, values))
+            urls += command_urls(expand(rest, values), values)
     return images, urls
 
 
-def build_inputs(config: Any, dockerfiles: list[str], built: list[str]) -> dict[str, Any]:
+def build_inputs(config: Any, dockerfiles: list[str], built: list[str]) -> dict[str, list[str]]:
     """The images and URLs building this function fetches; ``built``: images its deploy builds itself."""
     if not isinstance(config, dict) or not isinstance(config.get("metadata"), dict):
         raise InputsProblem("not a Nuclio function configuration (no metadata)")
@@ -228,8 +290,7 @@ def build_inputs(config: Any, dockerfiles: list[str], built: list[str]) -> dict[
         found, fetched = dockerfile_inputs(text)
         images += found
         urls += fetched
-    return {"images": [image for i, image in enumerate(images) if image not in built and image not in images[:i]],
-            "urls": keep(urls), "python": is_python(config)}
+    return {"images": [image for image in keep(images) if image not in built], "urls": keep(urls)}
 
 
 def main() -> int:

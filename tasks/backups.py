@@ -13,7 +13,7 @@ import shlex
 from io import BytesIO, StringIO
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt as pyinfra_apt
@@ -52,12 +52,18 @@ def repository_credentials() -> dict[str, str] | None:
 
 def repository_password_plan() -> tuple[Path, backup_password.Plan] | None:
     """backup_password_file, decided (labforge/backup_password.py) against the host's password; None when unset.
-    Preflight calls it too, so a wrong or unsafe file is refused before any layer changes anything."""
+    Preflight calls it too, so a wrong, unsafe or shared file is refused before any layer changes anything."""
     setting = host.data.get(backup_password.SETTING)
     if not setting:
         return None
     path = backup_password.path_of(str(setting), host.name)
+    holders = {other.name: backup_password.path_of(str(other.data.get(backup_password.SETTING)), other.name)
+               for other in host.state.inventory if other.data.get(backup_password.SETTING)
+               and other.data.get("cvat_start") and split.role(other.data) != "inference"}
     try:
+        problem = backup_password.shared({**holders, host.name: path})
+        if problem:
+            raise backup_password.PasswordProblem(problem)
         local = backup_password.read(path)
         return path, backup_password.plan(local, host.get_fact(TrimmedSha256, path=backups.PASSWORD_FILE), path, host.name)
     except backup_password.PasswordProblem as exc:
@@ -71,30 +77,47 @@ def repository_password() -> None:
         return
     path, plan = decided
     if plan.action == "make":  # the control machine's copy first: a host password nobody else holds is what we avoid
-        python.call(name=f"A new repository password into {path} (0600)", function=backup_password.write_private,
-                    path=path, text=plan.text)
+        python.call(name=f"A new repository password into {path} (0600)", function=_write_password, path=path,
+                    text=plan.text)
     if plan.action in ("make", "push"):
         secrets.private_upload_dir()
-        secrets.put_secret(f"{backups.PASSWORD_FILE} (the repository's password, from {path}: root only)", plan.text,
-                           backups.PASSWORD_FILE)
+        staged = f"{backups.PASSWORD_FILE}.new"
+        secrets.put_secret(f"{staged} (the repository's password, from {path}: root only)", plan.text, staged)
+        # linked, never copied over: a password labforge-data made since planning (a backup ran) is never replaced
+        server.shell(name=f"{backups.PASSWORD_FILE} from {path}, unless the host made its own meanwhile", commands=[
+            f"ln -T {staged} {backups.PASSWORD_FILE} 2>/dev/null || cmp -s {staged} {backups.PASSWORD_FILE} || "
+            f"{{ rm -f {staged}; echo 'labforge: {host.name} made its own backup repository password since this run "
+            "began (a backup ran): converge again to compare it with backup_password_file' >&2; exit 1; }",
+            f"rm -f {staged}"])
     if plan.action == "fetch":
         secrets.private_upload_dir()
         python.call(name=f"The repository's password into {path} (0600)", function=_fetch_password, path=path)
 
 
-def _fetch_password(path: Path) -> None:
+def _failed(state, host, line: str) -> bool:
+    """A callback's failure as one line (pyinfra prints a traceback for an exception raised in one)."""
+    host.log_styled(f"labforge: {line}", fg="red", log_func=logger.error)
+    return False
+
+
+def _write_password(state, host, path: Path, text: str) -> bool | None:
+    try:
+        backup_password.write_private(path, text)
+    except (backup_password.PasswordProblem, OSError) as exc:
+        return _failed(state, host, str(exc))
+    return None
+
+
+def _fetch_password(state, host, path: Path) -> bool | None:
     """The host's password into the control machine's file, staged on the host where only the SSH user can enter."""
-    sudo = bool(getattr(host.state.config, "SUDO", False))
+    sudo = bool(getattr(state.config, "SUDO", False))
     stream = BytesIO()
     if not host.get_file(backups.PASSWORD_FILE, stream, remote_temp_filename=f"{secrets.UPLOAD_DIR}/password.tmp", _sudo=sudo):
-        raise Refused(f"copying the repository's password {backups.PASSWORD_FILE} from {host.name} failed")
-    password = stream.getvalue().decode().strip()
+        return _failed(state, host, f"copying the repository's password {backups.PASSWORD_FILE} from {host.name} failed")
+    password = stream.getvalue().decode(errors="replace").removeprefix("\ufeff").strip()
     if not password:
-        raise Refused(f"{backups.PASSWORD_FILE} on {host.name} is empty: no backup of this repository can be read")
-    try:
-        backup_password.write_private(path, password + "\n")
-    except backup_password.PasswordProblem as exc:
-        raise Refused(str(exc)) from exc
+        return _failed(state, host, f"{backups.PASSWORD_FILE} on {host.name} is empty: no backup of its repository can be read")
+    return _write_password(state, host, path, password + "\n")
 
 
 def schedule_period() -> float | None:

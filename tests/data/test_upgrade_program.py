@@ -529,5 +529,18 @@ def test_the_hosts_url_check_answers_what_a_build_would_meet():
         assert [runner.unreachable(f"{base}{path}", timeout=5) for path in ("/file", "/no-head", "/moved", "/gone")] == \
             [None, None, None, "HTTP 404"]
         assert "Connection refused" in runner.unreachable(f"http://127.0.0.1:{refused_port}/x", timeout=5)
+        # a port that is no web server (an SSH daemon's banner): one reason, not a traceback
+        with socket.socket() as ssh:
+            ssh.bind(("127.0.0.1", 0))
+            ssh.listen(1)
+
+            def banner() -> None:
+                connection, _ = ssh.accept()
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                connection.close()
+
+            threading.Thread(target=banner, daemon=True).start()
+            assert runner.unreachable(f"http://127.0.0.1:{ssh.getsockname()[1]}/x", timeout=5) == \
+                "not HTTP: BadStatusLine 'SSH-2.0-OpenSSH_9.6'"
     finally:
         server.shutdown()

@@ -37,14 +37,32 @@ def test_each_side_missing_or_equal_decides_the_way_the_password_goes(tmp_path):
     assert bp.plan(HOST_TEXT.strip(), host_digest(HOST_TEXT), path, "gpu1") == bp.Plan("keep")
 
 
-def test_a_file_that_is_not_the_hosts_password_is_refused_with_how_to_fetch_it(tmp_path):
-    with pytest.raises(bp.PasswordProblem, match=r"is not the password of gpu1's backup repository: its backups open only "
-                                                 r"with the host's own; move .* away and converge to fetch that one"):
+def test_a_file_that_is_not_the_hosts_password_is_refused_with_both_ways_out(tmp_path):
+    """Either side can be the one that opens the repository (a host rebuilt since made a new one): the line says how to
+    take each, and labforge picks neither."""
+    with pytest.raises(bp.PasswordProblem, match=r"is not the password gpu1 has for its backup repository: if the host's "
+                                                 r"opens the repository, move .* away and converge to fetch it; if the "
+                                                 r"file's does .* remove /etc/labforge/backup/restic-password on the host"):
         bp.plan("other", host_digest(HOST_TEXT), tmp_path / "pw", "gpu1")
 
 
-def test_whitespace_around_the_password_is_trimmed_on_both_sides_as_restic_does():
+def test_a_password_the_host_cannot_read_is_refused_not_taken_for_none(tmp_path):
+    """Taken for "no password", the file's would have been copied over whatever the host holds."""
+    with pytest.raises(bp.PasswordProblem, match="password on gpu1 cannot be read"):
+        bp.plan("s3cret", bp.UNREADABLE, tmp_path / "pw", "gpu1")
+
+
+def test_one_file_for_two_hosts_is_refused_with_the_placeholder_that_separates_them(tmp_path):
+    same = tmp_path / "pw"
+    assert bp.shared({"gpu1": same, "gpu2": tmp_path / "other"}) is None
+    assert bp.shared({"gpu2": same, "gpu1": same}) == (
+        f"backup_password_file {same} is the file of both gpu1 and gpu2, but each repository has its own password: put "
+        "{host} in the setting (e.g. ~/lab-secrets/{host}.restic)")
+
+
+def test_whitespace_around_the_password_and_a_byte_order_mark_are_dropped_as_restic_does(tmp_path):
     assert bp.digest("  " + HOST_TEXT.strip() + " \r\n") == host_digest(HOST_TEXT)
+    assert bp.read(private(tmp_path / "pw", "\ufeff" + HOST_TEXT)) == HOST_TEXT.strip()
 
 
 @pytest.mark.parametrize("text, mode, message", [

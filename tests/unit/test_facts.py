@@ -36,3 +36,21 @@ def test_gpu_device_fact_command_runs_and_exits_zero():
 def test_apt_held_fact():
     assert facts.AptHeldPackages().process(["nvidia-driver-550-server", "", "cuda-drivers-550"]) == [
         "cuda-drivers-550", "nvidia-driver-550-server"]
+
+
+def test_the_password_digest_fact_reads_as_restic_does_and_tells_unreadable_from_absent(tmp_path):
+    """Run for real with sh and python3: a byte order mark and surrounding whitespace dropped (restic's textfile.Read
+    and resolvePassword); a path that is there but is no readable file is `unreadable`, never None (None would have
+    the file's password copied over it)."""
+    import hashlib
+
+    password = tmp_path / "pw"
+    password.write_bytes(b"\xef\xbb\xbf  s3cret \n")
+
+    def answer(path) -> str | None:
+        fact = facts.TrimmedSha256()
+        out = subprocess.run(["sh", "-c", fact.command(str(path))], capture_output=True, text=True, check=True).stdout
+        return fact.process(out.splitlines())
+
+    assert answer(password) == hashlib.sha256(b"s3cret").hexdigest()
+    assert answer(tmp_path) == "unreadable" and answer(tmp_path / "absent") is None

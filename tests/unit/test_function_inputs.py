@@ -73,8 +73,7 @@ def test_our_functions_fetch_their_base_image_wheels_and_checkpoint(name, base, 
     SAM2_CHECKPOINT_BASE_URL/MODEL and TORCH_INDEX_URL, the settings docs/sam2.md tells admins to point at mirrors."""
     found = fi.build_inputs(yaml.safe_load((REPO / "files/nuclio" / name).read_text()), [], [])
     torch = ["https://download.pytorch.org/whl/cpu/torch/", "https://download.pytorch.org/whl/cpu/torchvision/"]
-    assert found == {"images": [base], "urls": [*(torch if torch_index else []), *SAM2_PIP, f"{CHECKPOINTS}/{model}"],
-                     "python": True}
+    assert found == {"images": [base], "urls": [*(torch if torch_index else []), *SAM2_PIP, f"{CHECKPOINTS}/{model}"]}
 
 
 def test_cvats_sam_fetches_from_pypi_from_git_and_its_checkpoint_but_not_its_annotations_urls():
@@ -108,29 +107,31 @@ def test_an_openvino_function_fetches_what_its_dockerfiles_do_not_the_images_its
     ("pip install --extra-index-url https://download.pytorch.org/whl/cpu torch && pip3 install six; echo pip install x",
      ["https://pypi.org/simple/torch/", "https://pypi.org/simple/six/"]),
     ("/usr/bin/pip3.10 install requests", ["https://pypi.org/simple/requests/"]),
+    ("pip install --resume-retries 3 --use-feature truststore numpy", ["https://pypi.org/simple/numpy/"]),
+    ("pip install -qr requirements.txt ./dist/a-1.0-py3-none-any.whl b-1.0-py3-none-any.whl c", ["https://pypi.org/simple/c/"]),
+    ("pip install -ihttps://mirror.lab/simple d", ["https://mirror.lab/simple/d/"]),
+    ("PIP_INDEX_URL=https://mirror.lab/simple pip install e", ["https://mirror.lab/simple/e/"]),
+    ("PIP_NO_INDEX=1 pip install f", []),
 ])
-def test_pip_requirements_are_looked_up_on_the_index_their_command_names(command, lookups):
-    assert fi.pip_lookups(command) == lookups
+def test_pip_requirements_are_looked_up_on_the_index_pip_would_use(command, lookups):
+    assert fi.command_urls(command) == lookups
+
+
+def with_directives(*items: str) -> str:
+    """A function configuration whose build has these preCopy directives (YAML flow mappings)."""
+    return "metadata: {name: f}\nspec:\n  build:\n    directives:\n      preCopy:\n" + "".join(f"        - {i}\n" for i in items)
 
 
 def test_a_url_whose_value_only_the_build_knows_is_left_out():
-    config = """
-metadata: {name: f}
-spec:
-  build:
-    directives:
-      preCopy:
-        - {kind: ENV, value: "BASE=https://models.lab/v1"}
-        - {kind: ENV, value: "MODEL model.pt"}
-        - {kind: RUN, value: 'curl -fsSL "${BASE}/$MODEL" -o m && curl -O "$UNSET_URL/x" && wget https://$HOSTNAME/y'}
-"""
+    config = with_directives('{kind: ENV, value: "BASE=https://models.lab/v1"}', '{kind: ENV, value: "MODEL model.pt"}',
+                             """{kind: RUN, value: 'curl -fsSL "${BASE}/$MODEL" -o m && curl -O "$UNSET_URL/x" && """
+                             """wget https://$HOSTNAME/y'}""")
     assert inputs(config)["urls"] == ["https://models.lab/v1/model.pt"]
 
 
-def test_no_base_image_means_the_runtimes_python_image_and_other_runtimes_need_no_python_onbuild():
+def test_no_base_image_means_the_runtimes_python_image():
     assert inputs("metadata: {name: f}\nspec: {runtime: 'python:3.9'}")["images"] == ["python:3.9"]
-    assert inputs("metadata: {name: f}\nspec: {}") == {"images": [], "urls": [], "python": True}
-    assert inputs("metadata: {name: f}\nspec: {runtime: golang}")["python"] is False
+    assert inputs("metadata: {name: f}\nspec: {}") == {"images": [], "urls": []}
 
 
 def test_the_host_program_answers_json_and_refuses_what_is_not_a_function_in_one_line():
@@ -141,3 +142,48 @@ def test_the_host_program_answers_json_and_refuses_what_is_not_a_function_in_one
     assert json.loads(ok.stdout)["images"] == ["openvino/ubuntu20_runtime:2022.3.0"]
     bad = subprocess.run(program, input=json.dumps({"config": "- a list\n"}), capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr == "labforge: not a Nuclio function configuration (no metadata)\n"
+
+
+def test_what_docker_and_the_shell_ignore_never_breaks_the_reading():
+    """Found by a review: each of these made the host program exit 1, which refused the upgrade in a line the admin
+    could not act on ("No closing quotation"), and cvat_upgrade_check_build_downloads did not get past it."""
+    dockerfile = ("FROM ubuntu:22.04 AS Builder\nRUN apt-get update && \\\n    # don't keep the lists\n\n"
+                  "    curl -fsSLO https://e.org/a.tgz&&tar xf a.tgz # don't\nENV NOTE don't\n"
+                  "FROM builder\nRUN echo 'unbalanced https://e.org/b.bin\n")
+    images, urls = fi.dockerfile_inputs(dockerfile)
+    assert images == ["ubuntu:22.04"]  # `FROM builder` is the stage `AS Builder`, not an image
+    assert urls == ["https://e.org/a.tgz", "https://e.org/b.bin"]
+    config = """
+metadata: {name: f}
+spec:
+  build:
+    directives:
+      preCopy:
+        - {kind: RUN, value: "curl -O https://ignored.org/x  # commands below replace the directives"}
+    commands:
+      - "pip install numpy \\\\"
+      - "  scipy"
+      - "@nuclio.postCopy"
+      - "curl -O https://e.org/c.bin"
+"""
+    assert inputs(config)["urls"] == ["https://pypi.org/simple/numpy/", "https://pypi.org/simple/scipy/", "https://e.org/c.bin"]
+
+
+@pytest.mark.parametrize("text, url", [
+    ("pip3 install 'git+https://github.com/facebookresearch/detectron2@v0.4'", "https://github.com/facebookresearch/detectron2"),
+    ("pip install git+https://github.com/a/b.git@main#egg=b", "https://github.com/a/b.git"),
+    ("curl -O ${U:-https://e.org/d.bin}", "https://e.org/d.bin"),
+    ("python -c \"print('https://e.org/%s' % v)\"", None),
+    ("wget https://e.org/x%20y.bin", "https://e.org/x%20y.bin"),
+])
+def test_urls_are_the_ones_fetched(text, url):
+    assert fi.command_urls(text) == ([url] if url else [])
+
+
+def test_a_from_with_a_default_is_that_image():
+    assert fi.dockerfile_inputs("ARG TAG\nFROM ${BASE:-ubuntu:22.04}\nFROM ubuntu:${TAG}\n")[0] == ["ubuntu:22.04"]
+
+
+def test_an_env_directive_sets_pips_index_for_the_runs_after_it():
+    config = with_directives("{kind: ENV, value: PIP_INDEX_URL=https://mirror.lab/simple}", "{kind: RUN, value: pip install numpy}")
+    assert inputs(config)["urls"] == ["https://mirror.lab/simple/numpy/"]
