@@ -16,12 +16,12 @@ from pyinfra.operations.util import any_changed
 
 from labforge import backups, compat, compose, exposure, report, secrets, split, tls, upgrades
 from labforge.compose import DIGEST_FILE, ENV_FILE, PROJECT, TLS_DIR, WAIT_API, compose_args
+from labforge.data_host import install_program, recover
 from labforge.data_program import read_upgrade_journal
 from labforge.facts import BackupList, ComposeServiceStates, CvatSuperusers, DockerVolumeDevice, GitTagsAtHead, PrimaryIpv4
 from labforge.paths import REPO, in_repo
 from labforge.report import Refused
 from labforge.templates import render
-from tasks.backups import install_program, recover
 
 ADMIN_ENV = "/root/.labforge-cvat-admin.env"  # /root is root-only: the file is never readable by others, even before its chmod
 LAB_CA_CERT = "/etc/labforge/lab-ca.crt"

@@ -9,9 +9,9 @@ from pyinfra import host, state
 from pyinfra.api import deploy
 
 from labforge import apt, compat, gpu, platform, releases, report, settings, split
+from labforge.data_host import repository_credentials, repository_password_plan
 from labforge.facts import GitTagsAtHead, Identity, InitProcess
 from labforge.report import Refused
-from tasks.backups import repository_credentials, repository_password_plan
 
 
 @deploy("Preflight")

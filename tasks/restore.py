@@ -15,8 +15,8 @@ from pyinfra.operations import python, server
 
 from labforge import backups, report, split
 from labforge.backups import DATA_PROGRAM
+from labforge.data_host import install_program
 from labforge.report import Refused
-from tasks.backups import install_program
 
 
 @deploy("Restore")

@@ -83,3 +83,34 @@ def test_no_operation_is_conditioned_on_a_list():
     backup_schedule was written to the timer file and never loaded (CI: the timer kept its old calendar)."""
     found = {str(p.relative_to(REPO)): lines for p in production_modules() if (lines := list_conditions(p))}
     assert not found, f"use pyinfra.operations.util.any_changed / all_changed instead of a list: {found}"
+
+
+def task_imports(path: Path) -> list[str]:
+    """The tasks modules a module imports (import tasks.x / from tasks.x import y / from tasks import x)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "tasks"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "tasks":
+            found.append(node.module or "")
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append("." * node.level + (node.module or ""))
+    return found
+
+
+task_imports.__test__ = False  # a helper, not a test
+
+
+def test_no_layer_imports_another_so_each_stays_a_layer():
+    """tasks/ holds one @deploy per layer; what layers share lives in labforge/ (e.g. labforge/data_host.py, which
+    the CVAT layer, the restore and preflight use), so no layer's import runs another's code or order."""
+    layers = sorted(p for p in (REPO / "tasks").glob("*.py") if p.name != "__init__.py")
+    assert len(layers) >= 10
+    offenders = {p.name: task_imports(p) for p in layers if task_imports(p)}
+    assert offenders == {}
+
+
+def test_the_layer_check_sees_each_form_of_import(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("from tasks.backups import x\nimport tasks.cvat\nfrom . import nuclio\nfrom labforge import y\n")
+    assert task_imports(planted) == ["tasks.backups", "tasks.cvat", "."]
