@@ -101,7 +101,7 @@ def rebuilt_functions(data, tag: str, on_gpu: bool) -> list[dict]:
     if not data.get("cvat_start") or split.role(data) != "all":
         return []
     found = []
-    for path in data.get("nuclio_functions") or []:
+    for path in sorted(data.get("nuclio_functions") or []):  # sorted: data.json does not change with the list's order
         fn = nuclio_functions.source(path, data.get("cvat_dir"), tag, on_gpu, source_tags=data.get("cvat_function_sources") or {})
         if fn.is_local:
             found.append({"path": path, "dir": fn.yaml_dir, "gpu": on_gpu})

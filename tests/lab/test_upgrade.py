@@ -99,7 +99,7 @@ ONBUILD = "quay.io/nuclio/handler-builder-python-onbuild:1.16.3-amd64"
     ("cvat/server:v2.73.0", f"{NEW} needs the image cvat/server:v2.73.0"),
     # DEXTR is rebuilt at v2.73.0 with nuctl 1.16.3, from v2.51.0's tree: read by the host's function-inputs from the
     # checkout's git objects; before, the upgrade went on and the functions layer's rebuild failed after it
-    (ONBUILD, f"serverless/openvino/omz/public/yolo-v3-tf is rebuilt at {NEW} from the image {ONBUILD}"),
+    (ONBUILD, f"serverless/openvino/dextr is rebuilt at {NEW} from the image {ONBUILD}"),
 ])
 def test_an_image_the_new_release_lacks_is_a_refusal_before_anything_stops(host, mirror, data, image, needs):
     """An air-gapped lab, or a registry outage: an image v2.73.0 or its functions' rebuild needs is not here and cannot

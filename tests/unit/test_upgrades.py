@@ -106,7 +106,10 @@ def test_the_upgrade_checks_the_build_inputs_of_each_function_the_converge_redep
              "built": ["cvat.openvino.base", "cvat.openvino.dextr.base"],
              "dockerfiles": ["serverless/openvino/base", "serverless/openvino/dextr/nuclio"]}
     ours = {"path": "files/nuclio/sam2", "dir": "/opt/labforge/functions/sam2", "gpu": True}
-    assert settings["functions"] == {OLD: [dextr, ours], NEW: [dextr, ours]}
+    assert settings["functions"] == {OLD: [ours, dextr], NEW: [ours, dextr]}
+    # the order of nuclio_functions does not change the host's settings (a converge after a reordering changes nothing)
+    reordered = with_(cvat_start=True, nuclio_functions=["files/nuclio/sam2", "serverless/openvino/dextr"])
+    assert upgrades.program_settings(reordered, on_gpu=True, arch="arm64") == settings
     sam = upgrades.rebuilt_functions(with_(cvat_start=True, nuclio_functions=["serverless/pytorch/facebookresearch/sam"]),
                                      NEW, False)
     assert sam[0]["tag"] == NEW and sam[0]["dockerfiles"] == ["serverless/pytorch/facebookresearch/sam/nuclio"]
