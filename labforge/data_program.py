@@ -1047,15 +1047,18 @@ class Mover:
         if not os.access(kept, os.X_OK):
             raise Failed(f"{to} needs nuctl {nuctl}, which is not at {kept} (the Nuclio layer installs it: converge with "
                          "the network to its mirror)")
-        self.function_inputs(to, nuctl)
+        self.function_inputs(to)
 
-    def function_inputs(self, to: str, nuctl: str) -> None:
+    def function_inputs(self, to: str) -> None:
         """What rebuilding this host's functions at `to` fetches (the converge after the move redeploys every one:
-        the nuctl is in each one's source hash): Nuclio's onbuild images for `nuctl` and each function's base images
+        the nuctl is in each one's source hash): Nuclio's onbuild images for `to`'s nuctl and each function's base images
         present or pulled now, and every URL and package index its build reads answering from here (unless
         upgrade_check_build_downloads is off). A miss is refused like a missing image: CVAT untouched."""
         images: dict[str, str] = {}
         urls: dict[str, str] = {}
+        # the deploy pulls Nuclio's onbuild images of `to`'s nuctl before every build (decided by the converge:
+        # labforge.nuclio_functions.onbuild_images)
+        onbuild = list((self.settings.get("onbuild") or {}).get(to) or [])
         for entry in (self.settings.get("functions") or {}).get(to) or []:
             texts = self.function_texts(entry)
             if texts is None:  # ours, never uploaded here: its first deploy is no upgrade's
@@ -1071,8 +1074,6 @@ class Mover:
             except (ValueError, KeyError, TypeError):
                 raise Failed(f"reading what {entry['path']} builds from at {to}: not the answer of function-inputs "
                              f"({found.out[:80]!r})") from None
-            # the deploy pulls Nuclio's onbuild images before every build (labforge.nuclio_functions.ONBUILD_IMAGES)
-            onbuild = [template.format(nuctl=nuctl, arch=self.settings["arch"]) for template in self.settings["onbuild"]]
             for image in onbuild + needs:
                 images.setdefault(image, entry["path"])
             for url in fetched:

@@ -119,7 +119,7 @@ def program_settings(data, on_gpu: bool = False, arch: str = "amd64") -> dict:
     table = data.get("cvat_stack_compat") or {}
     rows = sorted(table, key=compat.release)
     return {"functions": {tag: rebuilt_functions(data, tag, on_gpu) for tag in rows},
-            "onbuild": list(nuclio_functions.ONBUILD_IMAGES), "arch": arch,
+            "onbuild": {tag: nuclio_functions.onbuild_images(table[tag].get("nuctl", ""), arch) for tag in rows},
             "inputs_program": ["/usr/bin/python3", nuclio_functions.INPUTS_PROGRAM],
             "check_build_downloads": bool(data.get("cvat_upgrade_check_build_downloads", True)),
             "state": STATE, "preview_dir": PREVIEW_DIR, "override": compose.OVERRIDE, "network": compose.NETWORK,

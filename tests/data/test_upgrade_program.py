@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from labforge import data_program as dp
-from labforge.nuclio_functions import ONBUILD_IMAGES
+from labforge.nuclio_functions import onbuild_images
 from labforge.paths import REPO
 from tests.data.test_data_program import VOLUMES, World, WorldRunner, template  # noqa: F401  (template: a fixture)
 
@@ -184,7 +184,8 @@ def lab(tmp_path, template):  # noqa: F811  (template: the fixture imported abov
                "override": "docker-compose.labforge.yml", "network": NETWORK, "timeout": 30, "rows": [OLD, NEW],
                "manage_py": MANAGE, "nuctl": NUCTL, "nuctl_path": str(tmp_path / "nuctl"), "kept_nuctl_dir": str(kept),
                "steps": {OLD: [], NEW: [dp.SOURCE_IN_OPT]}, "guard_image_variable": "LABFORGE_NUCLIO_GUARD_IMAGE",
-               "functions": {}, "onbuild": list(ONBUILD_IMAGES), "arch": "amd64", "check_build_downloads": True,
+               "functions": {}, "onbuild": {tag: onbuild_images(NUCTL[tag], "amd64") for tag in (OLD, NEW)},
+               "check_build_downloads": True,
                "inputs_program": [sys.executable, str(REPO / "labforge/function_inputs.py")]}
     config = {"project": "cvat", "compose": ["-f", "docker-compose.yml"], "cvat_dir": str(tmp_path), "volumes": VOLUMES,
               "online_volumes": VOLUMES, "repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "password"),

@@ -113,7 +113,9 @@ def test_the_upgrade_checks_the_build_inputs_of_each_function_the_converge_redep
     sam = upgrades.rebuilt_functions(with_(cvat_start=True, nuclio_functions=["serverless/pytorch/facebookresearch/sam"]),
                                      NEW, False)
     assert sam[0]["tag"] == NEW and sam[0]["dockerfiles"] == ["serverless/pytorch/facebookresearch/sam/nuclio"]
-    assert settings["arch"] == "arm64" and settings["check_build_downloads"] is True
+    assert settings["onbuild"] == {tag: [f"quay.io/nuclio/handler-builder-python-onbuild:{nuctl}-arm64",
+                                         "quay.io/nuclio/uhttpc:0.0.1-arm64"] for tag, nuctl in ((OLD, "1.13.23"), (NEW, "1.16.3"))}
+    assert settings["check_build_downloads"] is True
     assert upgrades.program_settings(with_(cvat_upgrade_check_build_downloads=False))["check_build_downloads"] is False
     # a split lab's CVAT host deploys no function (its inference host does), nor does a host that starts nothing
     assert upgrades.rebuilt_functions({**data, "inference_host": "gpu1"}, NEW, False) == []
