@@ -31,6 +31,7 @@ import yaml
 
 from labforge import groupdata
 from labforge.paths import REPO
+from testlab.standins import cache_lock, under_cache_lock
 from testlab.standins import cvat as cvat_standins
 from testlab.standins import mirror as mirror_standins
 
@@ -63,10 +64,16 @@ def require_tools() -> None:
 
 
 def base_tarball() -> Path:
-    """The cached bookworm root (debootstrap once, ~1 min, ~450 MB unpacked)."""
+    """The cached bookworm root (debootstrap once, ~1 min, ~450 MB unpacked; renamed into place when whole)."""
     tarball = CACHE_DIR / f"bookworm-minbase-{hashlib.sha256(INCLUDE.encode()).hexdigest()[:12]}.tar"
-    if tarball.exists():
-        return tarball
+    if not tarball.exists():
+        with cache_lock():
+            if not tarball.exists():
+                _debootstrap(tarball)
+    return tarball
+
+
+def _debootstrap(tarball: Path) -> None:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     work = CACHE_DIR / "debootstrap-work"
     shutil.rmtree(work, ignore_errors=True)
@@ -81,17 +88,21 @@ def base_tarball() -> Path:
     _run(["tar", "--numeric-owner", "--xattrs", "-C", str(work), "-cf", str(tmp), "."])
     tmp.rename(tarball)
     shutil.rmtree(work)
-    return tarball
 
 
 def ssh_key() -> Path:
+    """The lab's key (made once; ssh-keygen writes the .pub last, so a .pub means both are whole)."""
     key = LAB_DIR / "id_ed25519"
-    if not key.exists():
-        LAB_DIR.mkdir(parents=True, exist_ok=True)
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "labforge-lab", "-f", str(key)])
+    if not key.with_suffix(".pub").exists():
+        with cache_lock():
+            if not key.with_suffix(".pub").exists():
+                LAB_DIR.mkdir(parents=True, exist_ok=True)
+                key.unlink(missing_ok=True)
+                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "labforge-lab", "-f", str(key)])
     return key
 
 
+@under_cache_lock
 def _ensure_nspawn_runtime_dir() -> None:
     """nspawn keeps per-machine state in /run/systemd/nspawn; give it a tmpfs where /run lacks one."""
     path = Path("/run/systemd/nspawn")

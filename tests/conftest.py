@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One lab's life on one host (tests/lab/conftest.py stack_host): these modules run in this order, on one worker,
+# each from where the one before left it.
+STACK_STORY = ("tests/lab/test_lab_database.py", "tests/lab/test_backup.py", "tests/lab/test_upgrade.py")
 
 
 def pytest_addoption(parser):
@@ -26,3 +33,28 @@ def cannot_run(reason: str):
     if in_ci():
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def _module(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (a plugin registered after this conftest)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Work units for pytest-xdist (pyproject's `-n 2 --dist loadgroup`): a module is one unit, so its module
+    fixtures (a lab host, a model) are made once; the stack story is one, its modules in order. Lab units go first,
+    the story first of all, so the longest units start first and the short ones fill in at the end. Lab items get
+    the `lab` mark."""
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        module = _module(item)
+        if module in STACK_STORY:
+            return 0, STACK_STORY.index(module)
+        return (1 if module.startswith("tests/lab/") else 2), 0
+
+    items.sort(key=rank)  # stable: every module's own order is kept
+    for item in items:
+        module = _module(item)
+        if module.startswith("tests/lab/"):
+            item.add_marker(pytest.mark.lab)
+        item.add_marker(pytest.mark.xdist_group("stack-story" if module in STACK_STORY else module))

@@ -22,10 +22,16 @@ file (mirror.build_mirror returns those settings).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import os
 import textwrap
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from labforge import groupdata
 
@@ -49,3 +55,40 @@ def _sha256(path: Path) -> str:
 
 
 CACHE = Path(os.environ.get("LABFORGE_CACHE_DIR", "/var/cache/labforge"))
+
+_held = threading.local()
+_threads = threading.Lock()
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """Whoever fills CACHE holds this: one thread of one process at a time (pytest's workers are processes, the
+    split lab's image builds are threads), so nothing reads a file another is still writing. Re-entrant in a thread."""
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _threads, open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
+
+
+def under_cache_lock(fill: Callable[..., T]) -> Callable[..., T]:
+    """A function that fills CACHE (or reads what another fills) runs under cache_lock."""
+
+    @functools.wraps(fill)
+    def locked(*args, **kwargs) -> T:
+        with cache_lock():
+            return fill(*args, **kwargs)
+
+    return locked
+

