@@ -8,6 +8,7 @@ anything. labforge/backups.py decides the settings; labforge/data_program.py is 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from io import BytesIO, StringIO
 from pathlib import Path
@@ -180,3 +181,35 @@ def recover() -> None:
         server.shell(name="labforge-data recover (finish or undo what a killed run left)",
                      commands=[backups.in_unit(backups.UNIT_RESTORE, f"{DATA_PROGRAM} --wait {backups.CONVERGE_LOCK_WAIT} recover",
                                                "/var/lib/labforge/recover.log")])
+
+
+def fetch_repository(repository: str, local: Path) -> None:
+    """Copy the files the control machine lacks (restic never rewrites a file in place: a name is its content), each
+    written 0600 in 0700 directories from the moment it exists, then check every file against its name."""
+    sudo = bool(getattr(host.state.config, "SUDO", False))
+    ok, output = host.run_shell_command(f"cd {shlex.quote(repository)} && find . -type f -printf '%s %P\\n'", _sudo=sudo)
+    if not ok:
+        raise Refused(f"cannot list the repository {repository} on {host.name}")
+    wanted = {}
+    for line in output.stdout_lines:
+        size, _, rel = line.partition(" ")
+        wanted[rel] = int(size)
+    fetched = 0
+    for rel, size in sorted(wanted.items()):
+        target = local / rel
+        if target.exists() and target.stat().st_size == size and not rel.startswith(("config", "locks/")):
+            continue
+        partial = target.with_name(f".{target.name}.partial")
+        fd = backups.private_file(partial)
+        with os.fdopen(fd, "wb") as stream:
+            # under --sudo pyinfra copies the file to a temporary one and makes it readable (connectors/ssh.py get_file,
+            # lines 494-515): in the SSH user's private staging directory, never in /tmp
+            if not host.get_file(f"{repository}/{rel}", stream, remote_temp_filename=f"{secrets.UPLOAD_DIR}/fetch.tmp", _sudo=sudo):
+                raise Refused(f"copying {repository}/{rel} from {host.name} failed")
+        os.replace(partial, target)
+        fetched += 1
+    for rel in [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]:
+        if rel not in wanted:  # forgotten and pruned on the host
+            (local / rel).unlink()
+    checked = backups.verify_fetched(local)
+    report.notice(f"repository copied to {local}: {fetched} new files, {checked} checked against their names (sha256)")

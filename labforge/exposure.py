@@ -156,3 +156,15 @@ def firewall_script(ports: list[int], networks: list[str], ssh: int, remote_dash
                   dashboard_port=DASHBOARD_PORT, unit=FIREWALL_UNIT,
                   rules4=rules(ports, networks, 4, ssh, remote_dashboards),
                   rules6=rules(ports, networks, 6, ssh, remote_dashboards))
+
+
+def layer_settings(data) -> tuple[list[int], list[str], int]:
+    """What the exposure layer opens, from the settings: CVAT's ports, the allowed networks and SSH's port (an
+    ExposureProblem while planning). On a split lab's inference host: the Nuclio dashboard's port, for its CVAT host's
+    address alone (its functions' ports answer nobody outside)."""
+    ssh = ssh_port(data.get("ssh_port"))
+    if split.role(data) == "inference":
+        return [split.DASHBOARD_PORT], [f"{data.get('cvat_address')}/32"], ssh
+    networks = allowed_networks(data.get("cvat_allowed_networks"))
+    dashboard_publish(data.get("nuclio_dashboard_publish"))
+    return cvat_ports(data.get("cvat_tls")), networks, ssh

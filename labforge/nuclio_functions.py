@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from labforge import compat, split
+from labforge import compat, exposure, split
 from labforge.compose import NETWORK, WAIT_API
 from labforge.paths import REPO
 from labforge.report import REBOOT_MARKER, WAITS
@@ -285,3 +285,10 @@ def deploy_commands(fn: FunctionSource, cvat_dir: str, env: dict[str, str], rebo
                 f"echo 'labforge: {fn.path} {WAITS} (NVIDIA driver not loaded yet)'; else "
                 f"{' && '.join(f'{{ {command}; }}' for command in commands)}; fi"]  # grouped: a || inside ends no chain
     return commands
+
+
+def taken_ports(data) -> dict[int, str]:
+    """Host ports labforge publishes for something else on this host: no function may have one."""
+    taken = {port: "CVAT" for port in exposure.cvat_ports(data.get("cvat_tls") or "off")}
+    taken[exposure.DASHBOARD_PORT] = "the Nuclio dashboard"
+    return taken

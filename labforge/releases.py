@@ -6,8 +6,8 @@ decides, by setting cvat_version. Whatever the release, the run summary names th
 it (cvat_security_fixes, read from CHANGELOG.md at v2.73.0, commit 7972cb4f2) and says how to upgrade.
 
 Decided from settings and one fact (the tags at the checkout's HEAD, labforge.facts.GitTagsAtHead), so that every
-branch is tested without a host; tasks/preflight.py reads the fact and stores the answer in the host's data before
-any layer reads cvat_version.
+branch is tested without a host; the preflight layer (labforge/cvat_release.py settle_release) reads the fact and
+stores the answer in the host's data before any layer reads cvat_version.
 """
 
 from __future__ import annotations

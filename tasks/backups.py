@@ -7,10 +7,7 @@ A backup is an action, not a state: backup.py reports a change every time it run
 
 from __future__ import annotations
 
-import os
-import shlex
 from io import StringIO
-from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -20,7 +17,7 @@ from pyinfra.operations.util import any_changed
 
 from labforge import backups, report, secrets, split
 from labforge.backups import DATA_PROGRAM, SERVICE, TIMER
-from labforge.data_host import install_program, schedule_period, settings
+from labforge.data_host import fetch_repository, install_program, schedule_period, settings
 from labforge.paths import in_repo
 from labforge.report import Refused
 from labforge.templates import render
@@ -68,7 +65,7 @@ def backup_now() -> None:
         if not repository.startswith("/"):
             raise Refused(f"backup_fetch_dir copies a repository on the host; backup_repository {repository} is elsewhere "
                           "(copy it with restic's own tools)")
-        python.call(name=f"Copy the repository's new files to {local} and check each", function=_fetch, repository=repository,
+        python.call(name=f"Copy the repository's new files to {local} and check each", function=fetch_repository, repository=repository,
                     local=local)
 
 
@@ -76,35 +73,3 @@ def _summarise(op) -> None:
     name, size, added, down, where = backups.parse_result(op.stdout_lines, backups.RESULT)
     report.notice(f"backup {name} in {where}: {backups.human(int(size))} read, {backups.human(int(added))} new in the "
                   f"repository; CVAT was down {down} s")
-
-
-def _fetch(repository: str, local: Path) -> None:
-    """Copy the files the control machine lacks (restic never rewrites a file in place: a name is its content), each
-    written 0600 in 0700 directories from the moment it exists, then check every file against its name."""
-    sudo = bool(getattr(host.state.config, "SUDO", False))
-    ok, output = host.run_shell_command(f"cd {shlex.quote(repository)} && find . -type f -printf '%s %P\\n'", _sudo=sudo)
-    if not ok:
-        raise Refused(f"cannot list the repository {repository} on {host.name}")
-    wanted = {}
-    for line in output.stdout_lines:
-        size, _, rel = line.partition(" ")
-        wanted[rel] = int(size)
-    fetched = 0
-    for rel, size in sorted(wanted.items()):
-        target = local / rel
-        if target.exists() and target.stat().st_size == size and not rel.startswith(("config", "locks/")):
-            continue
-        partial = target.with_name(f".{target.name}.partial")
-        fd = backups.private_file(partial)
-        with os.fdopen(fd, "wb") as stream:
-            # under --sudo pyinfra copies the file to a temporary one and makes it readable (connectors/ssh.py get_file,
-            # lines 494-515): in the SSH user's private staging directory, never in /tmp
-            if not host.get_file(f"{repository}/{rel}", stream, remote_temp_filename=f"{secrets.UPLOAD_DIR}/fetch.tmp", _sudo=sudo):
-                raise Refused(f"copying {repository}/{rel} from {host.name} failed")
-        os.replace(partial, target)
-        fetched += 1
-    for rel in [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]:
-        if rel not in wanted:  # forgotten and pruned on the host
-            (local / rel).unlink()
-    checked = backups.verify_fetched(local)
-    report.notice(f"repository copied to {local}: {fetched} new files, {checked} checked against their names (sha256)")

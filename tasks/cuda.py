@@ -13,20 +13,8 @@ from pyinfra.operations import apt as pyinfra_apt
 from pyinfra.operations import files, server
 
 from labforge import apt, downloads, gpu, platform
-from labforge.report import Refused
 
 KEYRING_DEB_DIR = "/var/cache/labforge"
-
-
-def keyring_sha256(repo_dir: str) -> str:
-    pins = host.data.get("cuda_keyring_sha256") or {}
-    sha = pins.get(repo_dir)
-    if not sha:
-        raise Refused(
-            f"no sha256 pinned for NVIDIA's cuda-keyring in '{repo_dir}'; add it to "
-            "cuda_keyring_sha256 in group_data/all.py"
-        )
-    return sha
 
 
 @deploy("CUDA")
@@ -46,7 +34,7 @@ def cuda() -> None:
             name=f"cuda-keyring package {deb}",
             src=f"{data.get('cuda_repo_url')}/{repo_dir}/cuda-keyring_{data.get('cuda_keyring_version')}_all.deb",
             dest=deb,
-            sha256=keyring_sha256(repo_dir),
+            sha256=gpu.keyring_sha256(repo_dir),
         )
         installed = server.shell(name="Install cuda-keyring (only when missing)",
                                  commands=[f"{apt.wait_command(apt.lock_timeout())}; dpkg -i {deb}"])

@@ -22,26 +22,14 @@ from labforge.report import Refused
 from labforge.templates import render
 
 
-def settings() -> tuple[list[int], list[str], int]:
-    """CVAT's ports, the allowed networks and SSH's port, or a one-line refusal while planning. On a split lab's
-    inference host: the Nuclio dashboard's port, for its CVAT host's address alone (its functions' ports answer
-    nobody outside)."""
-    try:
-        ssh = exposure.ssh_port(host.data.get("ssh_port"))
-        if split.role(host.data) == "inference":
-            return [split.DASHBOARD_PORT], [f"{host.data.get('cvat_address')}/32"], ssh
-        networks = exposure.allowed_networks(host.data.get("cvat_allowed_networks"))
-        exposure.dashboard_publish(host.data.get("nuclio_dashboard_publish"))
-    except exposure.ExposureProblem as exc:
-        raise Refused(str(exc)) from exc
-    return exposure.cvat_ports(host.data.get("cvat_tls")), networks, ssh
-
-
 @deploy("Exposure")
 def exposure_layer() -> None:
     if not host.data.get("cvat_start"):
         return
-    ports, networks, ssh = settings()
+    try:
+        ports, networks, ssh = exposure.layer_settings(host.data)
+    except exposure.ExposureProblem as exc:
+        raise Refused(str(exc)) from exc
     what = "Nuclio dashboard" if split.role(host.data) == "inference" else "CVAT"
     remote = [host.data.get("inference_address")] if host.data.get("inference_address") else []
     if remote and not exposure.is_address(remote[0]):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import Directory, File
+from pyinfra.facts.files import Directory
 from pyinfra.operations import files, server
 
-from labforge import compose, exposure, gpu, inference, report, split
+from labforge import compose, gpu, inference, report, split
 from labforge.facts import EphemeralPortRange, NuclioFunctions
 from labforge.nuclio_functions import (
     CONFIG_PROGRAM,
@@ -24,26 +24,9 @@ from labforge.nuclio_functions import (
     from_settings,
     http_ports,
     is_current,
+    taken_ports,
 )
 from labforge.report import Refused
-
-
-def taken_ports(data) -> dict[int, str]:
-    """Host ports labforge publishes for something else on this host: no function may have one."""
-    taken = {port: "CVAT" for port in exposure.cvat_ports(data.get("cvat_tls") or "off")}
-    taken[exposure.DASHBOARD_PORT] = "the Nuclio dashboard"
-    return taken
-
-
-def needs_gpu(fn) -> bool | None:
-    """Whether this function runs on the GPU here (its GPU variant exists); None while CVAT's checkout is not there."""
-    if not fn.gpu:
-        return False
-    if fn.is_local:
-        return (REPO / fn.path / "function-gpu.yaml").exists()
-    if not host.get_fact(Directory, path=fn.yaml_dir):
-        return None
-    return bool(host.get_fact(File, path=f"{fn.yaml_dir}/function-gpu.yaml"))
 
 
 @deploy("Functions")
@@ -88,7 +71,7 @@ def functions() -> None:
         if current:
             report.function_state(path, f"{current['name']} ready (unchanged)")
             continue
-        gpu_variant = needs_gpu(fn) if awaiting_reboot else False
+        gpu_variant = gpu.function_needs_gpu(fn) if awaiting_reboot else False
         if gpu_variant:  # Nuclio would start it with --gpus all before the new driver is loaded
             report.function_state(path, f"{report.WAITS} (NVIDIA driver not loaded yet)")
             continue

@@ -9,36 +9,14 @@ cvat_version in cvat_stack_compat (or nuctl_version). A copy of each nuctl insta
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import python, server
 
-from labforge import compat, downloads, pins, platform, report, split
-from labforge.nuctl import NUCTL, STAGED, kept
+from labforge import compat, downloads, pins, platform, split
+from labforge.nuctl import NUCTL, STAGED, kept, pin_and_install, version_check
 from labforge.report import Refused
-
-
-def version_check(version: str) -> str:
-    return f"{{file}} version | grep -qF 'Label: {version}'"
-
-
-def pin_and_install(fetched, lock: Path, version: str, arch: str) -> None:
-    """On the control machine, after the first-use download: record its hash (or compare it with another
-    host's record from this run), then move it into place; on a mismatch remove it and fail the host."""
-    try:
-        sha = pins.hash_from_output(fetched.stdout_lines)
-        new = pins.record(lock, "nuctl", version, arch, sha)
-    except pins.PinMismatch as exc:
-        host.run_shell_command(f"rm -f {STAGED}")
-        raise pins.PinMismatch(f"labforge: {host.name}: {exc}") from exc
-    ok, output = host.run_shell_command(f"mv -f {STAGED} {NUCTL} && install -D -m 0755 {NUCTL} {kept(version)}")
-    if not ok:
-        raise RuntimeError(f"labforge: {host.name}: could not move nuctl into {NUCTL}: {output.stderr}")
-    if new:
-        report.notice(f"nuctl {version} ({arch}) pinned on first use: sha256 {sha} recorded in {lock}; commit it with your inventory")
 
 
 @deploy("Nuclio")

@@ -31,28 +31,12 @@ from pyinfra.operations.util import any_changed
 from labforge import apt, aptsource, gpu, platform, report
 from labforge.daemon_json import has_nvidia_runtime
 from labforge.facts import AptHeldPackages, DockerDaemonConfig, NvidiaDriverPackages
+from labforge.nvidia_driver import branch_pin, off_branch_command
 from labforge.report import Refused
 
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
 BRANCH_PIN = "/etc/apt/preferences.d/labforge-nvidia-driver-branch"
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
-# The packages that carry the driver (kernel module, its DKMS source, user-space libraries, metapackages),
-# as NVIDIA's and Ubuntu's repositories name them; their versions are the driver's (550.163.01-...).
-PINNED_PATTERNS = "cuda-drivers* nvidia-driver* nvidia-dkms* nvidia-kernel* nvidia-utils* nvidia-compute-utils* " \
-                  "nvidia-firmware* libnvidia-* libcuda1* libnvcuvid* libnvoptix* xserver-xorg-video-nvidia* firmware-nvidia-gsp*"
-
-
-def branch_pin(branch: str) -> str:
-    return (f"# Managed by labforge: NVIDIA driver branch {branch} only, as NVIDIA's nvidia-driver-pinning packages\n"
-            f"# pin a branch (a version pin at priority 1000 also moves a newer branch back to this one).\n"
-            f"Package: {PINNED_PATTERNS}\nPin: version {branch}.*\nPin-Priority: 1000\n")
-
-
-def off_branch_command(branch: str) -> str:
-    """Shell: fail with one line if an installed driver package is not of the branch."""
-    return (f"bad=$({NvidiaDriverPackages().command()} | awk '$2 !~ /^{branch}\\./ {{printf \"%s %s, \", $1, $2}}'); "
-            f"[ -z \"$bad\" ] || {{ echo \"labforge: NVIDIA driver packages not on branch {branch}: ${{bad%, }}; "
-            f"purge them (apt-get purge) and run again\" >&2; exit 1; }}")
 
 
 @deploy("NVIDIA driver")

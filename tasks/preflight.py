@@ -8,9 +8,10 @@ from __future__ import annotations
 from pyinfra import host, state
 from pyinfra.api import deploy
 
-from labforge import apt, compat, gpu, platform, releases, report, settings, split
+from labforge import apt, compat, gpu, platform, report, settings, split
+from labforge.cvat_release import settle_release
 from labforge.data_host import repository_credentials, repository_password_plan
-from labforge.facts import GitTagsAtHead, Identity, InitProcess
+from labforge.facts import Identity, InitProcess
 from labforge.report import Refused
 
 
@@ -34,7 +35,7 @@ def preflight() -> None:
         raise Refused(f"PID 1 is {init or 'unknown'}, not systemd; labforge manages Docker through systemd, "
                           "so it needs a host booted with systemd (a server or VM, not a plain container)")
     gpu.check()
-    settle_release()
+    settle_release()  # labforge/cvat_release.py
     pinned_engine = compat.upstream_version(host.data.get("docker_package_versions")["docker-ce"])
     try:
         compat.check(host.data, pinned_engine)
@@ -50,25 +51,3 @@ def preflight() -> None:
         raise Refused(f"apt is locked: {lock} is held by process {pid} ({name}) for more than {timeout}s "
                           "(apt_lock_timeout); wait for it to finish, or stop it, then run again")
     report.note_pending_reboot()
-
-
-def settle_release() -> None:
-    """cvat_version for this run: the setting, else the release of the CVAT checkout (on a split lab's inference host:
-    its CVAT host's), else the newest row; stored in the host's data so that every layer reads the same. A host on an
-    older release than the table's newest gets one notice naming the security fixes it lacks."""
-    data = host.data
-    table = data.get("cvat_stack_compat") or {}
-    setting = data.get("cvat_version")
-    holder = host
-    if not setting and split.role(data) == "inference" and data.get("inference_for"):
-        holder = state.inventory.get_host(data.get("inference_for"))  # its CVAT host's checkout decides
-    try:
-        release = setting or releases.resolve(None, holder.get_fact(GitTagsAtHead, path=holder.data.get("cvat_dir")),
-                                               table, f"{holder.name}:{holder.data.get('cvat_dir')}")
-        notice = releases.lag_notice(release, table, data.get("cvat_security_fixes"), chosen=bool(setting)) \
-            if release in table else None  # a release outside the table is refused by compat.check, next
-    except releases.ReleaseUnknown as exc:
-        raise Refused(str(exc)) from exc
-    data.cvat_version = release
-    if notice:
-        report.notice(notice)

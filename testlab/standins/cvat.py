@@ -3,7 +3,7 @@
 Where data lives, the images run the real thing: cvat_db (postgres:15-alpine) is Debian bookworm's PostgreSQL 15,
 initialised and started as the official image does, its cluster in the cvat_db volume; cvat/server talks to it with
 Debian's psql, keeps its media and its secret key as real files in the cvat_data and cvat_keys volumes, and writes
-and reads rows and files through stand-in endpoints (cvat_image/labforge_standin.py). The rest (CVAT's Django,
+and reads rows and files through stand-in endpoints (cvat_image/labforge_standin/). The rest (CVAT's Django,
 Redis, kvrocks, OPA, the analytics) stays stand-in: sleepers and small HTTP servers.
 """
 
@@ -53,7 +53,7 @@ CVAT_TAGS = {
 CVAT_FUNCTIONS = {"serverless/openvino/omz/public/yolo-v3-tf": ("openvino-omz-public-yolo-v3-tf", False, "detector"),
                   "serverless/openvino/dextr": ("openvino-dextr", False, "interactor"),
                   "serverless/pytorch/facebookresearch/sam": ("pth-facebookresearch-sam-vit-h", True, "interactor")}
-# The stand-in image of each image name (the images' role, see cvat_image/labforge_standin.py).
+# The stand-in image of each image name (the images' role, see cvat_image/labforge_standin/).
 IMAGE_ROLES = {"cvat/server:v2.51.0": "server", "cvat/ui:v2.51.0": "ui", "traefik:v3.6": "traefik",
                "postgres:15-alpine": "db", "redis:7.2.11-alpine": "sleeper", "apache/kvrocks:2.12.1": "sleeper",
                "openpolicyagent/opa:0.63.0": "sleeper", "clickhouse/clickhouse-server:23.11-alpine": "sleeper",

@@ -1,7 +1,7 @@
 """Where CVAT's data lives, the lab runs the real thing: cvat_db is Debian's PostgreSQL 15 in the stand-in
 postgres:15-alpine image, initialised from CVAT's compose settings (POSTGRES_USER root, POSTGRES_DB cvat, trust) with
 its cluster in the cvat_db volume; the stand-in cvat_server writes rows there through psql, and media and its secret
-key as files in the cvat_data and cvat_keys volumes (testlab/standins/cvat_image/labforge_standin.py).
+key as files in the cvat_data and cvat_keys volumes (testlab/standins/cvat_image/labforge_standin/cvat_data.py).
 
 These tests write through the stand-in's endpoints and look for the data where it lives: in PostgreSQL (psql inside
 cvat_db), in the volumes' directories on the host, and again after the containers restart or stop.

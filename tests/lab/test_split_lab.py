@@ -5,7 +5,7 @@ network's own namespace). One converge of the hosts file builds both.
 CVAT is the stand-in cvat_server of the test lab, which lists and calls functions as CVAT v2.51.0's lambda manager
 does with CVAT_NUCLIO_INVOKE_METHOD=dashboard (cvat/apps/lambda_manager/views.py at dfd505e7, LambdaGateway.list and
 _invoke_via_dashboard: GET /api/functions and POST /api/function_invocations on CVAT_NUCLIO_HOST:CVAT_NUCLIO_PORT with
-the x-nuclio-* headers; testlab/standins/cvat_image/labforge_standin.py). The dashboard is the stand-in
+the x-nuclio-* headers; testlab/standins/cvat_image/labforge_standin/server.py). The dashboard is the stand-in
 quay.io/nuclio/dashboard, which forwards an invocation to the function's container IP on port 8080 as Nuclio 1.13's
 invoker does (pkg/platform/abstract/invoker.go at 59fa1656), so the call only works when the dashboard and the
 functions share the inference host's Docker network.

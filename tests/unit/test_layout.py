@@ -114,3 +114,42 @@ def test_the_layer_check_sees_each_form_of_import(tmp_path):
     planted = tmp_path / "planted.py"
     planted.write_text("from tasks.backups import x\nimport tasks.cvat\nfrom . import nuclio\nfrom labforge import y\n")
     assert task_imports(planted) == ["tasks.backups", "tasks.cvat", "."]
+
+
+CALLBACK_LINES = 8  # a python.call callback that says what an operation did; anything longer is library code
+
+
+def helpers(path: Path) -> list[str]:
+    """The top-level functions of a tasks module that are not a layer: not decorated with @deploy(...), and not a
+    short private callback (`_name`, at most CALLBACK_LINES lines)."""
+    found = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        layer = any(isinstance(d, ast.Call) and getattr(d.func, "id", None) == "deploy" for d in node.decorator_list)
+        callback = node.name.startswith("_") and node.end_lineno - node.lineno + 1 <= CALLBACK_LINES
+        if not (layer or callback):
+            found.append(node.name)
+    return found
+
+
+helpers.__test__ = False  # a helper, not a test
+
+
+def test_tasks_hold_layers_only_and_their_helpers_live_in_labforge():
+    """Seen failing before: tasks/cvat.py held 13 helpers (the address and TLS, the release move, the admin) and ten
+    more sat in backups, cuda, exposure, functions, nuclio, nvidia and preflight; they live in labforge/ now
+    (cvat_site.py, cvat_release.py, cvat_admin.py, nvidia_driver.py, ...), where other layers and tests can use them
+    without importing a layer."""
+    layers = sorted(p for p in (REPO / "tasks").glob("*.py") if p.name != "__init__.py")
+    offenders = {p.name: names for p in layers if (names := helpers(p))}
+    assert offenders == {}
+
+
+def test_the_helper_check_sees_a_helper_and_a_long_callback(tmp_path):
+    planted = tmp_path / "planted.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(CALLBACK_LINES))
+    planted.write_text("from pyinfra.api import deploy\n\n@deploy('L')\ndef layer():\n    pass\n\n"
+                       "def _say(op):\n    pass\n\ndef helper():\n    pass\n\n"
+                       f"def _long(op):\n{body}\n")
+    assert helpers(planted) == ["helper", "_long"]

@@ -6,7 +6,7 @@ Implements what labforge calls, with Django's behaviour for it:
 - `shell -c CODE`: runs CODE, against the stand-in `django` package next to this file (users kept in
   /home/django/data, CVAT's data volume).
 - `migrate --check`: exit 1 when a migration of this release is not applied (Django's migrate: "--check: Exits
-  with a non-zero status if unapplied migrations are detected"), against the real PostgreSQL (labforge_standin.py).
+  with a non-zero status if unapplied migrations are detected"), against the real PostgreSQL (labforge_standin/cvat_data.py).
 From v2.72.0 it lives at /opt/cvat/manage.py and /home/django/manage.py links to it (CVAT's Dockerfile at 7972cb4f2,
 "Link manage.py to the home directory for backwards compatibility").
 """
@@ -15,7 +15,6 @@ import os
 import sys
 
 sys.path.insert(0, "/opt/labforge-standin")
-sys.path.insert(1, "/")  # labforge_standin.py: the migrations
 
 from django.contrib.auth import get_user_model  # the stand-in package
 
@@ -38,7 +37,7 @@ def main(argv: list[str]) -> int:
         exec(argv[argv.index("-c") + 1], {"__name__": "__main__"})
         return 0
     if argv[:1] == ["migrate"]:
-        import labforge_standin as standin
+        from labforge_standin import cvat_data as standin  # the migrations
 
         if "--check" in argv:
             missing = standin.unapplied()
