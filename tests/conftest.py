@@ -35,7 +35,8 @@ def cannot_run(reason: str):
     pytest.skip(reason)
 
 
-def _module(item: pytest.Item) -> str:
+def module_of(item: pytest.Item) -> str:
+    """The item's module, relative to the repository."""
     return Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
 
 
@@ -47,14 +48,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     the `lab` mark."""
 
     def rank(item: pytest.Item) -> tuple[int, int]:
-        module = _module(item)
+        module = module_of(item)
         if module in STACK_STORY:
             return 0, STACK_STORY.index(module)
         return (1 if module.startswith("tests/lab/") else 2), 0
 
     items.sort(key=rank)  # stable: every module's own order is kept
     for item in items:
-        module = _module(item)
+        module = module_of(item)
         if module.startswith("tests/lab/"):
             item.add_marker(pytest.mark.lab)
         item.add_marker(pytest.mark.xdist_group("stack-story" if module in STACK_STORY else module))

@@ -11,7 +11,7 @@ import pytest
 
 from testlab import labhosts, runner
 from testlab.standins import cvat
-from tests.conftest import cannot_run
+from tests.conftest import STACK_STORY, cannot_run, module_of
 
 # apart from a person's ./lab hosts, and from other test runs on the same machine
 TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"
@@ -19,6 +19,15 @@ TEST_LAB_DIR = labhosts.LAB_DIR / f"pytest-{os.getpid()}"
 
 STACK_NAME = "citest-stack"
 STACK_PASSWORD = {"LABFORGE_CVAT_ADMIN_PASSWORD": "x7!Qm2#pLw9$Tz-backups"}
+_story_hosts: list[labhosts.LabHost] = []  # stack_host's, destroyed when the story's last test is torn down
+
+
+@pytest.hookimpl(trylast=True)  # after the module's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    in_story = module_of(item) in STACK_STORY
+    if in_story and _story_hosts and (nextitem is None or module_of(nextitem) not in STACK_STORY):
+        while _story_hosts:
+            _story_hosts.pop().destroy()
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +78,8 @@ def stack_host(mirror):
     """A CPU lab host with CVAT's stand-in stack up at v2.51.0 and v2.73.0's images loaded: the one lab whose life
     test_lab_database, test_backup and test_upgrade follow, in that order (STACK_STORY): its database filled and
     restarted, then backed up, lost and restored, then upgraded. One host for the three saves two boots, two
-    converges and two image builds (about two minutes of CI)."""
-    booted: list[labhosts.LabHost] = []
+    converges and two image builds (about two minutes of CI). Destroyed when the story's last test ends."""
+    booted = _story_hosts
     try:
         lab_host = _boot(mirror, booted, STACK_NAME, "127.0.0.18")
         files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack-files.yml", group="cpu_servers"))
@@ -83,5 +92,5 @@ def stack_host(mirror):
         assert up.returncode == 0, up.stderr[-3000:]
         yield lab_host
     finally:
-        for booted_host in booted:
-            booted_host.destroy()
+        while booted:  # when the story did not end (a run stopped early)
+            booted.pop().destroy()
