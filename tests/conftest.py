@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # One lab's life on one host (tests/lab/conftest.py stack_host): these modules run in this order, on one worker,
 # each from where the one before left it.
-STACK_STORY = ("tests/lab/test_lab_database.py", "tests/lab/test_backup.py", "tests/lab/test_upgrade.py")
+STACK_STORY = ("tests/lab/test_lab_database.py", "tests/lab/test_backup.py")
+# The longest lab modules after the story, longest first (CI's --durations); the rest of the lab follows them.
+LONGEST_FIRST = ("tests/lab/test_upgrade.py", "tests/lab/test_exposure.py", "tests/lab/test_faults.py",
+                 "tests/lab/test_cvat.py", "tests/lab/test_split_lab.py")
 
 
 def pytest_addoption(parser):
@@ -51,7 +54,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = module_of(item)
         if module in STACK_STORY:
             return 0, STACK_STORY.index(module)
-        return (1 if module.startswith("tests/lab/") else 2), 0
+        if module in LONGEST_FIRST:
+            return 1, LONGEST_FIRST.index(module)
+        return (2 if module.startswith("tests/lab/") else 3), 0
 
     items.sort(key=rank)  # stable: every module's own order is kept
     for item in items:

@@ -73,24 +73,29 @@ def boot_host(mirror):
         lab_host.destroy()
 
 
+def bring_up_stack(boot, mirror, name: str, address: str, releases: tuple[str, ...] = (), **settings) -> labhosts.LabHost:
+    """A CPU lab host with CVAT's stand-in stack up at v2.51.0 (`releases`: those releases' images loaded too), booted
+    with `boot` (a module's boot_host, or the story's), converged with `settings` and the stack's admin password."""
+    lab_host = boot(name, address)
+    files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / f"{name}-files.yml", group="cpu_servers"))
+    assert files.returncode == 0, files.stderr[-3000:]
+    started = time.monotonic()
+    cvat.load_images(lab_host, labhosts.base_tarball(), releases=releases)
+    print(f"stand-in images built in {time.monotonic() - started:.1f}s")
+    up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / f"{name}.yml", group="cpu_servers",
+                                           cvat_start=True, **settings), env=STACK_PASSWORD)
+    assert up.returncode == 0, up.stderr[-3000:]
+    return lab_host
+
+
 @pytest.fixture(scope="session")
 def stack_host(mirror):
-    """A CPU lab host with CVAT's stand-in stack up at v2.51.0 and v2.73.0's images loaded: the one lab whose life
-    test_lab_database, test_backup and test_upgrade follow, in that order (STACK_STORY): its database filled and
-    restarted, then backed up, lost and restored, then upgraded. One host for the three saves two boots, two
-    converges and two image builds (about two minutes of CI). Destroyed when the story's last test ends."""
+    """The one lab whose life test_lab_database and test_backup follow, in that order (STACK_STORY): its database
+    filled and restarted, then backed up, lost and restored. One host for the two saves a boot, a converge and an
+    image build. Destroyed when the story's last test ends."""
     booted = _story_hosts
     try:
-        lab_host = _boot(mirror, booted, STACK_NAME, "127.0.0.18")
-        files = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack-files.yml", group="cpu_servers"))
-        assert files.returncode == 0, files.stderr[-3000:]
-        started = time.monotonic()
-        cvat.load_images(lab_host, labhosts.base_tarball(), releases=("v2.73.0",))
-        print(f"stand-in images built in {time.monotonic() - started:.1f}s")
-        up = runner.deploy(labhosts.hosts_file([lab_host], mirror, TEST_LAB_DIR / "stack.yml", group="cpu_servers",
-                                               cvat_start=True), env=STACK_PASSWORD)
-        assert up.returncode == 0, up.stderr[-3000:]
-        yield lab_host
+        yield bring_up_stack(lambda name, address: _boot(mirror, booted, name, address), mirror, STACK_NAME, "127.0.0.18")
     finally:
         while booted:  # when the story did not end (a run stopped early)
             booted.pop().destroy()

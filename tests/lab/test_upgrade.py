@@ -19,10 +19,11 @@ from labforge import upgrades
 from labforge.backups import DATA_PROGRAM
 from labforge.data_program import read_upgrade_journal
 from testlab import labhosts, runner
-from tests.lab.conftest import STACK_NAME, TEST_LAB_DIR
+from tests.lab.conftest import TEST_LAB_DIR, bring_up_stack
 from tests.lab.test_backup import BACKUP_DIR, PASSWORD, complete_backups, started_at, volume_files
 
-NAME = f"{STACK_NAME}.lab"
+HOST_NAME = "citest-upgrade"
+NAME = f"{HOST_NAME}.lab"
 OLD, NEW = "v2.51.0", "v2.73.0"
 FUNCTIONS = {"openvino-omz-public-yolo-v3-tf", "openvino-dextr"}
 TAKEN: dict[str, str] = {}  # what earlier tests of this module took (the lab's story runs in order)
@@ -41,11 +42,10 @@ def converge(host, mirror, version: str, ok: bool = True, **extra) -> runner.Dep
 
 
 @pytest.fixture(scope="module")
-def host(stack_host, mirror):
-    """The lab's host (tests/lab/conftest.py stack_host: v2.73.0's images loaded too), after test_backup, converged
-    at v2.51.0 with this module's settings."""
-    converge(stack_host, mirror, OLD)
-    return stack_host
+def host(boot_host, mirror):
+    """This module's own lab: CVAT's stand-in stack up at v2.51.0 with v2.73.0's images loaded, converged with this
+    module's settings (no other module's story: it runs on its own, beside the others)."""
+    return bring_up_stack(boot_host, mirror, HOST_NAME, "127.0.0.19", releases=(NEW,), cvat_version=OLD, backup_keep=10)
 
 
 def api(host, method: str, path: str, body: dict | None = None) -> dict | list:

@@ -162,7 +162,7 @@ def ensure_secret_key() -> None:
             os.link(f.name, SECRET_KEY_FILE)
 
 
-def annotations() -> dict:
+def annotation_rows() -> dict:
     (rows, checksum, tasks, jobs), = psql(CHECKSUM)
     return {"rows": int(rows), "checksum": checksum, "tasks": int(tasks), "jobs": int(jobs)}
 
@@ -181,7 +181,7 @@ INSERT INTO engine_labeledshape (job_id, label_id, frame, type, occluded, z_orde
 SELECT :task_id, :job_id;
 """
     (task, job), = psql(sql)
-    return {"task_id": int(task), "job_id": int(job), "inserted": count, **annotations()}
+    return {"task_id": int(task), "job_id": int(job), "inserted": count, **annotation_rows()}
 
 
 def media_name(name: object) -> str:

@@ -62,6 +62,7 @@ from labforge_standin.cvat_data import (
     Schema,
     add_annotations,
     add_task,
+    annotation_rows,
     delete_task,
     list_media,
     list_tasks,
@@ -124,7 +125,7 @@ class Server(Quiet):
             doc = json.loads(payload or b"{}")
             if (method, path) == ("GET", "/annotations"):
                 Schema.wait()
-                found = annotations()
+                found = annotation_rows()
             elif (method, path) == ("POST", "/annotations"):
                 count = doc.get("count")
                 if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= 10_000_000:
