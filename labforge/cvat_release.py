@@ -1,6 +1,7 @@
-"""Which CVAT release a host is at and moves to, for the CVAT layer (tasks/cvat.py): the pinned checkout, the move
-decided while planning (labforge/upgrades.py plan, refused there), and the switch run by `labforge-data upgrade` in
-its own unit under the data lock (docs/backups-and-upgrades.md)."""
+"""Which CVAT release a host is at and moves to: the release this run settles on when cvat_version is unset
+(settle_release, run by the preflight layer before any layer reads it), and for the CVAT layer (tasks/cvat.py) the
+pinned checkout, the move decided while planning (labforge/upgrades.py plan, refused there), and the switch run by
+`labforge-data upgrade` in its own unit under the data lock (docs/backups-and-upgrades.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 restic, the repository's password and credentials), and finishing what a killed run left. The CVAT layer installs it
 before an upgrade, which backs up with it; the backup and restore scripts before they run it; preflight checks the
 password and credentials settings with the same functions, so a bad one is refused before any layer changes
-anything. labforge/backups.py decides the settings; labforge/data_program.py is the program.
+anything; backup.py's backup_fetch_dir copies the repository to the control machine (fetch_repository).
+labforge/backups.py decides the settings; labforge/data_program.py is the program.
 """
 
 from __future__ import annotations

@@ -179,7 +179,9 @@ class LabHost:
                 target.unlink()
             target.write_text(os_release)
 
-    def boot(self, timeout: float = 90) -> None:
+    def boot(self, timeout: float = 600) -> None:
+        """Boot and wait for sshd. A boot takes seconds on a quiet machine; the timeout is only there so that a host
+        that never comes up does not hang the run (a busy machine, e.g. two image builds beside it, took over 90 s)."""
         _ensure_nspawn_runtime_dir()
         reap_orphaned_containers()
         if _listening(self.address, SSH_PORT):
@@ -201,10 +203,12 @@ class LabHost:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise LabError(f"{self.name}: systemd-nspawn exited with {proc.returncode}; see {self.log}")
-            if self.ssh("true", check=False).returncode == 0:
-                return
+            with contextlib.suppress(subprocess.TimeoutExpired):  # sshd accepted, but too busy to answer yet
+                if self.ssh("true", check=False, timeout=30).returncode == 0:
+                    return
             time.sleep(1)
-        raise LabError(f"{self.name}: no SSH on {self.address}:{SSH_PORT} after {timeout:.0f}s; see {self.log}")
+        raise LabError(f"{self.name}: no SSH on {self.address}:{SSH_PORT} after {timeout:.0f}s; {self.log} ends:\n"
+                       + "\n".join(self.log.read_text(errors="replace").splitlines()[-30:]))
 
     def forward(self, port: int) -> None:
         """The host's 127.0.0.1:port reaches the machine's 127.0.0.1:port (a server a test started, e.g. testlab/s3.py)."""

@@ -45,10 +45,10 @@ def module_of(item: pytest.Item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (a plugin registered after this conftest)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Work units for pytest-xdist (pyproject's `-n 2 --dist loadgroup`): a module is one unit, so its module
-    fixtures (a lab host, a model) are made once; the stack story is one, its modules in order. Lab units go first,
-    the story first of all, so the longest units start first and the short ones fill in at the end. Lab items get
-    the `lab` mark."""
+    """Work units for pytest-xdist (pyproject's `--dist loadgroup`): a module is one unit, so its module fixtures (a
+    lab host, a model) are made once; the stack story is one, its modules in order. Lab units go first, the story and
+    LONGEST_FIRST first of all, so the longest units start first and the short ones fill in at the end. Lab items
+    get the `lab` mark."""
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         module = module_of(item)
