@@ -122,15 +122,21 @@ NSPAWN_ENV = {"SYSTEMD_SECCOMP": "0", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
 
 
 def _leader(nspawn_pid: int, timeout: float = 20) -> int:
-    """The container's PID 1 (systemd), the child systemd-nspawn forks."""
+    """The container's PID 1 (systemd): the child of systemd-nspawn in a PID namespace of its own. While it sets up,
+    nspawn has another child, in nspawn's own PID namespace, that forks the container's init and exits (the init is
+    then nspawn's child). Taking the first child, as this did, sometimes took that one: the SSH bridge then entered a
+    process that was gone, and the host booted with no SSH (CI: "doctor-ok: no SSH on 127.0.0.41:2222 after 90s")."""
+    own = os.readlink(f"/proc/{nspawn_pid}/ns/pid")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
         except OSError:
             children = []
-        if children:
-            return int(children[0])
+        for child in children:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{child}/ns/pid") != own:
+                    return int(child)
         time.sleep(0.2)
     raise LabError(f"systemd-nspawn {nspawn_pid} started no container")
 
@@ -179,9 +185,9 @@ class LabHost:
                 target.unlink()
             target.write_text(os_release)
 
-    def boot(self, timeout: float = 600) -> None:
-        """Boot and wait for sshd. A boot takes seconds on a quiet machine; the timeout is only there so that a host
-        that never comes up does not hang the run (a busy machine, e.g. two image builds beside it, took over 90 s)."""
+    def boot(self, timeout: float = 180) -> None:
+        """Boot and wait for sshd (a few seconds, a few more on a busy machine; the timeout only keeps a host that
+        never comes up from hanging the run)."""
         _ensure_nspawn_runtime_dir()
         reap_orphaned_containers()
         if _listening(self.address, SSH_PORT):
